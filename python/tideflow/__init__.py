@@ -1,0 +1,1 @@
+"""tideflow: an embeddable durable workflow engine for Python with a Rust core."""

@@ -1,0 +1,58 @@
+//! The core's error type: one enum, mapped onto the Python exception tree in one place (bindings).
+
+use std::fmt;
+
+/// Everything the core can report; the bindings map each variant to one Python exception class.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CoreError {
+    /// The workflow definition is invalid (found before anything runs).
+    Definition(String),
+    /// A checkpoint record is truncated, corrupted, or of an unknown format.
+    Corrupt(String),
+    /// The store failed (I/O, locked, read-only, closed).
+    Store(String),
+    /// A commit was rejected because another writer advanced the instance first.
+    Conflict {
+        instance: String,
+        expected: u64,
+        found: u64,
+    },
+    /// No instance with this id exists in the store.
+    UnknownInstance(String),
+    /// A stored instance pins a plan hash that is not registered.
+    VersionMismatch {
+        instance: String,
+        workflow: String,
+        stored: String,
+        registered: Vec<String>,
+    },
+    /// The operation is not valid in the instance's current state.
+    InvalidState(String),
+}
+
+impl fmt::Display for CoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CoreError::Definition(m) => write!(f, "{m}"),
+            CoreError::Corrupt(m) => write!(f, "corrupt checkpoint: {m}"),
+            CoreError::Store(m) => write!(f, "store error: {m}"),
+            CoreError::Conflict { instance, expected, found } => write!(
+                f,
+                "instance {instance:?} was advanced by another writer (expected version {expected}, found {found})"
+            ),
+            CoreError::UnknownInstance(id) => write!(f, "no workflow instance with id {id:?}"),
+            CoreError::VersionMismatch { instance, workflow, stored, registered } => write!(
+                f,
+                "instance {instance:?} of workflow {workflow:?} was started on plan {stored}, \
+                 but the registered plans are [{}]; register the old version to resume it",
+                registered.join(", ")
+            ),
+            CoreError::InvalidState(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for CoreError {}
+
+/// Shorthand for results carrying a [`CoreError`].
+pub type Result<T, E = CoreError> = std::result::Result<T, E>;

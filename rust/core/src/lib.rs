@@ -1,0 +1,18 @@
+//! tideflow-core: the pure-Rust engine behind tideflow.
+//!
+//! No Python here: the plan IR ([`plan`]), the instance state machine ([`instance`]), retry
+//! policies ([`retry`]), the checkpoint record format ([`codec`]) and the store contract with the
+//! native stores ([`store`]). Time is always passed in, never read, so every transition is
+//! deterministic and testable with `cargo test`.
+
+pub mod codec;
+pub mod error;
+pub mod instance;
+pub mod mermaid;
+pub mod plan;
+pub mod retry;
+pub mod status;
+pub mod store;
+
+pub use error::{CoreError, Result};
+pub use status::Status;

@@ -1,0 +1,542 @@
+//! The plan IR: a workflow definition compiled to a validated graph of nodes with a content hash.
+//!
+//! A plan is data. It names steps and functions (conditions, routers) by index into tables the host
+//! owns; it never holds code. It is built from a JSON spec (what the Python builder emits), checked
+//! before anything runs, hashed for versioning, and drawn as Mermaid.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{CoreError, Result};
+use crate::retry::RetryPolicy;
+
+/// Index of a node in [`Plan::nodes`].
+pub type NodeId = u32;
+
+/// A step as the plan knows it: a name and its options (the callable stays with the host).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepSpec {
+    /// The step's name, shown in history and errors.
+    pub name: String,
+    /// Retry policy; absent means a single attempt.
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+    /// Per-attempt timeout in seconds (enforced by the drivers).
+    #[serde(default)]
+    pub timeout: Option<f64>,
+}
+
+/// Where a state goes after its body completes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NextSpec {
+    /// Always the named state.
+    Goto(String),
+    /// The state's output (a label) picks the next state from this table.
+    Labels(Vec<(String, String)>),
+    /// A router function of the output returns the next state's name.
+    Router {
+        router: u32,
+        targets: Option<Vec<String>>,
+    },
+}
+
+/// One named state of an explicit state machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateSpec {
+    /// The state's unique name.
+    pub name: String,
+    /// What runs in this state.
+    pub body: NodeSpec,
+    /// Where to go afterwards; `None` ends the state machine.
+    #[serde(default)]
+    pub next: Option<NextSpec>,
+}
+
+/// The serialised form of a node, as the Python builder emits it and as `Plan::to_json` exports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NodeSpec {
+    /// Run one step.
+    Step { step: u32 },
+    /// Run children one after another, each receiving the previous output.
+    Seq { children: Vec<NodeSpec> },
+    /// Run children on the same input; the output is the tuple of their outputs.
+    Parallel { children: Vec<NodeSpec> },
+    /// Run the body once per item of the input list; the output is the list of results, in order.
+    Map {
+        body: Box<NodeSpec>,
+        concurrency: Option<u32>,
+    },
+    /// A condition of the input picks `then` or `otherwise` (absent: pass the input through).
+    Branch {
+        cond: u32,
+        then: Box<NodeSpec>,
+        otherwise: Option<Box<NodeSpec>>,
+    },
+    /// Repeat the body, feeding each output to the next iteration, until `until` holds.
+    Loop {
+        body: Box<NodeSpec>,
+        until: u32,
+        max_iterations: Option<u32>,
+    },
+    /// An explicit state machine; cycles allowed.
+    States {
+        start: String,
+        states: Vec<StateSpec>,
+    },
+    /// A sub-workflow inlined at this position (named for drawing and history).
+    Sub {
+        workflow: String,
+        body: Box<NodeSpec>,
+    },
+}
+
+/// The whole definition as emitted by a builder: names, tables and the root node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanSpec {
+    /// The workflow's name.
+    pub name: String,
+    /// Optional user-facing version label.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Steps referenced by index from `Step` nodes.
+    pub steps: Vec<StepSpec>,
+    /// Names of functions (conditions, routers) referenced by index.
+    #[serde(default)]
+    pub fns: Vec<String>,
+    /// The root node.
+    pub root: NodeSpec,
+    /// Whole-workflow timeout in seconds.
+    #[serde(default)]
+    pub timeout: Option<f64>,
+}
+
+/// Where a state goes next, resolved to state indices.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// The state machine ends with this state's output.
+    End,
+    /// Always this state.
+    Goto(u32),
+    /// Label (from the output) to state index.
+    Labels(Vec<(String, u32)>),
+    /// A router function; `targets` (if declared) bounds where it may go.
+    Router {
+        router: u32,
+        targets: Option<Vec<u32>>,
+    },
+}
+
+/// A resolved state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    /// Unique name.
+    pub name: String,
+    /// The node run in this state.
+    pub body: NodeId,
+    /// The transition.
+    pub next: Next,
+}
+
+/// A node of the compiled plan; children are referenced by [`NodeId`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Node {
+    /// Run step `step`.
+    Step { step: u32 },
+    /// Children in order.
+    Seq { children: Vec<NodeId> },
+    /// Static fan-out, fan-in as a tuple.
+    Parallel { children: Vec<NodeId> },
+    /// Dynamic fan-out over a list, at most `concurrency` at once.
+    Map { body: NodeId, concurrency: u32 },
+    /// Two-way choice on a condition.
+    Branch {
+        cond: u32,
+        then: NodeId,
+        otherwise: Option<NodeId>,
+    },
+    /// Bounded loop.
+    Loop {
+        body: NodeId,
+        until: u32,
+        max_iterations: u32,
+    },
+    /// Explicit state machine.
+    States { start: u32, states: Vec<State> },
+    /// Inlined sub-workflow.
+    Sub { workflow: String, body: NodeId },
+}
+
+/// A validated, hashed plan.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The workflow's name.
+    pub name: String,
+    /// Optional version label.
+    pub version: Option<String>,
+    /// Step table.
+    pub steps: Vec<StepSpec>,
+    /// Function-name table.
+    pub fns: Vec<String>,
+    /// Node arena.
+    pub nodes: Vec<Node>,
+    /// The root node.
+    pub root: NodeId,
+    /// Whole-workflow timeout in seconds.
+    pub timeout: Option<f64>,
+    /// Content hash of the structure (hex), pinned by every instance started on this plan.
+    pub hash: String,
+    spec: PlanSpec,
+}
+
+impl Plan {
+    /// Parses a JSON spec, validates it and computes its hash.
+    pub fn from_json(json: &str) -> Result<Plan> {
+        let spec: PlanSpec = serde_json::from_str(json)
+            .map_err(|e| CoreError::Definition(format!("malformed plan spec: {e}")))?;
+        Plan::from_spec(spec)
+    }
+
+    /// Validates a spec and compiles it into the node arena.
+    pub fn from_spec(spec: PlanSpec) -> Result<Plan> {
+        if spec.name.is_empty() {
+            return Err(CoreError::Definition(
+                "a workflow needs a non-empty name".into(),
+            ));
+        }
+        for s in &spec.steps {
+            if let Some(r) = &s.retry {
+                r.validate().map_err(|m| {
+                    CoreError::Definition(format!(
+                        "step {:?} has an invalid retry policy: {m}",
+                        s.name
+                    ))
+                })?;
+            }
+            check_duration(s.timeout, &format!("timeout of step {:?}", s.name))?;
+        }
+        check_duration(
+            spec.timeout,
+            &format!("timeout of workflow {:?}", spec.name),
+        )?;
+        let mut b = Builder {
+            spec: &spec,
+            nodes: Vec::new(),
+        };
+        let root = b.node(&spec.root, &spec.name)?;
+        let nodes = b.nodes;
+        let hash = structural_hash(&spec);
+        Ok(Plan {
+            name: spec.name.clone(),
+            version: spec.version.clone(),
+            steps: spec.steps.clone(),
+            fns: spec.fns.clone(),
+            nodes,
+            root,
+            timeout: spec.timeout,
+            hash,
+            spec,
+        })
+    }
+
+    /// The node with this id.
+    #[inline]
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id as usize]
+    }
+
+    /// The spec as JSON (for export and inspection).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.spec).expect("a plan spec always serialises")
+    }
+
+    /// The retry policy of step `step` (a single attempt when none was given).
+    pub fn retry(&self, step: u32) -> RetryPolicy {
+        self.steps[step as usize].retry.clone().unwrap_or_default()
+    }
+
+    /// Draws the plan as a Mermaid flowchart.
+    pub fn to_mermaid(&self) -> String {
+        crate::mermaid::draw(self)
+    }
+}
+
+fn check_duration(d: Option<f64>, what: &str) -> Result<()> {
+    match d {
+        Some(v) if !v.is_finite() || v < 0.0 => Err(CoreError::Definition(format!(
+            "{what} must be a finite number of seconds >= 0, got {v}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+struct Builder<'a> {
+    spec: &'a PlanSpec,
+    nodes: Vec<Node>,
+}
+
+impl Builder<'_> {
+    fn push(&mut self, n: Node) -> NodeId {
+        self.nodes.push(n);
+        (self.nodes.len() - 1) as NodeId
+    }
+
+    fn fn_index(&self, f: u32, what: &str) -> Result<u32> {
+        if (f as usize) < self.spec.fns.len() {
+            Ok(f)
+        } else {
+            Err(CoreError::Definition(format!(
+                "{what} refers to function #{f}, which is not in the plan"
+            )))
+        }
+    }
+
+    fn node(&mut self, spec: &NodeSpec, wf: &str) -> Result<NodeId> {
+        let node = match spec {
+            NodeSpec::Step { step } => {
+                if (*step as usize) >= self.spec.steps.len() {
+                    return Err(CoreError::Definition(format!(
+                        "workflow {wf:?} refers to step #{step}, which is not in the plan"
+                    )));
+                }
+                Node::Step { step: *step }
+            }
+            NodeSpec::Seq { children } => {
+                if children.is_empty() {
+                    return Err(CoreError::Definition(format!(
+                        "workflow {wf:?} has no steps"
+                    )));
+                }
+                let ids = children
+                    .iter()
+                    .map(|c| self.node(c, wf))
+                    .collect::<Result<Vec<_>>>()?;
+                Node::Seq { children: ids }
+            }
+            NodeSpec::Parallel { children } => {
+                if children.is_empty() {
+                    return Err(CoreError::Definition(format!(
+                        "a parallel block in workflow {wf:?} has no branches"
+                    )));
+                }
+                let ids = children
+                    .iter()
+                    .map(|c| self.node(c, wf))
+                    .collect::<Result<Vec<_>>>()?;
+                Node::Parallel { children: ids }
+            }
+            NodeSpec::Map { body, concurrency } => {
+                let c = concurrency.unwrap_or(u32::MAX);
+                if c == 0 {
+                    return Err(CoreError::Definition(format!(
+                        "a map in workflow {wf:?} has concurrency 0; it must be at least 1"
+                    )));
+                }
+                let body = self.node(body, wf)?;
+                Node::Map {
+                    body,
+                    concurrency: c,
+                }
+            }
+            NodeSpec::Branch {
+                cond,
+                then,
+                otherwise,
+            } => {
+                let cond = self.fn_index(*cond, "a branch")?;
+                let then = self.node(then, wf)?;
+                let otherwise = match otherwise {
+                    Some(o) => Some(self.node(o, wf)?),
+                    None => None,
+                };
+                Node::Branch {
+                    cond,
+                    then,
+                    otherwise,
+                }
+            }
+            NodeSpec::Loop {
+                body,
+                until,
+                max_iterations,
+            } => {
+                let until = self.fn_index(*until, "a loop")?;
+                let max = match max_iterations {
+                    None => {
+                        return Err(CoreError::Definition(format!(
+                            "a loop in workflow {wf:?} has no bound: give it max_iterations"
+                        )))
+                    }
+                    Some(0) => {
+                        return Err(CoreError::Definition(format!(
+                            "a loop in workflow {wf:?} has max_iterations 0; it must be at least 1"
+                        )))
+                    }
+                    Some(m) => *m,
+                };
+                let body = self.node(body, wf)?;
+                Node::Loop {
+                    body,
+                    until,
+                    max_iterations: max,
+                }
+            }
+            NodeSpec::States { start, states } => self.states(start, states, wf)?,
+            NodeSpec::Sub { workflow, body } => {
+                let body = self.node(body, workflow)?;
+                Node::Sub {
+                    workflow: workflow.clone(),
+                    body,
+                }
+            }
+        };
+        Ok(self.push(node))
+    }
+
+    fn states(&mut self, start: &str, states: &[StateSpec], wf: &str) -> Result<Node> {
+        if states.is_empty() {
+            return Err(CoreError::Definition(format!(
+                "workflow {wf:?} has no states"
+            )));
+        }
+        let mut index: HashMap<&str, u32> = HashMap::new();
+        for (i, s) in states.iter().enumerate() {
+            if s.name.is_empty() || s.name.contains(['.', '#', '?']) {
+                return Err(CoreError::Definition(format!(
+                    "state name {:?} in workflow {wf:?} must be non-empty and contain no '.', '#' or '?'",
+                    s.name
+                )));
+            }
+            if index.insert(s.name.as_str(), i as u32).is_some() {
+                return Err(CoreError::Definition(format!(
+                    "workflow {wf:?} defines state {:?} twice",
+                    s.name
+                )));
+            }
+        }
+        let lookup = |from: &str, to: &str| -> Result<u32> {
+            index.get(to).copied().ok_or_else(|| {
+                CoreError::Definition(format!(
+                    "state {from:?} of workflow {wf:?} goes to unknown state {to:?}"
+                ))
+            })
+        };
+        let start_ix = *index.get(start).ok_or_else(|| {
+            CoreError::Definition(format!("workflow {wf:?} starts at unknown state {start:?}"))
+        })?;
+        let mut resolved = Vec::with_capacity(states.len());
+        for s in states {
+            let next = match &s.next {
+                None => Next::End,
+                Some(NextSpec::Goto(t)) => Next::Goto(lookup(&s.name, t)?),
+                Some(NextSpec::Labels(table)) => {
+                    if table.is_empty() {
+                        return Err(CoreError::Definition(format!(
+                            "state {:?} of workflow {wf:?} has an empty transition table",
+                            s.name
+                        )));
+                    }
+                    let mut out = Vec::with_capacity(table.len());
+                    for (label, t) in table {
+                        out.push((label.clone(), lookup(&s.name, t)?));
+                    }
+                    Next::Labels(out)
+                }
+                Some(NextSpec::Router { router, targets }) => {
+                    let router = self.fn_index(*router, "a router")?;
+                    let targets = match targets {
+                        None => None,
+                        Some(ts) => Some(
+                            ts.iter()
+                                .map(|t| lookup(&s.name, t))
+                                .collect::<Result<Vec<_>>>()?,
+                        ),
+                    };
+                    Next::Router { router, targets }
+                }
+            };
+            let body = self.node(&s.body, wf)?;
+            resolved.push(State {
+                name: s.name.clone(),
+                body,
+                next,
+            });
+        }
+        // reachability from the start state
+        let mut seen: HashSet<u32> = HashSet::new();
+        let mut stack = vec![start_ix];
+        while let Some(i) = stack.pop() {
+            if !seen.insert(i) {
+                continue;
+            }
+            match &resolved[i as usize].next {
+                Next::End => {}
+                Next::Goto(t) => stack.push(*t),
+                Next::Labels(table) => stack.extend(table.iter().map(|(_, t)| *t)),
+                Next::Router {
+                    targets: Some(ts), ..
+                } => stack.extend(ts.iter().copied()),
+                Next::Router { targets: None, .. } => stack.extend(0..resolved.len() as u32),
+            }
+        }
+        let unreachable: Vec<&str> = resolved
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !seen.contains(&(*i as u32)))
+            .map(|(_, s)| s.name.as_str())
+            .collect();
+        if !unreachable.is_empty() {
+            return Err(CoreError::Definition(format!(
+                "workflow {wf:?} has states that cannot be reached from {start:?}: {}",
+                unreachable.join(", ")
+            )));
+        }
+        Ok(Node::States {
+            start: start_ix,
+            states: resolved,
+        })
+    }
+}
+
+/// Hash of what determines positions: the structure, step names, function names, state names and
+/// signal names. Retry policies and timeouts are left out: tuning them does not move any position,
+/// so it must not strand running instances.
+fn structural_hash(spec: &PlanSpec) -> String {
+    let mut shape = spec.clone();
+    for s in &mut shape.steps {
+        s.retry = None;
+        s.timeout = None;
+    }
+    shape.timeout = None;
+    shape.version = None;
+    strip_timeouts(&mut shape.root);
+    let bytes = serde_json::to_vec(&shape).expect("a plan spec always serialises");
+    let digest = Sha256::digest(&bytes);
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+fn strip_timeouts(n: &mut NodeSpec) {
+    match n {
+        NodeSpec::Seq { children } | NodeSpec::Parallel { children } => {
+            children.iter_mut().for_each(strip_timeouts)
+        }
+        NodeSpec::Map { body, .. } | NodeSpec::Loop { body, .. } | NodeSpec::Sub { body, .. } => {
+            strip_timeouts(body)
+        }
+        NodeSpec::Branch {
+            then, otherwise, ..
+        } => {
+            strip_timeouts(then);
+            if let Some(o) = otherwise {
+                strip_timeouts(o);
+            }
+        }
+        NodeSpec::States { states, .. } => {
+            states.iter_mut().for_each(|s| strip_timeouts(&mut s.body))
+        }
+        NodeSpec::Step { .. } => {}
+    }
+}
