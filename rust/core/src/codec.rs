@@ -41,10 +41,7 @@ pub enum Outcome {
     /// The step returned; the encoded output.
     Completed(Vec<u8>),
     /// The step raised; the error record (JSON) and when the next attempt is due, if any.
-    Failed {
-        error: Vec<u8>,
-        retry_at: Option<f64>,
-    },
+    Failed { error: Vec<u8>, retry_at: Option<f64> },
 }
 
 /// One finished attempt of one step at one position.
@@ -148,15 +145,10 @@ impl<'a> Reader<'a> {
     /// Checks framing and checksum; returns the reader positioned on the body and the kind.
     fn open(b: &'a [u8]) -> Result<(Reader<'a>, u8)> {
         if b.len() < 8 {
-            return Err(corrupt(&format!(
-                "record of {} bytes is truncated",
-                b.len()
-            )));
+            return Err(corrupt(&format!("record of {} bytes is truncated", b.len())));
         }
         if &b[..2] != MAGIC {
-            return Err(corrupt(
-                "record does not start with the tideflow magic bytes",
-            ));
+            return Err(corrupt("record does not start with the tideflow magic bytes"));
         }
         if b[2] != FORMAT {
             return Err(corrupt(&format!(
@@ -172,10 +164,7 @@ impl<'a> Reader<'a> {
         Ok((Reader { b: body, pos: 4 }, b[3]))
     }
     fn byte(&mut self) -> Result<u8> {
-        let v = *self
-            .b
-            .get(self.pos)
-            .ok_or_else(|| corrupt("record ends early"))?;
+        let v = *self.b.get(self.pos).ok_or_else(|| corrupt("record ends early"))?;
         self.pos += 1;
         Ok(v)
     }
@@ -225,18 +214,10 @@ impl<'a> Reader<'a> {
         }
     }
     fn opt_bytes(&mut self) -> Result<Option<Vec<u8>>> {
-        Ok(if self.flag()? {
-            Some(self.bytes()?.to_vec())
-        } else {
-            None
-        })
+        Ok(if self.flag()? { Some(self.bytes()?.to_vec()) } else { None })
     }
     fn opt_f64(&mut self) -> Result<Option<f64>> {
-        Ok(if self.flag()? {
-            Some(self.f64()?)
-        } else {
-            None
-        })
+        Ok(if self.flag()? { Some(self.f64()?) } else { None })
     }
     fn tasks(&mut self) -> Result<Vec<(String, u32)>> {
         let n = self.varint()? as usize;
@@ -277,30 +258,18 @@ pub fn encode_header(h: &Header) -> Vec<u8> {
 pub fn decode_header(b: &[u8]) -> Result<Header> {
     let (mut r, kind) = Reader::open(b)?;
     if kind != KIND_HEADER {
-        return Err(corrupt(&format!(
-            "expected an instance header, found record kind {kind}"
-        )));
+        return Err(corrupt(&format!("expected an instance header, found record kind {kind}")));
     }
     let workflow = r.string()?;
-    let version = r
-        .opt_bytes()?
-        .map(|v| String::from_utf8(v).map_err(|_| corrupt("version is not UTF-8")))
-        .transpose()?;
+    let version =
+        r.opt_bytes()?.map(|v| String::from_utf8(v).map_err(|_| corrupt("version is not UTF-8"))).transpose()?;
     let plan_hash = r.string()?;
     let input = r.bytes()?.to_vec();
     let created_at = r.f64()?;
     let output = r.opt_bytes()?;
     let error = r.opt_bytes()?;
     r.done()?;
-    Ok(Header {
-        workflow,
-        version,
-        plan_hash,
-        input,
-        created_at,
-        output,
-        error,
-    })
+    Ok(Header { workflow, version, plan_hash, input, created_at, output, error })
 }
 
 /// Encodes one log record.
@@ -352,8 +321,7 @@ pub fn decode_record(b: &[u8]) -> Result<Record> {
         KIND_STEP => {
             let key = r.string()?;
             let step = r.string()?;
-            let attempt =
-                u32::try_from(r.varint()?).map_err(|_| corrupt("attempt out of range"))?;
+            let attempt = u32::try_from(r.varint()?).map_err(|_| corrupt("attempt out of range"))?;
             let started_at = r.f64()?;
             let finished_at = r.f64()?;
             let outcome = match r.byte()? {
@@ -366,15 +334,7 @@ pub fn decode_record(b: &[u8]) -> Result<Record> {
                 x => return Err(corrupt(&format!("unknown step outcome {x}"))),
             };
             let next = r.tasks()?;
-            Record::Step(StepRecord {
-                key,
-                step,
-                attempt,
-                started_at,
-                finished_at,
-                outcome,
-                next,
-            })
+            Record::Step(StepRecord { key, step, attempt, started_at, finished_at, outcome, next })
         }
         KIND_DECISION => {
             let key = r.string()?;
@@ -382,11 +342,7 @@ pub fn decode_record(b: &[u8]) -> Result<Record> {
             Record::Decision { key, value }
         }
         KIND_ENQUEUED => Record::Enqueued(r.tasks()?),
-        KIND_HEADER => {
-            return Err(corrupt(
-                "found an instance header where a log record was expected",
-            ))
-        }
+        KIND_HEADER => return Err(corrupt("found an instance header where a log record was expected")),
         k => return Err(corrupt(&format!("unknown record kind {k}"))),
     };
     r.done()?;
@@ -428,10 +384,7 @@ mod tests {
     fn every_truncation_is_detected() {
         let b = encode_record(&step("0.1"));
         for n in 0..b.len() {
-            assert!(
-                matches!(decode_record(&b[..n]), Err(CoreError::Corrupt(_))),
-                "prefix {n}"
-            );
+            assert!(matches!(decode_record(&b[..n]), Err(CoreError::Corrupt(_))), "prefix {n}");
         }
     }
 

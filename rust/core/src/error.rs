@@ -12,20 +12,11 @@ pub enum CoreError {
     /// The store failed (I/O, locked, read-only, closed).
     Store(String),
     /// A commit was rejected because another writer advanced the instance first.
-    Conflict {
-        instance: String,
-        expected: u64,
-        found: u64,
-    },
+    Conflict { instance: String, expected: u64, found: u64 },
     /// No instance with this id exists in the store.
     UnknownInstance(String),
     /// A stored instance pins a plan hash that is not registered.
-    VersionMismatch {
-        instance: String,
-        workflow: String,
-        stored: String,
-        registered: Vec<String>,
-    },
+    VersionMismatch { instance: String, workflow: String, stored: String, registered: Vec<String> },
     /// The operation is not valid in the instance's current state.
     InvalidState(String),
 }

@@ -30,11 +30,7 @@ pub struct Failure {
 impl Failure {
     /// A failure with no traceback.
     pub fn new(error_type: &str, message: impl Into<String>) -> Self {
-        Failure {
-            error_type: error_type.into(),
-            message: message.into(),
-            traceback: String::new(),
-        }
+        Failure { error_type: error_type.into(), message: message.into(), traceback: String::new() }
     }
 
     fn to_json(&self) -> Vec<u8> {
@@ -156,16 +152,8 @@ enum Frame<V> {
 }
 
 enum Event<V> {
-    Enter {
-        node: NodeId,
-        input: V,
-        cont: Cont,
-        key: String,
-    },
-    Finish {
-        cont: Cont,
-        value: V,
-    },
+    Enter { node: NodeId, input: V, cont: Cont, key: String },
+    Finish { cont: Cont, value: V },
 }
 
 struct Timer {
@@ -278,10 +266,7 @@ impl<V: Clone> Instance<V> {
         inst.events.push_back(Event::Enter {
             node: root,
             input,
-            cont: Cont {
-                frame: ROOT,
-                slot: 0,
-            },
+            cont: Cont { frame: ROOT, slot: 0 },
             key: String::new(),
         });
         inst.drive(host);
@@ -291,22 +276,13 @@ impl<V: Clone> Instance<V> {
     /// Rebuilds an instance from its stored records without running user code: recorded outputs
     /// are decoded, recorded decisions reused; unfinished steps become tasks again with a higher
     /// attempt, and pending retries become timers due when they were due.
-    pub fn resume(
-        id: &str,
-        plan: Arc<Plan>,
-        input: V,
-        records: &[Record],
-        host: &mut dyn Host<V>,
-    ) -> Self {
+    pub fn resume(id: &str, plan: Arc<Plan>, input: V, records: &[Record], host: &mut dyn Host<V>) -> Self {
         let mut inst = Self::empty(id, plan, Some(Replay::from_records(records)));
         let root = inst.plan.root;
         inst.events.push_back(Event::Enter {
             node: root,
             input,
-            cont: Cont {
-                frame: ROOT,
-                slot: 0,
-            },
+            cont: Cont { frame: ROOT, slot: 0 },
             key: String::new(),
         });
         inst.drive(host);
@@ -404,14 +380,7 @@ impl<V: Clone> Instance<V> {
     }
 
     /// Records that `task` returned `output` (encoded as `payload`) and advances the plan.
-    pub fn complete(
-        &mut self,
-        task: Task<V>,
-        output: V,
-        payload: Vec<u8>,
-        now: f64,
-        host: &mut dyn Host<V>,
-    ) {
+    pub fn complete(&mut self, task: Task<V>, output: V, payload: Vec<u8>, now: f64, host: &mut dyn Host<V>) {
         self.running = self.running.saturating_sub(1);
         if self.status.is_finished() {
             return;
@@ -425,22 +394,13 @@ impl<V: Clone> Instance<V> {
             outcome: Outcome::Completed(payload),
             next: Vec::new(),
         }));
-        self.events.push_back(Event::Finish {
-            cont: task.cont,
-            value: output,
-        });
+        self.events.push_back(Event::Finish { cont: task.cont, value: output });
         self.drive(host);
     }
 
     /// Records that `task` raised. When `retryable` and the step's policy allows another attempt,
     /// schedules it and returns the delay in seconds; otherwise fails the instance and returns None.
-    pub fn fail(
-        &mut self,
-        mut task: Task<V>,
-        failure: Failure,
-        retryable: bool,
-        now: f64,
-    ) -> Option<f64> {
+    pub fn fail(&mut self, mut task: Task<V>, failure: Failure, retryable: bool, now: f64) -> Option<f64> {
         self.running = self.running.saturating_sub(1);
         if self.status.is_finished() {
             return None;
@@ -448,11 +408,7 @@ impl<V: Clone> Instance<V> {
         let policy = self.plan.retry(task.step);
         let step_name = self.plan.steps[task.step as usize].name.clone();
         let retry = retryable && policy.allows_retry(task.attempt);
-        let delay = if retry {
-            Some(policy.delay(task.attempt, &format!("{}/{}", self.id, task.key)))
-        } else {
-            None
-        };
+        let delay = if retry { Some(policy.delay(task.attempt, &format!("{}/{}", self.id, task.key))) } else { None };
         let retry_at = delay.map(|d| now + d);
         self.records.push(Record::Step(StepRecord {
             key: task.key.clone(),
@@ -460,10 +416,7 @@ impl<V: Clone> Instance<V> {
             attempt: task.attempt,
             started_at: task.started_at,
             finished_at: now,
-            outcome: Outcome::Failed {
-                error: failure.to_json(),
-                retry_at,
-            },
+            outcome: Outcome::Failed { error: failure.to_json(), retry_at },
             next: Vec::new(),
         }));
         match retry_at {
@@ -507,10 +460,7 @@ impl<V: Clone> Instance<V> {
     fn push_timer(&mut self, due: f64, task: Task<V>) {
         self.timer_seq += 1;
         self.timer_tasks.insert(self.timer_seq, task);
-        self.timers.push(Timer {
-            due,
-            seq: self.timer_seq,
-        });
+        self.timers.push(Timer { due, seq: self.timer_seq });
     }
 
     fn fail_instance(&mut self, info: ErrorInfo) {
@@ -524,13 +474,7 @@ impl<V: Clone> Instance<V> {
     }
 
     fn fail_with(&mut self, kind: &'static str, key: &str, failure: Failure) {
-        self.fail_instance(ErrorInfo {
-            kind,
-            step: None,
-            key: Some(key.to_string()),
-            attempts: 0,
-            failure,
-        });
+        self.fail_instance(ErrorInfo { kind, step: None, key: Some(key.to_string()), attempts: 0, failure });
     }
 
     fn alloc(&mut self, f: Frame<V>) -> u32 {
@@ -558,12 +502,7 @@ impl<V: Clone> Instance<V> {
                 return;
             }
             match ev {
-                Event::Enter {
-                    node,
-                    input,
-                    cont,
-                    key,
-                } => self.enter(node, input, cont, key, host),
+                Event::Enter { node, input, cont, key } => self.enter(node, input, cont, key, host),
                 Event::Finish { cont, value } => self.finish(cont, value, host),
             }
         }
@@ -581,10 +520,7 @@ impl<V: Clone> Instance<V> {
         }
         match ask(host) {
             Ok(v) => {
-                self.records.push(Record::Decision {
-                    key,
-                    value: v.clone(),
-                });
+                self.records.push(Record::Decision { key, value: v.clone() });
                 Ok(v)
             }
             Err(f) => Err((key, f)),
@@ -597,36 +533,19 @@ impl<V: Clone> Instance<V> {
             Node::Step { step } => self.enter_step(*step, input, cont, key, host),
             Node::Seq { children } => {
                 let first = children[0];
-                let f = self.alloc(Frame::Seq {
-                    node,
-                    idx: 0,
-                    key: key.clone(),
-                    cont,
-                });
+                let f = self.alloc(Frame::Seq { node, idx: 0, key: key.clone(), cont });
                 let k = child_key(&key, format_args!("0"));
-                self.events.push_back(Event::Enter {
-                    node: first,
-                    input,
-                    cont: Cont { frame: f, slot: 0 },
-                    key: k,
-                });
+                self.events.push_back(Event::Enter { node: first, input, cont: Cont { frame: f, slot: 0 }, key: k });
             }
             Node::Parallel { children } => {
                 let n = children.len();
-                let f = self.alloc(Frame::Par {
-                    results: vec![None; n],
-                    remaining: n as u32,
-                    cont,
-                });
+                let f = self.alloc(Frame::Par { results: vec![None; n], remaining: n as u32, cont });
                 for (i, c) in children.iter().enumerate() {
                     let k = child_key(&key, format_args!("p{i}"));
                     self.events.push_back(Event::Enter {
                         node: *c,
                         input: input.clone(),
-                        cont: Cont {
-                            frame: f,
-                            slot: i as u32,
-                        },
+                        cont: Cont { frame: f, slot: i as u32 },
                         key: k,
                     });
                 }
@@ -644,10 +563,7 @@ impl<V: Clone> Instance<V> {
                 let n = items.len();
                 let launch = (*concurrency as usize).min(n);
                 let mut items: Vec<Option<V>> = items.into_iter().map(Some).collect();
-                let first: Vec<V> = items[..launch]
-                    .iter_mut()
-                    .map(|x| x.take().expect("fresh"))
-                    .collect();
+                let first: Vec<V> = items[..launch].iter_mut().map(|x| x.take().expect("fresh")).collect();
                 let f = self.alloc(Frame::Map {
                     node,
                     items,
@@ -662,45 +578,24 @@ impl<V: Clone> Instance<V> {
                     self.events.push_back(Event::Enter {
                         node: *body,
                         input: v,
-                        cont: Cont {
-                            frame: f,
-                            slot: i as u32,
-                        },
+                        cont: Cont { frame: f, slot: i as u32 },
                         key: k,
                     });
                 }
             }
-            Node::Branch {
-                cond,
-                then,
-                otherwise,
-            } => {
+            Node::Branch { cond, then, otherwise } => {
                 let (cond, then, otherwise) = (*cond, *then, *otherwise);
                 let dkey = format!("{key}?");
-                let decided = self.decide(
-                    dkey,
-                    |h| h.condition(cond, &input).map(|b| b.to_string()),
-                    host,
-                );
+                let decided = self.decide(dkey, |h| h.condition(cond, &input).map(|b| b.to_string()), host);
                 match decided.as_deref() {
                     Ok("true") => {
                         let k = child_key(&key, format_args!("t"));
-                        self.events.push_back(Event::Enter {
-                            node: then,
-                            input,
-                            cont,
-                            key: k,
-                        });
+                        self.events.push_back(Event::Enter { node: then, input, cont, key: k });
                     }
                     Ok(_) => match otherwise {
                         Some(o) => {
                             let k = child_key(&key, format_args!("f"));
-                            self.events.push_back(Event::Enter {
-                                node: o,
-                                input,
-                                cont,
-                                key: k,
-                            });
+                            self.events.push_back(Event::Enter { node: o, input, cont, key: k });
                         }
                         None => self.events.push_back(Event::Finish { cont, value: input }),
                     },
@@ -709,38 +604,17 @@ impl<V: Clone> Instance<V> {
             }
             Node::Loop { body, .. } => {
                 let body = *body;
-                let f = self.alloc(Frame::Loop {
-                    node,
-                    iter: 0,
-                    key: key.clone(),
-                    cont,
-                });
+                let f = self.alloc(Frame::Loop { node, iter: 0, key: key.clone(), cont });
                 let k = child_key(&key, format_args!("i0"));
-                self.events.push_back(Event::Enter {
-                    node: body,
-                    input,
-                    cont: Cont { frame: f, slot: 0 },
-                    key: k,
-                });
+                self.events.push_back(Event::Enter { node: body, input, cont: Cont { frame: f, slot: 0 }, key: k });
             }
             Node::States { start, states } => {
                 let start = *start;
-                let f = self.alloc(Frame::States {
-                    node,
-                    cur: start,
-                    visits: vec![0; states.len()],
-                    key,
-                    cont,
-                });
+                let f = self.alloc(Frame::States { node, cur: start, visits: vec![0; states.len()], key, cont });
                 self.enter_state(f, start, input);
             }
             Node::Sub { body, .. } => {
-                self.events.push_back(Event::Enter {
-                    node: *body,
-                    input,
-                    cont,
-                    key,
-                });
+                self.events.push_back(Event::Enter { node: *body, input, cont, key });
             }
         }
     }
@@ -774,14 +648,7 @@ impl<V: Clone> Instance<V> {
                 due = retry_at;
             }
         }
-        let task = Task {
-            step,
-            key,
-            attempt,
-            input,
-            started_at: 0.0,
-            cont,
-        };
+        let task = Task { step, key, attempt, input, started_at: 0.0, cont };
         match due {
             Some(at) => self.push_timer(at, task),
             None => {
@@ -793,33 +660,16 @@ impl<V: Clone> Instance<V> {
 
     fn enter_state(&mut self, f: u32, state: u32, input: V) {
         let plan = Arc::clone(&self.plan);
-        let Frame::States {
-            node,
-            cur,
-            visits,
-            key,
-            ..
-        } = &mut self.frames[f as usize]
-        else {
+        let Frame::States { node, cur, visits, key, .. } = &mut self.frames[f as usize] else {
             unreachable!("enter_state on a non-state frame")
         };
-        let Node::States { states, .. } = plan.node(*node) else {
-            unreachable!("states frame on a non-states node")
-        };
+        let Node::States { states, .. } = plan.node(*node) else { unreachable!("states frame on a non-states node") };
         *cur = state;
         let visit = visits[state as usize];
         visits[state as usize] += 1;
         let s = &states[state as usize];
         let k = child_key(key, format_args!("{}#{visit}", s.name));
-        self.events.push_back(Event::Enter {
-            node: s.body,
-            input,
-            cont: Cont {
-                frame: f,
-                slot: state,
-            },
-            key: k,
-        });
+        self.events.push_back(Event::Enter { node: s.body, input, cont: Cont { frame: f, slot: state }, key: k });
     }
 
     fn finish(&mut self, cont: Cont, value: V, host: &mut dyn Host<V>) {
@@ -829,23 +679,13 @@ impl<V: Clone> Instance<V> {
         let plan = Arc::clone(&self.plan);
         let f = cont.frame;
         match &mut self.frames[f as usize] {
-            Frame::Seq {
-                node,
-                idx,
-                key,
-                cont: parent,
-            } => {
-                let Node::Seq { children } = plan.node(*node) else {
-                    unreachable!()
-                };
+            Frame::Seq { node, idx, key, cont: parent } => {
+                let Node::Seq { children } = plan.node(*node) else { unreachable!() };
                 *idx += 1;
                 if (*idx as usize) == children.len() {
                     let parent = *parent;
                     self.release(f);
-                    self.events.push_back(Event::Finish {
-                        cont: parent,
-                        value,
-                    });
+                    self.events.push_back(Event::Finish { cont: parent, value });
                 } else {
                     let i = *idx;
                     let k = child_key(key, format_args!("{i}"));
@@ -857,45 +697,25 @@ impl<V: Clone> Instance<V> {
                     });
                 }
             }
-            Frame::Par {
-                results,
-                remaining,
-                cont: parent,
-            } => {
+            Frame::Par { results, remaining, cont: parent } => {
                 results[cont.slot as usize] = Some(value);
                 *remaining -= 1;
                 if *remaining == 0 {
                     let parent = *parent;
-                    let items: Vec<V> = results
-                        .iter_mut()
-                        .map(|r| r.take().expect("every branch finished"))
-                        .collect();
+                    let items: Vec<V> = results.iter_mut().map(|r| r.take().expect("every branch finished")).collect();
                     self.release(f);
                     let v = host.tuple(items);
-                    self.events.push_back(Event::Finish {
-                        cont: parent,
-                        value: v,
-                    });
+                    self.events.push_back(Event::Finish { cont: parent, value: v });
                 }
             }
-            Frame::Map {
-                node,
-                items,
-                results,
-                next,
-                in_flight,
-                key,
-                cont: parent,
-            } => {
+            Frame::Map { node, items, results, next, in_flight, key, cont: parent } => {
                 results[cont.slot as usize] = Some(value);
                 *in_flight -= 1;
                 if (*next as usize) < items.len() {
                     let i = *next;
                     *next += 1;
                     *in_flight += 1;
-                    let Node::Map { body, .. } = plan.node(*node) else {
-                        unreachable!()
-                    };
+                    let Node::Map { body, .. } = plan.node(*node) else { unreachable!() };
                     let v = items[i as usize].take().expect("not launched yet");
                     let k = child_key(key, format_args!("m{i}"));
                     self.events.push_back(Event::Enter {
@@ -906,51 +726,23 @@ impl<V: Clone> Instance<V> {
                     });
                 } else if *in_flight == 0 {
                     let parent = *parent;
-                    let out: Vec<V> = results
-                        .iter_mut()
-                        .map(|r| r.take().expect("every item finished"))
-                        .collect();
+                    let out: Vec<V> = results.iter_mut().map(|r| r.take().expect("every item finished")).collect();
                     self.release(f);
                     let v = host.list(out);
-                    self.events.push_back(Event::Finish {
-                        cont: parent,
-                        value: v,
-                    });
+                    self.events.push_back(Event::Finish { cont: parent, value: v });
                 }
             }
-            Frame::Loop {
-                node,
-                iter,
-                key,
-                cont: parent,
-            } => {
-                let Node::Loop {
-                    body,
-                    until,
-                    max_iterations,
-                } = plan.node(*node)
-                else {
-                    unreachable!()
-                };
+            Frame::Loop { node, iter, key, cont: parent } => {
+                let Node::Loop { body, until, max_iterations } = plan.node(*node) else { unreachable!() };
                 let (body, until, max) = (*body, *until, *max_iterations);
                 let i = *iter;
                 let key = key.clone();
                 let parent = *parent;
                 let dkey = child_key(&key, format_args!("i{i}?"));
-                match self
-                    .decide(
-                        dkey,
-                        |h| h.condition(until, &value).map(|b| b.to_string()),
-                        host,
-                    )
-                    .as_deref()
-                {
+                match self.decide(dkey, |h| h.condition(until, &value).map(|b| b.to_string()), host).as_deref() {
                     Ok("true") => {
                         self.release(f);
-                        self.events.push_back(Event::Finish {
-                            cont: parent,
-                            value,
-                        });
+                        self.events.push_back(Event::Finish { cont: parent, value });
                     }
                     Ok(_) if i + 1 >= max => {
                         let msg = format!(
@@ -975,47 +767,28 @@ impl<V: Clone> Instance<V> {
                     Err((k, e)) => self.fail_with("condition", k, e.clone()),
                 }
             }
-            Frame::States {
-                node,
-                cur,
-                visits,
-                key,
-                cont: parent,
-            } => {
-                let Node::States { states, .. } = plan.node(*node) else {
-                    unreachable!()
-                };
+            Frame::States { node, cur, visits, key, cont: parent } => {
+                let Node::States { states, .. } = plan.node(*node) else { unreachable!() };
                 let st = &states[*cur as usize];
                 let parent = *parent;
-                let skey = child_key(
-                    key,
-                    format_args!("{}#{}", st.name, visits[*cur as usize] - 1),
-                );
+                let skey = child_key(key, format_args!("{}#{}", st.name, visits[*cur as usize] - 1));
                 match &st.next {
                     Next::End => {
                         self.release(f);
-                        self.events.push_back(Event::Finish {
-                            cont: parent,
-                            value,
-                        });
+                        self.events.push_back(Event::Finish { cont: parent, value });
                     }
                     Next::Goto(t) => self.enter_state(f, *t, value),
                     Next::Labels(table) => match host.label(&value) {
                         Ok(label) => match table.iter().find(|(l, _)| *l == label) {
                             Some((_, t)) => self.enter_state(f, *t, value),
                             None => {
-                                let known: Vec<&str> =
-                                    table.iter().map(|(l, _)| l.as_str()).collect();
+                                let known: Vec<&str> = table.iter().map(|(l, _)| l.as_str()).collect();
                                 let msg = format!(
                                     "state {:?} produced label {label:?}, which is not in its transitions [{}]",
                                     st.name,
                                     known.join(", ")
                                 );
-                                self.fail_with(
-                                    "definition",
-                                    &skey,
-                                    Failure::new("DefinitionError", msg),
-                                );
+                                self.fail_with("definition", &skey, Failure::new("DefinitionError", msg));
                             }
                         },
                         Err(e) => self.fail_with("definition", &skey, e),
@@ -1026,32 +799,25 @@ impl<V: Clone> Instance<V> {
                         let dkey = format!("{skey}?");
                         match self.decide(dkey, |h| h.route(router, &value), host) {
                             Ok(target) => {
-                                let found = states
-                                    .iter()
-                                    .position(|s| s.name == target)
-                                    .map(|i| i as u32);
+                                let found = states.iter().position(|s| s.name == target).map(|i| i as u32);
                                 let allowed = match (found, targets) {
                                     (Some(i), Some(ts)) => ts.contains(&i),
                                     (Some(_), None) => true,
                                     (None, _) => false,
                                 };
                                 if allowed {
-                                    self.enter_state(
-                                        f,
-                                        found.expect("allowed implies found"),
-                                        value,
-                                    );
+                                    self.enter_state(f, found.expect("allowed implies found"), value);
                                 } else {
                                     let msg = format!(
                                         "router {} of state {name:?} returned {target:?}, which is not {}",
                                         plan.fns[router as usize],
-                                        if found.is_some() { "among its declared targets" } else { "a state of this workflow" }
+                                        if found.is_some() {
+                                            "among its declared targets"
+                                        } else {
+                                            "a state of this workflow"
+                                        }
                                     );
-                                    self.fail_with(
-                                        "definition",
-                                        &skey,
-                                        Failure::new("DefinitionError", msg),
-                                    );
+                                    self.fail_with("definition", &skey, Failure::new("DefinitionError", msg));
                                 }
                             }
                             Err((k, e)) => self.fail_with("router", &k, e),

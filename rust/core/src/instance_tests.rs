@@ -20,13 +20,7 @@ fn apply(f: &StepFn, v: &Value) -> Value {
         Value::Array(xs) => {
             json!(xs.iter().map(|x| x.as_i64().unwrap_or(0)).sum::<i64>() * f.mul + f.add)
         }
-        _ => json!(
-            v.as_i64()
-                .unwrap_or(0)
-                .wrapping_mul(f.mul)
-                .wrapping_add(f.add)
-                % 1_000_003
-        ),
+        _ => json!(v.as_i64().unwrap_or(0).wrapping_mul(f.mul).wrapping_add(f.add) % 1_000_003),
     }
 }
 
@@ -53,11 +47,7 @@ impl Host<Value> for TestHost {
         Ok(format!("s{}", num(v).rem_euclid(3)))
     }
     fn label(&mut self, v: &Value) -> Result<String, Failure> {
-        Ok(if num(v) % 2 == 0 {
-            "even".into()
-        } else {
-            "odd".into()
-        })
+        Ok(if num(v) % 2 == 0 { "even".into() } else { "odd".into() })
     }
     fn tuple(&mut self, items: Vec<Value>) -> Value {
         Value::Array(items)
@@ -90,14 +80,7 @@ struct Run {
 
 impl Run {
     fn new(fns: Vec<StepFn>) -> Self {
-        Run {
-            fns,
-            fail_key: None,
-            fail_times: 0,
-            now: 0.0,
-            records: Vec::new(),
-            executions: HashMap::new(),
-        }
+        Run { fns, fail_key: None, fail_times: 0, now: 0.0, records: Vec::new(), executions: HashMap::new() }
     }
 
     /// Drives until finished, or until `stop_after` commits have happened (a simulated crash).
@@ -124,8 +107,7 @@ impl Run {
             }
             for t in wave {
                 *self.executions.entry(t.key.clone()).or_insert(0) += 1;
-                let fails = self.fail_key.as_deref() == Some(t.key.as_str())
-                    && t.attempt <= self.fail_times;
+                let fails = self.fail_key.as_deref() == Some(t.key.as_str()) && t.attempt <= self.fail_times;
                 if fails {
                     inst.fail(t, Failure::new("IOError", "flaky"), true, self.now);
                 } else {
@@ -144,13 +126,7 @@ impl Run {
 }
 
 fn plan(root: NodeSpec, nsteps: usize, retry: Option<RetryPolicy>) -> Arc<Plan> {
-    let steps = (0..nsteps)
-        .map(|i| StepSpec {
-            name: format!("s{i}"),
-            retry: retry.clone(),
-            timeout: None,
-        })
-        .collect();
+    let steps = (0..nsteps).map(|i| StepSpec { name: format!("s{i}"), retry: retry.clone(), timeout: None }).collect();
     let spec = PlanSpec {
         name: "t".into(),
         version: None,
@@ -171,12 +147,7 @@ fn seq(c: Vec<NodeSpec>) -> NodeSpec {
 }
 
 fn fns(n: usize) -> Vec<StepFn> {
-    (0..n)
-        .map(|i| StepFn {
-            add: i as i64 + 1,
-            mul: if i % 2 == 0 { 2 } else { 1 },
-        })
-        .collect()
+    (0..n).map(|i| StepFn { add: i as i64 + 1, mul: if i % 2 == 0 { 2 } else { 1 } }).collect()
 }
 
 fn run_to_end(p: &Arc<Plan>, n: usize, input: i64) -> (Instance<Value>, Run) {
@@ -207,25 +178,12 @@ fn chain_passes_values_along() {
 
 #[test]
 fn parallel_gives_a_tuple_and_map_a_list() {
-    let p = plan(
-        seq(vec![NodeSpec::Parallel {
-            children: vec![step(0), step(1)],
-        }]),
-        2,
-        None,
-    );
+    let p = plan(seq(vec![NodeSpec::Parallel { children: vec![step(0), step(1)] }]), 2, None);
     let (inst, _) = run_to_end(&p, 2, 3);
     assert_eq!(inst.output(), Some(&json!([7, 5])));
 
     let body = Box::new(step(0));
-    let p = plan(
-        seq(vec![NodeSpec::Map {
-            body,
-            concurrency: Some(2),
-        }]),
-        1,
-        None,
-    );
+    let p = plan(seq(vec![NodeSpec::Map { body, concurrency: Some(2) }]), 1, None);
     let (inst, r) = run_to_end(&p, 1, 4); // items 0..4
     assert_eq!(inst.output(), Some(&json!([1, 3, 5, 7])));
     assert!(r.executions.contains_key("0.m3"));
@@ -233,14 +191,7 @@ fn parallel_gives_a_tuple_and_map_a_list() {
 
 #[test]
 fn map_respects_concurrency() {
-    let p = plan(
-        seq(vec![NodeSpec::Map {
-            body: Box::new(step(0)),
-            concurrency: Some(2),
-        }]),
-        1,
-        None,
-    );
+    let p = plan(seq(vec![NodeSpec::Map { body: Box::new(step(0)), concurrency: Some(2) }]), 1, None);
     let mut inst = Instance::start("c", p, json!(4), &mut TestHost);
     let mut max_ready = 0;
     loop {
@@ -255,141 +206,78 @@ fn map_respects_concurrency() {
 
 #[test]
 fn empty_map_yields_empty_list() {
-    let p = plan(
-        seq(vec![NodeSpec::Map {
-            body: Box::new(step(0)),
-            concurrency: None,
-        }]),
-        1,
-        None,
-    );
+    let p = plan(seq(vec![NodeSpec::Map { body: Box::new(step(0)), concurrency: None }]), 1, None);
     let (inst, _) = run_to_end(&p, 1, 5); // 5 % 5 = 0 items
     assert_eq!(inst.output(), Some(&json!([])));
 }
 
 #[test]
 fn branch_records_its_decision() {
-    let b = NodeSpec::Branch {
-        cond: 0,
-        then: Box::new(step(0)),
-        otherwise: Some(Box::new(step(1))),
-    };
+    let b = NodeSpec::Branch { cond: 0, then: Box::new(step(0)), otherwise: Some(Box::new(step(1))) };
     let p = plan(seq(vec![b]), 2, None);
     let (inst, r) = run_to_end(&p, 2, 4);
     assert_eq!(inst.output(), Some(&json!(9)));
-    assert!(r.records.contains(&Record::Decision {
-        key: "0?".into(),
-        value: "true".into()
-    }));
+    assert!(r.records.contains(&Record::Decision { key: "0?".into(), value: "true".into() }));
     let (inst, _) = run_to_end(&p, 2, 3);
     assert_eq!(inst.output(), Some(&json!(5)));
 }
 
 #[test]
 fn branch_without_otherwise_passes_through() {
-    let b = NodeSpec::Branch {
-        cond: 1,
-        then: Box::new(step(0)),
-        otherwise: None,
-    };
+    let b = NodeSpec::Branch { cond: 1, then: Box::new(step(0)), otherwise: None };
     let (inst, _) = run_to_end(&plan(seq(vec![b]), 1, None), 1, 7);
     assert_eq!(inst.output(), Some(&json!(7)));
 }
 
 #[test]
 fn loop_runs_until_condition_and_fails_past_its_bound() {
-    let l = NodeSpec::Loop {
-        body: Box::new(step(0)),
-        until: 1,
-        max_iterations: Some(10),
-    };
+    let l = NodeSpec::Loop { body: Box::new(step(0)), until: 1, max_iterations: Some(10) };
     let (inst, r) = run_to_end(&plan(seq(vec![l]), 1, None), 1, 1);
     // 1 -> 3 -> 7 -> 15 -> 31 -> 63 -> 127
     assert_eq!(inst.output(), Some(&json!(127)));
     assert_eq!(r.executions.len(), 6);
     assert!(r.executions.contains_key("0.i5"));
 
-    let l = NodeSpec::Loop {
-        body: Box::new(step(0)),
-        until: 1,
-        max_iterations: Some(3),
-    };
+    let l = NodeSpec::Loop { body: Box::new(step(0)), until: 1, max_iterations: Some(3) };
     let (inst, _) = run_to_end(&plan(seq(vec![l]), 1, None), 1, 1);
     assert_eq!(inst.status(), Status::Failed);
     let e = inst.error().unwrap();
     assert_eq!(e.kind, "loop");
-    assert!(
-        e.failure.message.contains("max_iterations=3"),
-        "{}",
-        e.failure.message
-    );
+    assert!(e.failure.message.contains("max_iterations=3"), "{}", e.failure.message);
 }
 
 fn states(next_a: Option<NextSpec>) -> NodeSpec {
     NodeSpec::States {
         start: "a".into(),
         states: vec![
-            StateSpec {
-                name: "a".into(),
-                body: step(0),
-                next: next_a,
-            },
-            StateSpec {
-                name: "s0".into(),
-                body: step(1),
-                next: None,
-            },
-            StateSpec {
-                name: "s1".into(),
-                body: step(1),
-                next: Some(NextSpec::Goto("a".into())),
-            },
-            StateSpec {
-                name: "s2".into(),
-                body: step(1),
-                next: None,
-            },
+            StateSpec { name: "a".into(), body: step(0), next: next_a },
+            StateSpec { name: "s0".into(), body: step(1), next: None },
+            StateSpec { name: "s1".into(), body: step(1), next: Some(NextSpec::Goto("a".into())) },
+            StateSpec { name: "s2".into(), body: step(1), next: None },
         ],
     }
 }
 
 #[test]
 fn states_follow_routers_and_cycles() {
-    let p = plan(
-        states(Some(NextSpec::Router {
-            router: 2,
-            targets: None,
-        })),
-        2,
-        None,
-    );
+    let p = plan(states(Some(NextSpec::Router { router: 2, targets: None })), 2, None);
     let (inst, r) = run_to_end(&p, 2, 0);
     // a: 0*2+1 = 1 -> route s1: 1+2 = 3 -> a: 7 -> route s1: 9 -> a: 19 -> s1: 21 -> a: 43 -> s1 ...
     assert_eq!(inst.status(), Status::Completed);
-    assert!(
-        r.executions.contains_key("a#1"),
-        "{:?}",
-        r.executions.keys()
-    );
+    assert!(r.executions.contains_key("a#1"), "{:?}", r.executions.keys());
 }
 
 #[test]
 fn labels_pick_the_next_state_and_unknown_labels_fail() {
-    let table = NextSpec::Labels(vec![
-        ("even".into(), "s0".into()),
-        ("odd".into(), "s2".into()),
-        ("x".into(), "s1".into()),
-    ]);
+    let table =
+        NextSpec::Labels(vec![("even".into(), "s0".into()), ("odd".into(), "s2".into()), ("x".into(), "s1".into())]);
     let p = plan(states(Some(table)), 2, None);
     let (inst, r) = run_to_end(&p, 2, 0);
     assert_eq!(inst.status(), Status::Completed);
     assert!(r.executions.contains_key("s2#0"));
 
-    let table = NextSpec::Labels(vec![
-        ("even".into(), "s0".into()),
-        ("never".into(), "s1".into()),
-        ("x".into(), "s2".into()),
-    ]);
+    let table =
+        NextSpec::Labels(vec![("even".into(), "s0".into()), ("never".into(), "s1".into()), ("x".into(), "s2".into())]);
     let (inst, _) = run_to_end(&plan(states(Some(table)), 2, None), 2, 0);
     assert_eq!(inst.status(), Status::Failed);
     assert_eq!(inst.error().unwrap().kind, "definition");
@@ -398,39 +286,23 @@ fn labels_pick_the_next_state_and_unknown_labels_fail() {
 
 #[test]
 fn unreachable_states_are_a_definition_error() {
-    let table = NextSpec::Labels(vec![
-        ("even".into(), "s0".into()),
-        ("odd".into(), "s2".into()),
-    ]);
+    let table = NextSpec::Labels(vec![("even".into(), "s0".into()), ("odd".into(), "s2".into())]);
     let spec = PlanSpec {
         name: "t".into(),
         version: None,
-        steps: vec![
-            StepSpec {
-                name: "a".into(),
-                retry: None,
-                timeout: None
-            };
-            2
-        ],
+        steps: vec![StepSpec { name: "a".into(), retry: None, timeout: None }; 2],
         fns: vec![],
         root: states(Some(table)),
         timeout: None,
     };
     let err = Plan::from_spec(spec).unwrap_err();
-    assert!(
-        err.to_string().contains("cannot be reached") && err.to_string().contains("s1"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("cannot be reached") && err.to_string().contains("s1"), "{err}");
 }
 
 #[test]
 fn router_outside_declared_targets_fails() {
     let p = plan(
-        states(Some(NextSpec::Router {
-            router: 2,
-            targets: Some(vec!["s0".into(), "s2".into(), "s1".into()]),
-        })),
+        states(Some(NextSpec::Router { router: 2, targets: Some(vec!["s0".into(), "s2".into(), "s1".into()]) })),
         2,
         None,
     );
@@ -440,11 +312,7 @@ fn router_outside_declared_targets_fails() {
 
 #[test]
 fn failing_condition_fails_the_instance() {
-    let b = NodeSpec::Branch {
-        cond: 3,
-        then: Box::new(step(0)),
-        otherwise: None,
-    };
+    let b = NodeSpec::Branch { cond: 3, then: Box::new(step(0)), otherwise: None };
     let (inst, _) = run_to_end(&plan(seq(vec![step(0), b]), 1, None), 1, 1);
     assert_eq!(inst.status(), Status::Failed);
     let e = inst.error().unwrap();
@@ -452,13 +320,7 @@ fn failing_condition_fails_the_instance() {
 }
 
 fn policy(n: u32) -> Option<RetryPolicy> {
-    Some(RetryPolicy {
-        max_attempts: n,
-        initial_delay: 1.0,
-        multiplier: 2.0,
-        max_delay: 100.0,
-        jitter: 0.0,
-    })
+    Some(RetryPolicy { max_attempts: n, initial_delay: 1.0, multiplier: 2.0, max_delay: 100.0, jitter: 0.0 })
 }
 
 #[test]
@@ -483,10 +345,7 @@ fn retries_exhausted_fail_with_the_attempt_count() {
     let mut inst = Instance::start("r", p, json!(1), &mut TestHost);
     r.drive(&mut inst, None);
     let e = inst.error().unwrap();
-    assert_eq!(
-        (e.kind, e.attempts, e.step.as_deref()),
-        ("step", 3, Some("s0"))
-    );
+    assert_eq!((e.kind, e.attempts, e.step.as_deref()), ("step", 3, Some("s0")));
     assert_eq!(e.failure.message, "flaky");
 }
 
@@ -495,10 +354,7 @@ fn non_retryable_failure_gives_up_at_once() {
     let p = plan(seq(vec![step(0)]), 1, policy(5));
     let mut inst = Instance::start("r", p, json!(1), &mut TestHost);
     let t = inst.pop_ready(0.0).unwrap();
-    assert_eq!(
-        inst.fail(t, Failure::new("KeyError", "x"), false, 0.0),
-        None
-    );
+    assert_eq!(inst.fail(t, Failure::new("KeyError", "x"), false, 0.0), None);
     assert_eq!(inst.status(), Status::Failed);
 }
 
@@ -517,10 +373,7 @@ fn resume_after_a_crash_mid_step_bumps_the_attempt_and_keeps_the_key() {
 
     let mut inst = Instance::resume("x", p, json!(5), &records, &mut TestHost);
     let t = inst.pop_ready(2.0).unwrap();
-    assert_eq!(
-        (t.key.as_str(), t.attempt, t.input.clone()),
-        ("1", 2, json!(11))
-    );
+    assert_eq!((t.key.as_str(), t.attempt, t.input.clone()), ("1", 2, json!(11)));
 }
 
 proptest! {
@@ -562,24 +415,12 @@ fn arb_node(depth: u32) -> BoxedStrategy<NodeSpec> {
     leaf.prop_recursive(depth, 24, 3, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 1..4).prop_map(seq),
-            proptest::collection::vec(inner.clone(), 1..3)
-                .prop_map(|c| NodeSpec::Parallel { children: c }),
-            (inner.clone(), proptest::option::of(1u32..3)).prop_map(|(b, c)| NodeSpec::Map {
-                body: Box::new(b),
-                concurrency: c
-            }),
-            (inner.clone(), proptest::option::of(inner.clone())).prop_map(|(t, o)| {
-                NodeSpec::Branch {
-                    cond: 0,
-                    then: Box::new(t),
-                    otherwise: o.map(Box::new),
-                }
-            }),
-            (inner, 1u32..4).prop_map(|(b, m)| NodeSpec::Loop {
-                body: Box::new(b),
-                until: 0,
-                max_iterations: Some(m)
-            }),
+            proptest::collection::vec(inner.clone(), 1..3).prop_map(|c| NodeSpec::Parallel { children: c }),
+            (inner.clone(), proptest::option::of(1u32..3))
+                .prop_map(|(b, c)| NodeSpec::Map { body: Box::new(b), concurrency: c }),
+            (inner.clone(), proptest::option::of(inner.clone()))
+                .prop_map(|(t, o)| { NodeSpec::Branch { cond: 0, then: Box::new(t), otherwise: o.map(Box::new) } }),
+            (inner, 1u32..4).prop_map(|(b, m)| NodeSpec::Loop { body: Box::new(b), until: 0, max_iterations: Some(m) }),
         ]
     })
     .boxed()

@@ -6,11 +6,7 @@ use crate::plan::{Next, Node, NodeId, Plan};
 
 /// Renders `plan` as `flowchart TD` text.
 pub fn draw(plan: &Plan) -> String {
-    let mut d = Drawer {
-        plan,
-        out: String::new(),
-        counter: 0,
-    };
+    let mut d = Drawer { plan, out: String::new(), counter: 0 };
     d.out.push_str("flowchart TD\n");
     let start = d.id();
     let _ = writeln!(d.out, "    {start}([start])");
@@ -105,11 +101,7 @@ impl Drawer<'_> {
                 }
                 (fork, vec![join])
             }
-            Node::Branch {
-                cond,
-                then,
-                otherwise,
-            } => {
+            Node::Branch { cond, then, otherwise } => {
                 let name = self.plan.fns[cond as usize].clone();
                 let d = self.shape("{", &name, "}");
                 let (e, mut exits) = self.node(then);
@@ -128,11 +120,7 @@ impl Drawer<'_> {
                 }
                 (d, exits)
             }
-            Node::Loop {
-                body,
-                until,
-                max_iterations,
-            } => {
+            Node::Loop { body, until, max_iterations } => {
                 let (e, x) = self.node(body);
                 let name = self.plan.fns[until as usize].clone();
                 let check = self.shape("{", &format!("until {name} (max {max_iterations})"), "}");

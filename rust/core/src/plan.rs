@@ -37,10 +37,7 @@ pub enum NextSpec {
     /// The state's output (a label) picks the next state from this table.
     Labels(Vec<(String, String)>),
     /// A router function of the output returns the next state's name.
-    Router {
-        router: u32,
-        targets: Option<Vec<String>>,
-    },
+    Router { router: u32, targets: Option<Vec<String>> },
 }
 
 /// One named state of an explicit state machine.
@@ -66,32 +63,15 @@ pub enum NodeSpec {
     /// Run children on the same input; the output is the tuple of their outputs.
     Parallel { children: Vec<NodeSpec> },
     /// Run the body once per item of the input list; the output is the list of results, in order.
-    Map {
-        body: Box<NodeSpec>,
-        concurrency: Option<u32>,
-    },
+    Map { body: Box<NodeSpec>, concurrency: Option<u32> },
     /// A condition of the input picks `then` or `otherwise` (absent: pass the input through).
-    Branch {
-        cond: u32,
-        then: Box<NodeSpec>,
-        otherwise: Option<Box<NodeSpec>>,
-    },
+    Branch { cond: u32, then: Box<NodeSpec>, otherwise: Option<Box<NodeSpec>> },
     /// Repeat the body, feeding each output to the next iteration, until `until` holds.
-    Loop {
-        body: Box<NodeSpec>,
-        until: u32,
-        max_iterations: Option<u32>,
-    },
+    Loop { body: Box<NodeSpec>, until: u32, max_iterations: Option<u32> },
     /// An explicit state machine; cycles allowed.
-    States {
-        start: String,
-        states: Vec<StateSpec>,
-    },
+    States { start: String, states: Vec<StateSpec> },
     /// A sub-workflow inlined at this position (named for drawing and history).
-    Sub {
-        workflow: String,
-        body: Box<NodeSpec>,
-    },
+    Sub { workflow: String, body: Box<NodeSpec> },
 }
 
 /// The whole definition as emitted by a builder: names, tables and the root node.
@@ -124,10 +104,7 @@ pub enum Next {
     /// Label (from the output) to state index.
     Labels(Vec<(String, u32)>),
     /// A router function; `targets` (if declared) bounds where it may go.
-    Router {
-        router: u32,
-        targets: Option<Vec<u32>>,
-    },
+    Router { router: u32, targets: Option<Vec<u32>> },
 }
 
 /// A resolved state.
@@ -153,17 +130,9 @@ pub enum Node {
     /// Dynamic fan-out over a list, at most `concurrency` at once.
     Map { body: NodeId, concurrency: u32 },
     /// Two-way choice on a condition.
-    Branch {
-        cond: u32,
-        then: NodeId,
-        otherwise: Option<NodeId>,
-    },
+    Branch { cond: u32, then: NodeId, otherwise: Option<NodeId> },
     /// Bounded loop.
-    Loop {
-        body: NodeId,
-        until: u32,
-        max_iterations: u32,
-    },
+    Loop { body: NodeId, until: u32, max_iterations: u32 },
     /// Explicit state machine.
     States { start: u32, states: Vec<State> },
     /// Inlined sub-workflow.
@@ -195,37 +164,26 @@ pub struct Plan {
 impl Plan {
     /// Parses a JSON spec, validates it and computes its hash.
     pub fn from_json(json: &str) -> Result<Plan> {
-        let spec: PlanSpec = serde_json::from_str(json)
-            .map_err(|e| CoreError::Definition(format!("malformed plan spec: {e}")))?;
+        let spec: PlanSpec =
+            serde_json::from_str(json).map_err(|e| CoreError::Definition(format!("malformed plan spec: {e}")))?;
         Plan::from_spec(spec)
     }
 
     /// Validates a spec and compiles it into the node arena.
     pub fn from_spec(spec: PlanSpec) -> Result<Plan> {
         if spec.name.is_empty() {
-            return Err(CoreError::Definition(
-                "a workflow needs a non-empty name".into(),
-            ));
+            return Err(CoreError::Definition("a workflow needs a non-empty name".into()));
         }
         for s in &spec.steps {
             if let Some(r) = &s.retry {
                 r.validate().map_err(|m| {
-                    CoreError::Definition(format!(
-                        "step {:?} has an invalid retry policy: {m}",
-                        s.name
-                    ))
+                    CoreError::Definition(format!("step {:?} has an invalid retry policy: {m}", s.name))
                 })?;
             }
             check_duration(s.timeout, &format!("timeout of step {:?}", s.name))?;
         }
-        check_duration(
-            spec.timeout,
-            &format!("timeout of workflow {:?}", spec.name),
-        )?;
-        let mut b = Builder {
-            spec: &spec,
-            nodes: Vec::new(),
-        };
+        check_duration(spec.timeout, &format!("timeout of workflow {:?}", spec.name))?;
+        let mut b = Builder { spec: &spec, nodes: Vec::new() };
         let root = b.node(&spec.root, &spec.name)?;
         let nodes = b.nodes;
         let hash = structural_hash(&spec);
@@ -266,9 +224,9 @@ impl Plan {
 
 fn check_duration(d: Option<f64>, what: &str) -> Result<()> {
     match d {
-        Some(v) if !v.is_finite() || v < 0.0 => Err(CoreError::Definition(format!(
-            "{what} must be a finite number of seconds >= 0, got {v}"
-        ))),
+        Some(v) if !v.is_finite() || v < 0.0 => {
+            Err(CoreError::Definition(format!("{what} must be a finite number of seconds >= 0, got {v}")))
+        }
         _ => Ok(()),
     }
 }
@@ -288,9 +246,7 @@ impl Builder<'_> {
         if (f as usize) < self.spec.fns.len() {
             Ok(f)
         } else {
-            Err(CoreError::Definition(format!(
-                "{what} refers to function #{f}, which is not in the plan"
-            )))
+            Err(CoreError::Definition(format!("{what} refers to function #{f}, which is not in the plan")))
         }
     }
 
@@ -306,26 +262,16 @@ impl Builder<'_> {
             }
             NodeSpec::Seq { children } => {
                 if children.is_empty() {
-                    return Err(CoreError::Definition(format!(
-                        "workflow {wf:?} has no steps"
-                    )));
+                    return Err(CoreError::Definition(format!("workflow {wf:?} has no steps")));
                 }
-                let ids = children
-                    .iter()
-                    .map(|c| self.node(c, wf))
-                    .collect::<Result<Vec<_>>>()?;
+                let ids = children.iter().map(|c| self.node(c, wf)).collect::<Result<Vec<_>>>()?;
                 Node::Seq { children: ids }
             }
             NodeSpec::Parallel { children } => {
                 if children.is_empty() {
-                    return Err(CoreError::Definition(format!(
-                        "a parallel block in workflow {wf:?} has no branches"
-                    )));
+                    return Err(CoreError::Definition(format!("a parallel block in workflow {wf:?} has no branches")));
                 }
-                let ids = children
-                    .iter()
-                    .map(|c| self.node(c, wf))
-                    .collect::<Result<Vec<_>>>()?;
+                let ids = children.iter().map(|c| self.node(c, wf)).collect::<Result<Vec<_>>>()?;
                 Node::Parallel { children: ids }
             }
             NodeSpec::Map { body, concurrency } => {
@@ -336,33 +282,18 @@ impl Builder<'_> {
                     )));
                 }
                 let body = self.node(body, wf)?;
-                Node::Map {
-                    body,
-                    concurrency: c,
-                }
+                Node::Map { body, concurrency: c }
             }
-            NodeSpec::Branch {
-                cond,
-                then,
-                otherwise,
-            } => {
+            NodeSpec::Branch { cond, then, otherwise } => {
                 let cond = self.fn_index(*cond, "a branch")?;
                 let then = self.node(then, wf)?;
                 let otherwise = match otherwise {
                     Some(o) => Some(self.node(o, wf)?),
                     None => None,
                 };
-                Node::Branch {
-                    cond,
-                    then,
-                    otherwise,
-                }
+                Node::Branch { cond, then, otherwise }
             }
-            NodeSpec::Loop {
-                body,
-                until,
-                max_iterations,
-            } => {
+            NodeSpec::Loop { body, until, max_iterations } => {
                 let until = self.fn_index(*until, "a loop")?;
                 let max = match max_iterations {
                     None => {
@@ -378,19 +309,12 @@ impl Builder<'_> {
                     Some(m) => *m,
                 };
                 let body = self.node(body, wf)?;
-                Node::Loop {
-                    body,
-                    until,
-                    max_iterations: max,
-                }
+                Node::Loop { body, until, max_iterations: max }
             }
             NodeSpec::States { start, states } => self.states(start, states, wf)?,
             NodeSpec::Sub { workflow, body } => {
                 let body = self.node(body, workflow)?;
-                Node::Sub {
-                    workflow: workflow.clone(),
-                    body,
-                }
+                Node::Sub { workflow: workflow.clone(), body }
             }
         };
         Ok(self.push(node))
@@ -398,9 +322,7 @@ impl Builder<'_> {
 
     fn states(&mut self, start: &str, states: &[StateSpec], wf: &str) -> Result<Node> {
         if states.is_empty() {
-            return Err(CoreError::Definition(format!(
-                "workflow {wf:?} has no states"
-            )));
+            return Err(CoreError::Definition(format!("workflow {wf:?} has no states")));
         }
         let mut index: HashMap<&str, u32> = HashMap::new();
         for (i, s) in states.iter().enumerate() {
@@ -411,22 +333,17 @@ impl Builder<'_> {
                 )));
             }
             if index.insert(s.name.as_str(), i as u32).is_some() {
-                return Err(CoreError::Definition(format!(
-                    "workflow {wf:?} defines state {:?} twice",
-                    s.name
-                )));
+                return Err(CoreError::Definition(format!("workflow {wf:?} defines state {:?} twice", s.name)));
             }
         }
         let lookup = |from: &str, to: &str| -> Result<u32> {
             index.get(to).copied().ok_or_else(|| {
-                CoreError::Definition(format!(
-                    "state {from:?} of workflow {wf:?} goes to unknown state {to:?}"
-                ))
+                CoreError::Definition(format!("state {from:?} of workflow {wf:?} goes to unknown state {to:?}"))
             })
         };
-        let start_ix = *index.get(start).ok_or_else(|| {
-            CoreError::Definition(format!("workflow {wf:?} starts at unknown state {start:?}"))
-        })?;
+        let start_ix = *index
+            .get(start)
+            .ok_or_else(|| CoreError::Definition(format!("workflow {wf:?} starts at unknown state {start:?}")))?;
         let mut resolved = Vec::with_capacity(states.len());
         for s in states {
             let next = match &s.next {
@@ -449,21 +366,13 @@ impl Builder<'_> {
                     let router = self.fn_index(*router, "a router")?;
                     let targets = match targets {
                         None => None,
-                        Some(ts) => Some(
-                            ts.iter()
-                                .map(|t| lookup(&s.name, t))
-                                .collect::<Result<Vec<_>>>()?,
-                        ),
+                        Some(ts) => Some(ts.iter().map(|t| lookup(&s.name, t)).collect::<Result<Vec<_>>>()?),
                     };
                     Next::Router { router, targets }
                 }
             };
             let body = self.node(&s.body, wf)?;
-            resolved.push(State {
-                name: s.name.clone(),
-                body,
-                next,
-            });
+            resolved.push(State { name: s.name.clone(), body, next });
         }
         // reachability from the start state
         let mut seen: HashSet<u32> = HashSet::new();
@@ -476,9 +385,7 @@ impl Builder<'_> {
                 Next::End => {}
                 Next::Goto(t) => stack.push(*t),
                 Next::Labels(table) => stack.extend(table.iter().map(|(_, t)| *t)),
-                Next::Router {
-                    targets: Some(ts), ..
-                } => stack.extend(ts.iter().copied()),
+                Next::Router { targets: Some(ts), .. } => stack.extend(ts.iter().copied()),
                 Next::Router { targets: None, .. } => stack.extend(0..resolved.len() as u32),
             }
         }
@@ -494,10 +401,7 @@ impl Builder<'_> {
                 unreachable.join(", ")
             )));
         }
-        Ok(Node::States {
-            start: start_ix,
-            states: resolved,
-        })
+        Ok(Node::States { start: start_ix, states: resolved })
     }
 }
 
@@ -520,23 +424,15 @@ fn structural_hash(spec: &PlanSpec) -> String {
 
 fn strip_timeouts(n: &mut NodeSpec) {
     match n {
-        NodeSpec::Seq { children } | NodeSpec::Parallel { children } => {
-            children.iter_mut().for_each(strip_timeouts)
-        }
-        NodeSpec::Map { body, .. } | NodeSpec::Loop { body, .. } | NodeSpec::Sub { body, .. } => {
-            strip_timeouts(body)
-        }
-        NodeSpec::Branch {
-            then, otherwise, ..
-        } => {
+        NodeSpec::Seq { children } | NodeSpec::Parallel { children } => children.iter_mut().for_each(strip_timeouts),
+        NodeSpec::Map { body, .. } | NodeSpec::Loop { body, .. } | NodeSpec::Sub { body, .. } => strip_timeouts(body),
+        NodeSpec::Branch { then, otherwise, .. } => {
             strip_timeouts(then);
             if let Some(o) = otherwise {
                 strip_timeouts(o);
             }
         }
-        NodeSpec::States { states, .. } => {
-            states.iter_mut().for_each(|s| strip_timeouts(&mut s.body))
-        }
+        NodeSpec::States { states, .. } => states.iter_mut().for_each(|s| strip_timeouts(&mut s.body)),
         NodeSpec::Step { .. } => {}
     }
 }

@@ -19,13 +19,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 1,
-            initial_delay: 1.0,
-            multiplier: 2.0,
-            max_delay: 60.0,
-            jitter: 0.0,
-        }
+        RetryPolicy { max_attempts: 1, initial_delay: 1.0, multiplier: 2.0, max_delay: 60.0, jitter: 0.0 }
     }
 }
 
@@ -35,14 +29,9 @@ impl RetryPolicy {
         if self.max_attempts == 0 {
             return Err("max_attempts must be at least 1".into());
         }
-        for (name, v) in [
-            ("initial_delay", self.initial_delay),
-            ("max_delay", self.max_delay),
-        ] {
+        for (name, v) in [("initial_delay", self.initial_delay), ("max_delay", self.max_delay)] {
             if !v.is_finite() || v < 0.0 {
-                return Err(format!(
-                    "{name} must be a finite number of seconds >= 0, got {v}"
-                ));
+                return Err(format!("{name} must be a finite number of seconds >= 0, got {v}"));
             }
         }
         if !self.multiplier.is_finite() || self.multiplier < 1.0 {
@@ -95,13 +84,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn policy(jitter: f64) -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: 5,
-            initial_delay: 0.1,
-            multiplier: 2.0,
-            max_delay: 1.0,
-            jitter,
-        }
+        RetryPolicy { max_attempts: 5, initial_delay: 0.1, multiplier: 2.0, max_delay: 1.0, jitter }
     }
 
     #[test]

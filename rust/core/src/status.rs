@@ -19,14 +19,8 @@ pub enum Status {
 
 impl Status {
     /// Every status, in lifecycle order.
-    pub const ALL: [Status; 6] = [
-        Status::Pending,
-        Status::Running,
-        Status::Suspended,
-        Status::Completed,
-        Status::Failed,
-        Status::Cancelled,
-    ];
+    pub const ALL: [Status; 6] =
+        [Status::Pending, Status::Running, Status::Suspended, Status::Completed, Status::Failed, Status::Cancelled];
 
     /// The lowercase name used in the API and stored by stores.
     pub fn as_str(self) -> &'static str {

@@ -3,9 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{
-    check_version, purge_selects, Commit, Created, InstanceMeta, ListQuery, Store, StoredInstance,
-};
+use super::{check_version, purge_selects, Commit, Created, InstanceMeta, ListQuery, Store, StoredInstance};
 use crate::error::{CoreError, Result};
 use crate::status::Status;
 
@@ -31,36 +29,20 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn create(
-        &mut self,
-        meta: &InstanceMeta,
-        header: &[u8],
-        records: &[Vec<u8>],
-    ) -> Result<Created> {
+    fn create(&mut self, meta: &InstanceMeta, header: &[u8], records: &[Vec<u8>]) -> Result<Created> {
         if let Some(e) = self.entries.get(&meta.id) {
-            return Ok(Created::Existing(StoredInstance {
-                meta: e.meta.clone(),
-                header: e.header.clone(),
-            }));
+            return Ok(Created::Existing(StoredInstance { meta: e.meta.clone(), header: e.header.clone() }));
         }
         self.seq += 1;
         self.entries.insert(
             meta.id.clone(),
-            Entry {
-                meta: meta.clone(),
-                header: header.to_vec(),
-                log: records.to_vec(),
-                seq: self.seq,
-            },
+            Entry { meta: meta.clone(), header: header.to_vec(), log: records.to_vec(), seq: self.seq },
         );
         Ok(Created::New)
     }
 
     fn commit(&mut self, c: &Commit<'_>) -> Result<()> {
-        let e = self
-            .entries
-            .get_mut(c.id)
-            .ok_or_else(|| CoreError::UnknownInstance(c.id.to_string()))?;
+        let e = self.entries.get_mut(c.id).ok_or_else(|| CoreError::UnknownInstance(c.id.to_string()))?;
         check_version(c.id, c.expected_version, e.meta.version)?;
         e.meta.version += 1;
         e.meta.status = c.status;
@@ -76,28 +58,18 @@ impl Store for MemoryStore {
     fn commit_many(&mut self, commits: &[Commit<'_>]) -> Result<()> {
         // validate all first so the batch is all-or-nothing
         for c in commits {
-            let e = self
-                .entries
-                .get(c.id)
-                .ok_or_else(|| CoreError::UnknownInstance(c.id.to_string()))?;
+            let e = self.entries.get(c.id).ok_or_else(|| CoreError::UnknownInstance(c.id.to_string()))?;
             check_version(c.id, c.expected_version, e.meta.version)?;
         }
         commits.iter().try_for_each(|c| self.commit(c))
     }
 
     fn get(&mut self, id: &str) -> Result<Option<StoredInstance>> {
-        Ok(self.entries.get(id).map(|e| StoredInstance {
-            meta: e.meta.clone(),
-            header: e.header.clone(),
-        }))
+        Ok(self.entries.get(id).map(|e| StoredInstance { meta: e.meta.clone(), header: e.header.clone() }))
     }
 
     fn records(&mut self, id: &str) -> Result<Vec<Vec<u8>>> {
-        Ok(self
-            .entries
-            .get(id)
-            .map(|e| e.log.clone())
-            .unwrap_or_default())
+        Ok(self.entries.get(id).map(|e| e.log.clone()).unwrap_or_default())
     }
 
     fn list(&mut self, q: &ListQuery) -> Result<Vec<InstanceMeta>> {
@@ -120,8 +92,7 @@ impl Store for MemoryStore {
 
     fn purge(&mut self, before: f64, statuses: &[Status]) -> Result<u64> {
         let n = self.entries.len();
-        self.entries
-            .retain(|_, e| !(e.meta.updated_at < before && purge_selects(e.meta.status, statuses)));
+        self.entries.retain(|_, e| !(e.meta.updated_at < before && purge_selects(e.meta.status, statuses)));
         Ok((n - self.entries.len()) as u64)
     }
 

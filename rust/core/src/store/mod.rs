@@ -80,12 +80,7 @@ pub enum Created {
 /// The store contract. Implementations are synchronous; the GIL is released around their calls.
 pub trait Store: Send {
     /// Creates an instance with its header and first records, unless the id exists (idempotent).
-    fn create(
-        &mut self,
-        meta: &InstanceMeta,
-        header: &[u8],
-        records: &[Vec<u8>],
-    ) -> Result<Created>;
+    fn create(&mut self, meta: &InstanceMeta, header: &[u8], records: &[Vec<u8>]) -> Result<Created>;
     /// Applies one step boundary atomically, or fails with `Conflict` / `UnknownInstance`.
     fn commit(&mut self, commit: &Commit<'_>) -> Result<()>;
     /// Several commits (of different instances) in one transaction where the store can.
@@ -112,11 +107,7 @@ pub fn check_version(id: &str, expected: u64, found: u64) -> Result<()> {
     if expected == found {
         Ok(())
     } else {
-        Err(CoreError::Conflict {
-            instance: id.to_string(),
-            expected,
-            found,
-        })
+        Err(CoreError::Conflict { instance: id.to_string(), expected, found })
     }
 }
 
