@@ -1,0 +1,195 @@
+"""Compiles a ``Workflow`` definition into a plan spec (JSON, validated and hashed in Rust) bound
+to this process's callables and their typed codecs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Union
+
+from tideflow import _core
+from tideflow.codec import codec_for, step_hints
+from tideflow.errors import CodecError, DefinitionError
+from tideflow.workflow import Node, Step, Workflow
+
+__all__ = ["CompiledWorkflow", "compile_workflow"]
+
+
+class CompiledWorkflow:
+    """A workflow compiled to a plan and bound to callables: what an engine runs."""
+
+    __slots__ = ("core", "hash", "name", "plan", "workflow")
+
+    def __init__(self, workflow: Workflow, plan: _core.Plan, core: _core.Compiled) -> None:
+        self.workflow = workflow
+        self.plan = plan
+        self.core = core
+        self.hash = plan.hash
+        self.name = plan.name
+
+
+def _fn_name(f: object) -> str:
+    module = getattr(f, "__module__", None) or "?"
+    qual = getattr(f, "__qualname__", None) or type(f).__qualname__
+    return f"{module}.{qual}"
+
+
+class _Compiler:
+    def __init__(self, root: Workflow) -> None:
+        self.root = root
+        self.steps: list[Step[Any, Any]] = []
+        self.step_index: dict[int, int] = {}
+        self.step_names: dict[str, Step[Any, Any]] = {}
+        self.fns: list[Any] = []
+        self.fn_index: dict[int, int] = {}
+        self.active: set[int] = set()
+
+    def step(self, s: Step[Any, Any]) -> int:
+        i = self.step_index.get(id(s))
+        if i is not None:
+            return i
+        other = self.step_names.get(s.name)
+        if other is not None and other is not s:
+            raise DefinitionError(
+                f"workflow {self.root.name!r} uses two different steps named {s.name!r}; "
+                "give one of them another name with @step(name=...)"
+            )
+        self.step_names[s.name] = s
+        self.step_index[id(s)] = len(self.steps)
+        self.steps.append(s)
+        return len(self.steps) - 1
+
+    def fn(self, f: Any) -> int:
+        i = self.fn_index.get(id(f))
+        if i is None:
+            i = self.fn_index[id(f)] = len(self.fns)
+            self.fns.append(f)
+        return i
+
+    def workflow(self, w: Workflow) -> dict[str, Any]:
+        if id(w) in self.active:
+            raise DefinitionError(f"workflow {w.name!r} contains itself")
+        self.active.add(id(w))
+        try:
+            if w.start is not None:
+                return self.states(w)
+            nodes = w.nodes()
+            if not nodes:
+                raise DefinitionError(f"workflow {w.name!r} has no steps")
+            return {"kind": "seq", "children": [self.node(n) for n in nodes]}
+        finally:
+            self.active.discard(id(w))
+
+    def states(self, w: Workflow) -> dict[str, Any]:
+        states = []
+        for name, node, nxt in w.states():
+            spec: Any
+            if nxt is None:
+                spec = None
+            elif isinstance(nxt, str):
+                spec = {"goto": nxt}
+            elif isinstance(nxt, Mapping):
+                table = []
+                for label, target in nxt.items():
+                    label = getattr(label, "value", label)
+                    if not isinstance(label, str) or not isinstance(target, str):
+                        raise DefinitionError(
+                            f"the transitions of state {name!r} must map str labels to state names"
+                        )
+                    table.append([label, target])
+                spec = {"labels": table}
+            else:
+                targets = getattr(nxt, "targets", None)
+                if targets is not None:
+                    targets = [str(t) for t in targets]
+                spec = {"router": {"router": self.fn(nxt), "targets": targets}}
+            states.append({"name": name, "body": self.node(node), "next": spec})
+        return {"kind": "states", "start": w.start, "states": states}
+
+    def node(self, n: Node) -> dict[str, Any]:
+        kind = n[0]
+        if kind == "step":
+            return {"kind": "step", "step": self.step(n[1])}
+        if kind == "sub":
+            return {"kind": "sub", "workflow": n[1].name, "body": self.workflow(n[1])}
+        if kind == "parallel":
+            return {"kind": "parallel", "children": [self.node(c) for c in n[1]]}
+        if kind == "map":
+            return {"kind": "map", "body": self.node(n[1]), "concurrency": n[2]}
+        if kind == "branch":
+            other = None if n[3] is None else self.node(n[3])
+            return {"kind": "branch", "cond": self.fn(n[1]), "then": self.node(n[2]), "otherwise": other}
+        if kind == "loop":
+            return {"kind": "loop", "body": self.node(n[1]), "until": self.fn(n[2]), "max_iterations": n[3]}
+        raise DefinitionError(f"unknown node kind {kind!r}")  # pragma: no cover - builder invariant
+
+
+def _node_hints(n: Node) -> tuple[Any, Any]:
+    """(input hint, output hint) of a node, from its steps' annotations."""
+    kind = n[0]
+    if kind == "step":
+        return step_hints(n[1].fn)
+    if kind == "sub":
+        return _workflow_hints(n[1])
+    if kind == "parallel":
+        hints = [_node_hints(c) for c in n[1]]
+        outs = tuple(h[1] for h in hints)
+        return hints[0][0], (Any if Any in outs else tuple.__class_getitem__(outs))
+    if kind == "map":
+        i, o = _node_hints(n[1])
+        return (Any if i is Any else list[i]), (Any if o is Any else list[o])  # type: ignore[valid-type]
+    if kind == "branch":
+        ti, to = _node_hints(n[2])
+        oo = Any if n[3] is None else _node_hints(n[3])[1]
+        return ti, (Any if Any in (to, oo) else Union[to, oo])
+    if kind == "loop":
+        return _node_hints(n[1])
+    return Any, Any  # pragma: no cover
+
+
+def _workflow_hints(w: Workflow) -> tuple[Any, Any]:
+    if w.start is not None:
+        for name, node, _ in w.states():
+            if name == w.start:
+                return _node_hints(node)[0], Any
+        return Any, Any
+    nodes = w.nodes()
+    if not nodes:
+        return Any, Any
+    return _node_hints(nodes[0])[0], _node_hints(nodes[-1])[1]
+
+
+def _codec(hint: Any, what: str) -> Any:
+    try:
+        return codec_for(hint)
+    except CodecError as e:
+        raise DefinitionError(f"{what}: {e}") from None
+
+
+def compile_workflow(w: Workflow) -> CompiledWorkflow:
+    """Validates ``w`` and binds it: raises DefinitionError naming what is wrong."""
+    c = _Compiler(w)
+    root = c.workflow(w)
+    spec = {
+        "name": w.name,
+        "version": w.version,
+        "steps": [
+            {"name": s.name, "retry": None if s.retry is None else s.retry.to_spec(), "timeout": s.timeout}
+            for s in c.steps
+        ],
+        "fns": [_fn_name(f) for f in c.fns],
+        "root": root,
+        "timeout": w.timeout,
+    }
+    plan = _core.Plan(json.dumps(spec))
+    bound = []
+    for s in c.steps:
+        out_codec = _codec(step_hints(s.fn)[1], f"the return type of step {s.name!r}")
+        retry_on = s.retry.retry_on if s.retry is not None else (Exception,)
+        give_up_on = s.retry.give_up_on if s.retry is not None else ()
+        bound.append((s.fn, s.is_async, out_codec.encode, out_codec.decode, retry_on, give_up_on))
+    in_hint, out_hint = _workflow_hints(w)
+    in_codec = _codec(in_hint, f"the input type of workflow {w.name!r}")
+    out_codec = _codec(out_hint, f"the output type of workflow {w.name!r}")
+    core = _core.Compiled(plan, bound, c.fns, in_codec.encode, in_codec.decode, out_codec.decode)
+    return CompiledWorkflow(w, plan, core)

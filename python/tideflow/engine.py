@@ -1,0 +1,279 @@
+"""The engine: runs workflows to completion on a store, synchronously or on asyncio.
+
+This module (with ``_compile``) is the only importer of the native extension ``tideflow._core``.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tideflow import _core
+from tideflow.errors import (
+    DefinitionError,
+    TideflowError,
+    WorkflowFailed,
+)
+from tideflow.workflow import Workflow
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from tideflow._compile import CompiledWorkflow
+
+__all__ = ["Context", "Engine", "InvalidTransition", "Run", "Status", "VirtualClock"]
+
+#: What a step receives as its first argument (instance id, step name, attempt, idempotency key).
+Context = _core.Context
+#: A clock that only moves when told to (or when the engine would wait): tests never sleep.
+VirtualClock = _core.VirtualClock
+
+
+class Status(enum.Enum):
+    """Where an instance is in its lifecycle."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUSPENDED = "suspended"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the instance can never move again."""
+        return self in (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+
+class InvalidTransition(DefinitionError, WorkflowFailed):
+    """An instance failed because its definition could not say where to go next (a router
+    returned an unknown state, or an output matched no label)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """The state of one workflow instance: its status, and its output or error once finished."""
+
+    id: str
+    workflow: str
+    status: Status
+    output: Any = None
+    error: TideflowError | None = None
+    plan_hash: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the instance completed."""
+        return self.status is Status.COMPLETED
+
+    def result(self) -> Any:
+        """The output if the instance completed; raises its error if it failed."""
+        if self.error is not None:
+            raise self.error
+        if self.status is not Status.COMPLETED:
+            raise TideflowError(f"instance {self.id!r} is {self.status.value}, not completed")
+        return self.output
+
+
+def _error_from(instance_id: str, data: bytes | None) -> TideflowError | None:
+    if data is None:
+        return None
+    import json
+
+    e = json.loads(data)
+    step, attempts = e.get("step"), int(e.get("attempts") or 0)
+    etype, emsg = e.get("type", ""), e.get("message", "")
+    kind = e.get("kind")
+    if kind == "step":
+        s = "" if attempts == 1 else "s"
+        msg = f"step {step!r} failed after {attempts} attempt{s}: {etype}: {emsg}"
+    elif kind == "definition":
+        msg = f"instance {instance_id!r}: {emsg}"
+    elif kind == "codec" and step:
+        msg = f"step {step!r}: {etype}: {emsg}"
+    else:
+        where = f" at position {e.get('key')!r}" if e.get("key") else ""
+        msg = f"{kind} failed{where}: {etype}: {emsg}"
+    cls = InvalidTransition if kind == "definition" else WorkflowFailed
+    return cls(
+        msg,
+        instance_id=instance_id,
+        step=step,
+        attempts=attempts,
+        error_type=etype,
+        error_message=emsg,
+        traceback=e.get("traceback", ""),
+    )
+
+
+_loops = threading.local()
+
+
+def _run_coroutine(coro: Any) -> Any:
+    """Runs an async step's coroutine to completion for the synchronous driver."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        coro.close()
+        raise TideflowError(
+            "engine.run() cannot run an async step inside a running event loop; "
+            "use `await engine.run_async(...)` there"
+        )
+    loop = getattr(_loops, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = asyncio.new_event_loop()
+        _loops.loop = loop
+        import atexit
+
+        atexit.register(loop.close)
+    return loop.run_until_complete(coro)
+
+
+def _new_id() -> str:
+    return os.urandom(16).hex()
+
+
+class Engine:
+    """Runs workflows on a store (in memory by default) with an injectable clock."""
+
+    def __init__(self, store: object = None, clock: object = None, observer: object = None) -> None:
+        if store not in (None, "memory", "memory://"):
+            raise TideflowError(f"unknown store {store!r}; this version supports the in-memory store")
+        from tideflow.codec import to_jsonable
+
+        self._core = _core.Engine(to_jsonable, _run_coroutine, clock)
+        self.clock = clock
+        self.observer = observer
+        self._by_name: dict[str, CompiledWorkflow] = {}
+
+    def register(self, *workflows: Workflow) -> None:
+        """Validates and registers workflows so that their instances can be run and resumed."""
+        for w in workflows:
+            self._compiled(w)
+
+    def _compiled(self, w: Workflow) -> CompiledWorkflow:
+        if not isinstance(w, Workflow):
+            raise DefinitionError(f"expected a Workflow, got {type(w).__name__}")
+        c = w.compile()
+        self._core.register(c.core)
+        self._by_name[c.name] = c
+        return c
+
+    def _run_of(self, id: str, workflow: str, outcome: tuple[str, Any, bytes | None], plan_hash: str) -> Run:
+        status, output, err = outcome
+        return Run(id, workflow, Status(status), output, _error_from(id, err), plan_hash)
+
+    def run(self, workflow: Workflow, input: Any = None, *, id: str | None = None) -> Run:
+        """Runs ``workflow`` on ``input`` in this thread until it completes, fails or suspends.
+
+        With ``id`` of an instance that already finished, returns its stored Run and runs nothing.
+        """
+        c = self._compiled(workflow)
+        iid = _new_id() if id is None else _check_id(id)
+        outcome = self._core.run(c.core, iid, input)
+        return self._run_of(iid, c.name, outcome, c.hash)
+
+    async def run_async(self, workflow: Workflow, input: Any = None, *, id: str | None = None) -> Run:
+        """Runs ``workflow`` on asyncio: async steps of a parallel block or map run concurrently."""
+        c = self._compiled(workflow)
+        iid = _new_id() if id is None else _check_id(id)
+        handle = _core.AsyncRun(self._core, c.core, iid, input)
+        await _drive(self._core, handle)
+        return self._run_of(iid, c.name, handle.outcome(), c.hash)
+
+    def get(self, id: str) -> Run:
+        """The stored state of instance ``id``; raises UnknownInstance if there is none."""
+        iid, workflow, status, output, err, _created, _updated, plan_hash = self._core.get(_check_id(id))
+        return self._run_of(iid, workflow, (status, output, err), plan_hash)
+
+
+def _check_id(id: object) -> str:
+    if not isinstance(id, str) or not id:
+        raise TideflowError(f"an instance id must be a non-empty str, got {id!r}")
+    return id
+
+
+async def _drive(core: _core.Engine, handle: _core.AsyncRun) -> None:
+    """The asyncio driver: runs ready tasks (async ones of a wave concurrently), hands each result
+    back to the core, and waits on the clock for retries."""
+    import asyncio
+
+    pending: dict[asyncio.Future[Any], int] = {}
+    ready = handle.ready()
+    try:
+        while True:
+            if len(ready) == 1 and not pending:
+                # the sequential fast path: await the step inline, no task scheduling
+                tid, fn, ctx, value, is_async = ready[0]
+                try:
+                    out = fn(ctx, value)
+                    if is_async:
+                        out = await out
+                except Exception as exc:
+                    ready = handle.fail(tid, exc)
+                else:
+                    ready = handle.complete(tid, out)
+                continue
+            if ready:
+                for tid, fn, ctx, value, is_async in ready:
+                    if is_async:
+                        pending[asyncio.ensure_future(fn(ctx, value))] = tid
+                        continue
+                    try:
+                        out = fn(ctx, value)
+                    except Exception as exc:
+                        handle.fail(tid, exc, commit=False)
+                    else:
+                        handle.complete(tid, out, commit=False)
+                ready = handle.ready()
+                continue
+            if handle.finished:
+                return
+            deadline = handle.deadline()
+            if not pending:
+                if deadline is None:
+                    return  # suspended: waiting for something outside this process
+                await _sleep_until(core, deadline)
+                ready = handle.ready()
+                continue
+            timeout = None
+            if deadline is not None and not core.virtual_clock:
+                timeout = max(0.0, deadline - core.now())
+            done, _ = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            for fut in done:
+                tid = pending.pop(fut)
+                exc = fut.exception()
+                if exc is None:
+                    handle.complete(tid, fut.result(), commit=False)
+                elif isinstance(exc, Exception):
+                    handle.fail(tid, exc, commit=False)
+                else:
+                    raise exc
+            ready = handle.ready()
+    finally:
+        for fut in pending:
+            fut.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _sleep_until(core: _core.Engine, deadline: float) -> None:
+    import asyncio
+
+    delay = max(0.0, deadline - core.now())
+    if core.virtual_clock:
+        core.sleep(delay)
+        await asyncio.sleep(0)
+    else:
+        await asyncio.sleep(delay)
+
+
+if TYPE_CHECKING:  # keep the names used only in annotations importable for type checkers
+    _ = asyncio

@@ -1,0 +1,261 @@
+"""The definition API: ``@step`` and the ``Workflow`` builder.
+
+A workflow is built by chaining immutable builder calls; each returns a new ``Workflow`` that
+shares its prefix with the old one, so building a 10,000-step chain costs O(n). Nothing runs
+while building: the definition compiles to a plan (data) when it is registered, run or drawn.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union, overload
+
+from tideflow.errors import DefinitionError
+from tideflow.retry import Duration, Retry, to_seconds
+
+if TYPE_CHECKING:
+    from tideflow._compile import CompiledWorkflow
+
+__all__ = ["Step", "Workflow", "step"]
+
+I = TypeVar("I")
+O = TypeVar("O")
+
+#: Something that can stand where a step stands: a step, or a whole workflow (inlined).
+Runnable = Union["Step[Any, Any]", "Workflow"]
+#: Where an explicit state goes next: a state name, a {label: state} table, or a router function.
+Next = Union[str, Mapping[str, str], Callable[[Any], str], None]
+
+
+class Step(Generic[I, O]):
+    """A unit of work: a sync or async function ``fn(ctx, value) -> value`` plus its options."""
+
+    __slots__ = ("__dict__", "fn", "is_async", "name", "retry", "timeout")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        retry: Retry | None = None,
+        timeout: Duration | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise DefinitionError(f"@step needs a function, got {fn!r}")
+        if retry is not None and not isinstance(retry, Retry):
+            raise DefinitionError(f"retry= must be a tideflow.Retry, got {type(retry).__name__}")
+        self.fn = fn
+        self.name: str = name if name is not None else getattr(fn, "__name__", repr(fn))
+        if not isinstance(self.name, str) or not self.name:
+            raise DefinitionError(f"a step name must be a non-empty str, got {self.name!r}")
+        self.retry = retry
+        self.timeout = None if timeout is None else to_seconds(timeout, f"timeout of {self.name}")
+        self.is_async = inspect.iscoroutinefunction(fn)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Calls the function directly (handy in unit tests of a single step)."""
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<tideflow step {self.name}>"
+
+
+@overload
+def step(fn: Callable[..., Any], /) -> Step[Any, Any]: ...
+@overload
+def step(
+    *, name: str | None = None, retry: Retry | None = None, timeout: Duration | None = None
+) -> Callable[[Callable[..., Any]], Step[Any, Any]]: ...
+
+
+def step(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    retry: Retry | None = None,
+    timeout: Duration | None = None,
+) -> Step[Any, Any] | Callable[[Callable[..., Any]], Step[Any, Any]]:
+    """Declares a step, bare (``@step``) or with options (``@step(retry=..., timeout=..., name=...)``)."""
+    if fn is not None:
+        return Step(fn, name=name, retry=retry, timeout=timeout)
+
+    def wrap(f: Callable[..., Any]) -> Step[Any, Any]:
+        return Step(f, name=name, retry=retry, timeout=timeout)
+
+    return wrap
+
+
+# Node forms (plain tuples, compiled by tideflow._compile):
+#   ("step", Step) · ("sub", Workflow) · ("parallel", [node]) · ("map", node, concurrency)
+#   ("branch", cond, node, node | None) · ("loop", node, until, max_iterations)
+Node = tuple[Any, ...]
+
+
+def as_node(x: object, where: str) -> Node:
+    """The node for something given to a builder method, or a DefinitionError saying why not."""
+    if isinstance(x, Step):
+        return ("step", x)
+    if isinstance(x, Workflow):
+        return ("sub", x)
+    what = getattr(x, "__qualname__", None) or type(x).__name__
+    hint = " (decorate it with @tideflow.step)" if callable(x) else ""
+    raise DefinitionError(f"{where} takes a step or a Workflow, but {what} is not a step{hint}")
+
+
+def _check_fn(f: object, where: str) -> Callable[[Any], Any]:
+    if not callable(f) or isinstance(f, (Step, Workflow)):
+        raise DefinitionError(f"{where} must be a plain function of the previous output, got {f!r}")
+    return f
+
+
+class Workflow:
+    """A workflow definition, built by chaining; every method returns a new ``Workflow``.
+
+    ``Workflow(name)`` builds a pipeline with ``.then``/``.parallel``/``.map``/``.branch``/
+    ``.loop``; ``Workflow(name, start="a")`` builds an explicit state machine with ``.state``.
+    """
+
+    __slots__ = ("_compiled", "_node", "_parent", "_states", "name", "start", "timeout", "version")
+
+    def __init__(
+        self,
+        name: str,
+        version: str | None = None,
+        *,
+        start: str | None = None,
+        timeout: Duration | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise DefinitionError(f"a workflow name must be a non-empty str, got {name!r}")
+        if version is not None and not isinstance(version, str):
+            raise DefinitionError(f"version must be a str, got {version!r}")
+        self.name = name
+        self.version = version
+        self.start = start
+        self.timeout = None if timeout is None else to_seconds(timeout, f"timeout of {name}")
+        self._parent: Workflow | None = None
+        self._node: Node | None = None
+        self._states: tuple[tuple[str, Node, Next], ...] = ()
+        self._compiled: CompiledWorkflow | None = None
+
+    def _derive(self) -> Workflow:
+        w = Workflow.__new__(Workflow)
+        w.name, w.version, w.start, w.timeout = self.name, self.version, self.start, self.timeout
+        w._parent, w._node, w._states, w._compiled = None, None, self._states, None
+        return w
+
+    def _append(self, node: Node) -> Workflow:
+        if self.start is not None:
+            raise DefinitionError(
+                f"workflow {self.name!r} is a state machine (start={self.start!r}): "
+                "add states with .state(), or wrap a pipeline in a Workflow and use it as a state"
+            )
+        w = self._derive()
+        w._parent, w._node = self, node
+        return w
+
+    def then(self, x: Runnable) -> Workflow:
+        """Runs ``x`` (a step or a workflow) on the previous output."""
+        return self._append(as_node(x, "then()"))
+
+    def parallel(self, *xs: Runnable) -> Workflow:
+        """Runs each of ``xs`` on the previous output; the next node receives the tuple of results."""
+        if not xs:
+            raise DefinitionError("parallel() needs at least one step")
+        return self._append(("parallel", [as_node(x, "parallel()") for x in xs]))
+
+    def map(self, x: Runnable, concurrency: int | None = None) -> Workflow:
+        """Runs ``x`` on each item of the previous output (a list); results stay in order."""
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        ):
+            raise DefinitionError(f"map concurrency must be an int >= 1, got {concurrency!r}")
+        return self._append(("map", as_node(x, "map()"), concurrency))
+
+    def branch(
+        self,
+        condition: Callable[[Any], object],
+        then: Runnable,
+        otherwise: Runnable | None = None,
+    ) -> Workflow:
+        """Runs ``then`` when ``condition(previous output)`` is true, else ``otherwise`` (or passes
+        the value through). The decision is checkpointed."""
+        cond = _check_fn(condition, "branch() condition")
+        other = None if otherwise is None else as_node(otherwise, "branch(otherwise=)")
+        return self._append(("branch", cond, as_node(then, "branch(then=)"), other))
+
+    def loop(
+        self,
+        body: Runnable,
+        until: Callable[[Any], object],
+        max_iterations: int | None = None,
+    ) -> Workflow:
+        """Repeats ``body`` (each output feeding the next iteration) until ``until(output)`` holds;
+        more than ``max_iterations`` iterations fail the instance."""
+        cond = _check_fn(until, "loop() until")
+        if max_iterations is None:
+            raise DefinitionError(f"a loop in workflow {self.name!r} has no bound: give it max_iterations")
+        if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 1:
+            raise DefinitionError(f"max_iterations must be an int >= 1, got {max_iterations!r}")
+        return self._append(("loop", as_node(body, "loop()"), cond, max_iterations))
+
+    def state(self, name: str, x: Runnable, next: Next = None) -> Workflow:
+        """Adds a named state running ``x``; ``next`` is a state name, a ``{label: state}`` table
+        (the output picks the label), a router function returning a state name, or None (end)."""
+        if self.start is None:
+            raise DefinitionError(
+                f"workflow {self.name!r} has no start state: create it as Workflow(name, start=...)"
+            )
+        if not isinstance(name, str) or not name:
+            raise DefinitionError(f"a state name must be a non-empty str, got {name!r}")
+        if any(s[0] == name for s in self._states):
+            raise DefinitionError(f"workflow {self.name!r} defines state {name!r} twice")
+        if next is not None and not isinstance(next, (str, Mapping)) and not callable(next):
+            raise DefinitionError(f"next= of state {name!r} must be a state name, a dict or a router")
+        w = self._derive()
+        w._states = (*self._states, (name, as_node(x, f"state({name!r})"), next))
+        return w
+
+    def nodes(self) -> list[Node]:
+        """The pipeline's nodes in order (empty for a state machine)."""
+        out: list[Node] = []
+        w: Workflow | None = self
+        while w is not None and w._node is not None:
+            out.append(w._node)
+            w = w._parent
+        out.reverse()
+        return out
+
+    def states(self) -> tuple[tuple[str, Node, Next], ...]:
+        """The explicit states, in the order they were added."""
+        return self._states
+
+    def compile(self) -> CompiledWorkflow:
+        """Validates the definition and compiles it to a plan; raises DefinitionError if invalid."""
+        if self._compiled is None:
+            from tideflow._compile import compile_workflow
+
+            self._compiled = compile_workflow(self)
+        return self._compiled
+
+    @property
+    def plan_hash(self) -> str:
+        """The content hash of the compiled plan (what running instances pin)."""
+        return self.compile().hash
+
+    def to_mermaid(self) -> str:
+        """The plan drawn as a Mermaid flowchart."""
+        return self.compile().plan.to_mermaid()
+
+    def to_json(self) -> str:
+        """The plan as JSON (names and structure only: no code)."""
+        return self.compile().plan.to_json()
+
+    def __repr__(self) -> str:
+        size = len(self._states) if self.start is not None else len(self.nodes())
+        kind = "states" if self.start is not None else "nodes"
+        return f"<Workflow {self.name!r} version={self.version!r} {size} {kind}>"

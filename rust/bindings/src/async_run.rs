@@ -1,0 +1,149 @@
+//! `_core.AsyncRun`: the handle the asyncio driver uses. It hands out ready tasks and takes back
+//! one completion per call, committing and returning the next ready tasks in the same crossing.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyList, PyTuple};
+use tideflow_core::instance::Task;
+
+use crate::driver::{Driver, Outcome};
+use crate::engine::Engine;
+use crate::errors::error;
+use crate::workflow::Compiled;
+
+struct State {
+    driver: Option<Driver>,
+    done: Option<Outcome>,
+    inflight: HashMap<u64, Task<Py<PyAny>>>,
+    next_id: u64,
+}
+
+/// One instance driven from asyncio.
+#[pyclass(module = "tideflow._core", name = "AsyncRun", frozen)]
+pub struct AsyncRun {
+    engine: Py<Engine>,
+    state: Mutex<State>,
+}
+
+impl AsyncRun {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Pops every ready task into a list of `(task_id, func, ctx, input, is_async)`.
+    fn take_ready<'py>(&self, py: Python<'py>, st: &mut State) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        let Some(d) = st.driver.as_mut() else { return Ok(out) };
+        let engine = self.engine.get();
+        let now = engine.clock.now(py)?;
+        d.inst.fire_timers(now);
+        while let Some(task) = d.inst.pop_ready(now) {
+            let wf = d.wf.get();
+            let entry = &wf.steps[task.step as usize];
+            st.next_id += 1;
+            let ctx = d.context(py, &task)?;
+            let item = PyTuple::new(
+                py,
+                [
+                    st.next_id.into_pyobject(py)?.into_any(),
+                    entry.func.bind(py).clone(),
+                    ctx.into_any(),
+                    task.input.bind(py).clone(),
+                    PyBool::new(py, entry.is_async).to_owned().into_any(),
+                ],
+            )?;
+            out.append(item)?;
+            st.inflight.insert(st.next_id, task);
+        }
+        Ok(out)
+    }
+
+    fn settle<'py>(
+        &self,
+        py: Python<'py>,
+        task_id: u64,
+        result: PyResult<Bound<'py, PyAny>>,
+        commit: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let task = st
+            .inflight
+            .remove(&task_id)
+            .ok_or_else(|| error(py, "TideflowError", format!("task {task_id} is not running")))?;
+        let engine = self.engine.get();
+        let d = st.driver.as_mut().ok_or_else(|| error(py, "TideflowError", "the run is finished"))?;
+        d.settle(py, engine, task, result)?;
+        if !commit {
+            return Ok(PyList::empty(py));
+        }
+        d.commit(py, engine)?;
+        self.take_ready(py, st)
+    }
+}
+
+#[pymethods]
+impl AsyncRun {
+    /// Opens (creates, resumes, or finds finished) instance `id` for the asyncio driver.
+    #[new]
+    fn new(py: Python<'_>, engine: Py<Engine>, wf: &Bound<'_, Compiled>, id: &str, input: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let (driver, done) = match engine.get().open(py, wf, id, input)? {
+            Ok(d) => (Some(d), None),
+            Err(o) => (None, Some(o)),
+        };
+        Ok(AsyncRun { engine, state: Mutex::new(State { driver, done, inflight: HashMap::new(), next_id: 0 }) })
+    }
+
+    /// Ready tasks as `(task_id, func, ctx, input, is_async)` tuples (due timers included).
+    fn ready<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut st = self.lock();
+        if let Some(d) = st.driver.as_mut() {
+            d.commit(py, self.engine.get())?;
+        }
+        self.take_ready(py, &mut st)
+    }
+
+    /// Hands back a step's return value; commits (unless `commit` is false, to group several
+    /// completions into one transaction) and returns the tasks that became ready.
+    #[pyo3(signature = (task_id, output, commit=true))]
+    fn complete<'py>(&self, py: Python<'py>, task_id: u64, output: Bound<'py, PyAny>, commit: bool) -> PyResult<Bound<'py, PyList>> {
+        self.settle(py, task_id, Ok(output), commit)
+    }
+
+    /// Hands back a step's exception; the retry policy decides; returns the tasks now ready.
+    #[pyo3(signature = (task_id, exc, commit=true))]
+    fn fail<'py>(&self, py: Python<'py>, task_id: u64, exc: Bound<'py, PyAny>, commit: bool) -> PyResult<Bound<'py, PyList>> {
+        let err = PyErr::from_value(exc);
+        self.settle(py, task_id, Err(err), commit)
+    }
+
+    /// When the earliest pending timer (a retry) is due, if any.
+    fn deadline(&self) -> Option<f64> {
+        self.lock().driver.as_ref().and_then(|d| d.inst.next_deadline())
+    }
+
+    /// Tasks handed out and not yet returned.
+    fn inflight(&self) -> usize {
+        self.lock().inflight.len()
+    }
+
+    /// Whether the instance completed or failed (or was already finished when opened).
+    #[getter]
+    fn finished(&self) -> bool {
+        let st = self.lock();
+        st.done.is_some() || st.driver.as_ref().is_some_and(|d| d.inst.status().is_finished())
+    }
+
+    /// Commits anything pending and returns `(status, output, error JSON)`.
+    fn outcome(&self, py: Python<'_>) -> PyResult<Outcome> {
+        let mut st = self.lock();
+        if let Some(o) = &st.done {
+            return Ok((o.0.clone(), o.1.clone_ref(py), o.2.clone_ref(py)));
+        }
+        let d = st.driver.as_mut().ok_or_else(|| error(py, "TideflowError", "nothing to report"))?;
+        d.commit(py, self.engine.get())?;
+        Ok(d.outcome(py))
+    }
+}

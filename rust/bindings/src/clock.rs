@@ -1,0 +1,122 @@
+//! Clocks: the system clock, a virtual clock for tests, or any object with `now()` and `sleep()`.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+/// A clock whose time only moves when told to (or when the engine waits on it): tests never sleep.
+#[pyclass(module = "tideflow", name = "VirtualClock", frozen)]
+pub struct VirtualClock {
+    now: Mutex<f64>,
+}
+
+impl VirtualClock {
+    fn get(&self) -> f64 {
+        *self.now.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn add(&self, seconds: f64) {
+        *self.now.lock().unwrap_or_else(|e| e.into_inner()) += seconds;
+    }
+}
+
+fn check_seconds(seconds: f64) -> PyResult<f64> {
+    if seconds.is_finite() && seconds >= 0.0 {
+        Ok(seconds)
+    } else {
+        Err(PyValueError::new_err(format!("a duration must be a finite number of seconds >= 0, got {seconds}")))
+    }
+}
+
+#[pymethods]
+impl VirtualClock {
+    /// A virtual clock starting at `start` seconds since the epoch (default: 2024-01-01T00:00Z).
+    #[new]
+    #[pyo3(signature = (start = 1_704_067_200.0))]
+    fn new(start: f64) -> Self {
+        VirtualClock { now: Mutex::new(start) }
+    }
+
+    /// The current virtual time, seconds since the epoch.
+    fn now(&self) -> f64 {
+        self.get()
+    }
+
+    /// Advances time by `seconds` at once (what the engine calls instead of really sleeping).
+    fn sleep(&self, seconds: f64) -> PyResult<()> {
+        self.add(check_seconds(seconds)?);
+        Ok(())
+    }
+
+    /// Moves time forward by `seconds`.
+    fn advance(&self, seconds: f64) -> PyResult<()> {
+        self.sleep(seconds)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("VirtualClock(now={})", self.get())
+    }
+}
+
+/// The clock the engine uses, resolved once so the system clock costs no Python call.
+pub enum Clock {
+    System,
+    Virtual(Py<VirtualClock>),
+    Custom(Py<PyAny>),
+}
+
+impl Clock {
+    /// Resolves a user-supplied clock object (None: the system clock).
+    pub fn from_object(obj: Option<Bound<'_, PyAny>>) -> PyResult<Clock> {
+        match obj {
+            None => Ok(Clock::System),
+            Some(o) if o.is_none() => Ok(Clock::System),
+            Some(o) => match o.cast::<VirtualClock>() {
+                Ok(v) => Ok(Clock::Virtual(v.clone().unbind())),
+                Err(_) => {
+                    if o.hasattr("now")? && o.hasattr("sleep")? {
+                        Ok(Clock::Custom(o.unbind()))
+                    } else {
+                        Err(PyValueError::new_err("a clock needs now() -> float and sleep(seconds) methods"))
+                    }
+                }
+            },
+        }
+    }
+
+    /// Seconds since the epoch.
+    #[inline]
+    pub fn now(&self, py: Python<'_>) -> PyResult<f64> {
+        match self {
+            Clock::System => Ok(system_now()),
+            Clock::Virtual(v) => Ok(v.get().get()),
+            Clock::Custom(o) => o.bind(py).call_method0("now")?.extract(),
+        }
+    }
+
+    /// Waits `seconds` (the system clock releases the GIL; the virtual one just advances).
+    pub fn sleep(&self, py: Python<'_>, seconds: f64) -> PyResult<()> {
+        let seconds = seconds.max(0.0);
+        match self {
+            Clock::System => {
+                py.detach(|| std::thread::sleep(Duration::from_secs_f64(seconds)));
+                py.check_signals()
+            }
+            Clock::Virtual(v) => {
+                v.get().add(seconds);
+                Ok(())
+            }
+            Clock::Custom(o) => o.bind(py).call_method1("sleep", (seconds,)).map(|_| ()),
+        }
+    }
+
+    /// Whether waiting costs no real time (the async driver then advances instead of sleeping).
+    pub fn is_virtual(&self) -> bool {
+        matches!(self, Clock::Virtual(_))
+    }
+}
+
+fn system_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}

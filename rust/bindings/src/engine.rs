@@ -1,0 +1,259 @@
+//! `_core.Engine`: the store, the clock and the registered workflows; starts, resumes and queries
+//! instances. The Python `tideflow.Engine` wraps it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString};
+use tideflow_core::codec::{decode_header, decode_record, encode_header, encode_record, Header, Record};
+use tideflow_core::instance::Instance;
+use tideflow_core::store::memory::MemoryStore;
+use tideflow_core::store::{Created, InstanceMeta, Store, StoredInstance};
+use tideflow_core::{CoreError, Status};
+
+use crate::clock::Clock;
+use crate::driver::{Driver, Outcome};
+use crate::errors::{error, IntoPy};
+use crate::host::{decode_value, encode_value, PyHost};
+use crate::workflow::Compiled;
+
+/// The native engine state shared by every run of one `tideflow.Engine`.
+#[pyclass(module = "tideflow._core", name = "Engine", frozen)]
+pub struct Engine {
+    store: Mutex<Box<dyn Store>>,
+    pub clock: Clock,
+    pub fallback: Py<PyAny>,
+    pub coro_runner: Py<PyAny>,
+    workflows: Mutex<HashMap<String, Vec<Py<Compiled>>>>,
+}
+
+/// An instance's stored state as Python sees it:
+/// (id, workflow, status, output, error JSON, created_at, updated_at, plan hash).
+pub type InstanceInfo = (String, String, String, Py<PyAny>, Py<PyAny>, f64, f64, String);
+
+impl Engine {
+    /// Runs `f` on the store (the GIL stays held: the memory store is quick; disk stores release
+    /// it inside their own calls).
+    pub fn with_store<T>(&self, _py: Python<'_>, f: impl FnOnce(&mut dyn Store) -> Result<T, CoreError>) -> Result<T, CoreError> {
+        let mut s = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        f(s.as_mut())
+    }
+
+    fn find(&self, py: Python<'_>, workflow: &str, hash: &str) -> Option<Py<Compiled>> {
+        let wfs = self.workflows.lock().unwrap_or_else(|e| e.into_inner());
+        wfs.get(workflow)?.iter().find(|c| c.get().plan.hash == hash).map(|c| c.clone_ref(py))
+    }
+
+    fn registered_hashes(&self, workflow: &str) -> Vec<String> {
+        let wfs = self.workflows.lock().unwrap_or_else(|e| e.into_inner());
+        wfs.get(workflow).map(|v| v.iter().map(|c| c.get().plan.hash.clone()).collect()).unwrap_or_default()
+    }
+
+    fn load(&self, py: Python<'_>, id: &str) -> PyResult<(StoredInstance, Header)> {
+        let stored = self.with_store(py, |s| s.get(id)).py_err(py)?;
+        let stored = stored.ok_or_else(|| error(py, "UnknownInstance", format!("no workflow instance with id {id:?}")))?;
+        let header = decode_header(&stored.header)
+            .map_err(|e| error(py, "CorruptCheckpoint", format!("instance {id:?}: {e}")))?;
+        Ok((stored, header))
+    }
+
+    /// Rebuilds a driver for a stored, unfinished instance from its records.
+    pub fn resume_driver(&self, py: Python<'_>, stored: StoredInstance, header: Header) -> PyResult<Driver> {
+        let id = stored.meta.id.clone();
+        let Some(wf) = self.find(py, &header.workflow, &header.plan_hash) else {
+            let e = CoreError::VersionMismatch {
+                instance: id,
+                workflow: header.workflow.clone(),
+                stored: header.plan_hash.clone(),
+                registered: self.registered_hashes(&header.workflow),
+            };
+            return Err(crate::errors::core_error(py, e));
+        };
+        let raw = self.with_store(py, |s| s.records(&id)).py_err(py)?;
+        let records = raw
+            .iter()
+            .enumerate()
+            .map(|(i, r)| decode_record(r).map_err(|e| error(py, "CorruptCheckpoint", format!("instance {id:?}, record #{i}: {e}"))))
+            .collect::<PyResult<Vec<Record>>>()?;
+        let compiled = wf.get();
+        let input = decode_value(py, compiled.input_decode.as_ref(), &header.input).map_err(|e| {
+            error(py, "CorruptCheckpoint", format!("instance {id:?}: its stored input no longer decodes: {}", e.value(py)))
+        })?;
+        let fallback = self.fallback.bind(py);
+        let mut host = PyHost { py, wf: compiled, fallback };
+        let inst = Instance::resume(&id, Arc::clone(&compiled.plan), input.clone().unbind(), &records, &mut host);
+        Ok(Driver {
+            inst,
+            wf,
+            id: PyString::new(py, &id).unbind(),
+            input: input.unbind(),
+            header,
+            version: stored.meta.version,
+            stored_status: stored.meta.status,
+        })
+    }
+
+    /// The result of a finished stored instance, decoded with its workflow's output type.
+    fn finished_outcome(&self, py: Python<'_>, stored: &StoredInstance, header: &Header) -> PyResult<Outcome> {
+        let output = match &header.output {
+            Some(p) => {
+                let dec = self.find(py, &header.workflow, &header.plan_hash);
+                let dec = dec.as_ref().and_then(|w| w.get().output_decode.as_ref().map(|d| d.clone_ref(py)));
+                decode_value(py, dec.as_ref(), p)?.unbind()
+            }
+            None => py.None(),
+        };
+        let err = match &header.error {
+            Some(e) => PyBytes::new(py, e).into_any().unbind(),
+            None => py.None(),
+        };
+        Ok((stored.meta.status.as_str().to_string(), output, err))
+    }
+
+    /// Creates (or finds) the instance and returns a driver positioned to run it, or the stored
+    /// result when it already finished.
+    pub fn open(
+        &self,
+        py: Python<'_>,
+        wf: &Bound<'_, Compiled>,
+        id: &str,
+        input: &Bound<'_, PyAny>,
+    ) -> PyResult<Result<Driver, Outcome>> {
+        self.register_one(py, wf);
+        if let Some(stored) = self.with_store(py, |s| s.get(id)).py_err(py)? {
+            return self.reopen(py, stored);
+        }
+        let compiled = wf.get();
+        let fallback = self.fallback.bind(py);
+        let payload = encode_value(py, compiled.input_encode.as_ref(), fallback, input).map_err(|e| {
+            error(py, "CodecError", format!("the input of workflow {:?} cannot be encoded: {}", compiled.plan.name, e.value(py)))
+        })?;
+        let now = self.clock.now(py)?;
+        let header = Header {
+            workflow: compiled.plan.name.clone(),
+            version: compiled.plan.version.clone(),
+            plan_hash: compiled.plan.hash.clone(),
+            input: payload,
+            created_at: now,
+            output: None,
+            error: None,
+        };
+        let mut host = PyHost { py, wf: compiled, fallback };
+        let mut inst = Instance::start(id, Arc::clone(&compiled.plan), input.clone().unbind(), &mut host);
+        let records: Vec<Vec<u8>> = inst.take_records().iter().map(encode_record).collect();
+        let meta = InstanceMeta {
+            id: id.to_string(),
+            workflow: compiled.plan.name.clone(),
+            status: Status::Running,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+            due_at: None,
+        };
+        let header_bytes = encode_header(&header);
+        match self.with_store(py, |s| s.create(&meta, &header_bytes, &records)).py_err(py)? {
+            Created::New => Ok(Ok(Driver {
+                inst,
+                wf: wf.clone().unbind(),
+                id: PyString::new(py, id).unbind(),
+                input: input.clone().unbind(),
+                header,
+                version: 1,
+                stored_status: Status::Running,
+            })),
+            Created::Existing(stored) => self.reopen(py, stored),
+        }
+    }
+
+    fn reopen(&self, py: Python<'_>, stored: StoredInstance) -> PyResult<Result<Driver, Outcome>> {
+        let id = stored.meta.id.clone();
+        let header = decode_header(&stored.header)
+            .map_err(|e| error(py, "CorruptCheckpoint", format!("instance {id:?}: {e}")))?;
+        if stored.meta.status.is_finished() {
+            return Ok(Err(self.finished_outcome(py, &stored, &header)?));
+        }
+        Ok(Ok(self.resume_driver(py, stored, header)?))
+    }
+
+    fn register_one(&self, py: Python<'_>, wf: &Bound<'_, Compiled>) {
+        let c = wf.get();
+        let mut wfs = self.workflows.lock().unwrap_or_else(|e| e.into_inner());
+        let versions = wfs.entry(c.plan.name.clone()).or_default();
+        if let Some(pos) = versions.iter().position(|v| v.get().plan.hash == c.plan.hash) {
+            // the newest binding of a plan wins (same structure, possibly new callables)
+            if !versions[pos].is(wf) {
+                versions[pos] = wf.clone().unbind();
+            }
+        } else {
+            versions.push(wf.clone().unbind());
+        }
+        let _ = py;
+    }
+}
+
+#[pymethods]
+impl Engine {
+    /// A native engine over the in-memory store (the only native store so far).
+    #[new]
+    #[pyo3(signature = (fallback, coro_runner, clock=None))]
+    fn new(fallback: Py<PyAny>, coro_runner: Py<PyAny>, clock: Option<Bound<'_, PyAny>>) -> PyResult<Self> {
+        Ok(Engine {
+            store: Mutex::new(Box::new(MemoryStore::new())),
+            clock: Clock::from_object(clock)?,
+            fallback,
+            coro_runner,
+            workflows: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Registers a compiled workflow (several versions of one name may be registered).
+    fn register(&self, py: Python<'_>, wf: &Bound<'_, Compiled>) {
+        self.register_one(py, wf);
+    }
+
+    /// Runs (or resumes, or returns the stored result of) instance `id` in this thread.
+    fn run(&self, py: Python<'_>, wf: &Bound<'_, Compiled>, id: &str, input: &Bound<'_, PyAny>) -> PyResult<Outcome> {
+        match self.open(py, wf, id, input)? {
+            Err(done) => Ok(done),
+            Ok(mut d) => {
+                d.drive_sync(py, self)?;
+                Ok(d.outcome(py))
+            }
+        }
+    }
+
+    /// The stored state of instance `id`.
+    fn get(&self, py: Python<'_>, id: &str) -> PyResult<InstanceInfo> {
+        let (stored, header) = self.load(py, id)?;
+        let (status, output, err) = if stored.meta.status.is_finished() {
+            self.finished_outcome(py, &stored, &header)?
+        } else {
+            (stored.meta.status.as_str().to_string(), py.None(), py.None())
+        };
+        Ok((id.to_string(), header.workflow, status, output, err, stored.meta.created_at, stored.meta.updated_at, header.plan_hash))
+    }
+
+    /// The current time on the engine's clock.
+    fn now(&self, py: Python<'_>) -> PyResult<f64> {
+        self.clock.now(py)
+    }
+
+    /// Waits on the engine's clock (the virtual clock advances instead).
+    fn sleep(&self, py: Python<'_>, seconds: f64) -> PyResult<()> {
+        self.clock.sleep(py, seconds)
+    }
+
+    /// Whether the clock is virtual.
+    #[getter]
+    fn virtual_clock(&self) -> bool {
+        self.clock.is_virtual()
+    }
+
+    /// The store's description.
+    #[getter]
+    fn store_name(&self, py: Python<'_>) -> String {
+        let _ = py;
+        self.store.lock().unwrap_or_else(|e| e.into_inner()).describe()
+    }
+}
