@@ -18,10 +18,13 @@ __all__ = ["CompiledWorkflow", "compile_workflow"]
 class CompiledWorkflow:
     """A workflow compiled to a plan and bound to callables: what an engine runs."""
 
-    __slots__ = ("core", "hash", "name", "plan", "workflow")
+    __slots__ = ("core", "has_async", "hash", "name", "plan", "workflow")
 
-    def __init__(self, workflow: Workflow, plan: _core.Plan, core: _core.Compiled) -> None:
+    def __init__(
+        self, workflow: Workflow, plan: _core.Plan, core: _core.Compiled, has_async: bool
+    ) -> None:
         self.workflow = workflow
+        self.has_async = has_async
         self.plan = plan
         self.core = core
         self.hash = plan.hash
@@ -118,9 +121,19 @@ class _Compiler:
             return {"kind": "map", "body": self.node(n[1]), "concurrency": n[2]}
         if kind == "branch":
             other = None if n[3] is None else self.node(n[3])
-            return {"kind": "branch", "cond": self.fn(n[1]), "then": self.node(n[2]), "otherwise": other}
+            return {
+                "kind": "branch",
+                "cond": self.fn(n[1]),
+                "then": self.node(n[2]),
+                "otherwise": other,
+            }
         if kind == "loop":
-            return {"kind": "loop", "body": self.node(n[1]), "until": self.fn(n[2]), "max_iterations": n[3]}
+            return {
+                "kind": "loop",
+                "body": self.node(n[1]),
+                "until": self.fn(n[2]),
+                "max_iterations": n[3],
+            }
         raise DefinitionError(f"unknown node kind {kind!r}")  # pragma: no cover - builder invariant
 
 
@@ -174,7 +187,11 @@ def compile_workflow(w: Workflow) -> CompiledWorkflow:
         "name": w.name,
         "version": w.version,
         "steps": [
-            {"name": s.name, "retry": None if s.retry is None else s.retry.to_spec(), "timeout": s.timeout}
+            {
+                "name": s.name,
+                "retry": None if s.retry is None else s.retry.to_spec(),
+                "timeout": s.timeout,
+            }
             for s in c.steps
         ],
         "fns": [_fn_name(f) for f in c.fns],
@@ -192,4 +209,4 @@ def compile_workflow(w: Workflow) -> CompiledWorkflow:
     in_codec = _codec(in_hint, f"the input type of workflow {w.name!r}")
     out_codec = _codec(out_hint, f"the output type of workflow {w.name!r}")
     core = _core.Compiled(plan, bound, c.fns, in_codec.encode, in_codec.decode, out_codec.decode)
-    return CompiledWorkflow(w, plan, core)
+    return CompiledWorkflow(w, plan, core, any(s.is_async for s in c.steps))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -136,6 +137,17 @@ def _run_coroutine(coro: Any) -> Any:
     return loop.run_until_complete(coro)
 
 
+def _in_event_loop() -> bool:
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def _new_id() -> str:
     return os.urandom(16).hex()
 
@@ -145,7 +157,9 @@ class Engine:
 
     def __init__(self, store: object = None, clock: object = None, observer: object = None) -> None:
         if store not in (None, "memory", "memory://"):
-            raise TideflowError(f"unknown store {store!r}; this version supports the in-memory store")
+            raise TideflowError(
+                f"unknown store {store!r}; this version supports the in-memory store"
+            )
         from tideflow.codec import to_jsonable
 
         self._core = _core.Engine(to_jsonable, _run_coroutine, clock)
@@ -166,7 +180,9 @@ class Engine:
         self._by_name[c.name] = c
         return c
 
-    def _run_of(self, id: str, workflow: str, outcome: tuple[str, Any, bytes | None], plan_hash: str) -> Run:
+    def _run_of(
+        self, id: str, workflow: str, outcome: tuple[str, Any, bytes | None], plan_hash: str
+    ) -> Run:
         status, output, err = outcome
         return Run(id, workflow, Status(status), output, _error_from(id, err), plan_hash)
 
@@ -176,11 +192,18 @@ class Engine:
         With ``id`` of an instance that already finished, returns its stored Run and runs nothing.
         """
         c = self._compiled(workflow)
+        if c.has_async and _in_event_loop():
+            raise TideflowError(
+                f"workflow {c.name!r} has async steps and engine.run() was called inside a running "
+                "event loop; use `await engine.run_async(...)` there"
+            )
         iid = _new_id() if id is None else _check_id(id)
         outcome = self._core.run(c.core, iid, input)
         return self._run_of(iid, c.name, outcome, c.hash)
 
-    async def run_async(self, workflow: Workflow, input: Any = None, *, id: str | None = None) -> Run:
+    async def run_async(
+        self, workflow: Workflow, input: Any = None, *, id: str | None = None
+    ) -> Run:
         """Runs ``workflow`` on asyncio: async steps of a parallel block or map run concurrently."""
         c = self._compiled(workflow)
         iid = _new_id() if id is None else _check_id(id)
@@ -190,7 +213,9 @@ class Engine:
 
     def get(self, id: str) -> Run:
         """The stored state of instance ``id``; raises UnknownInstance if there is none."""
-        iid, workflow, status, output, err, _created, _updated, plan_hash = self._core.get(_check_id(id))
+        iid, workflow, status, output, err, _created, _updated, plan_hash = self._core.get(
+            _check_id(id)
+        )
         return self._run_of(iid, workflow, (status, output, err), plan_hash)
 
 
@@ -246,16 +271,18 @@ async def _drive(core: _core.Engine, handle: _core.AsyncRun) -> None:
             timeout = None
             if deadline is not None and not core.virtual_clock:
                 timeout = max(0.0, deadline - core.now())
-            done, _ = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
             for fut in done:
                 tid = pending.pop(fut)
-                exc = fut.exception()
-                if exc is None:
+                err = fut.exception()
+                if err is None:
                     handle.complete(tid, fut.result(), commit=False)
-                elif isinstance(exc, Exception):
-                    handle.fail(tid, exc, commit=False)
+                elif isinstance(err, Exception):
+                    handle.fail(tid, err, commit=False)
                 else:
-                    raise exc
+                    raise err
             ready = handle.ready()
     finally:
         for fut in pending:

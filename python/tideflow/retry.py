@@ -30,12 +30,16 @@ def to_seconds(value: Duration, what: str) -> float:
     return seconds
 
 
+def _secs(value: Duration) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
 def _exception_types(value: object, what: str) -> tuple[type[BaseException], ...]:
     items = value if isinstance(value, tuple) else (value,)
     for item in items:
         if not (isinstance(item, type) and issubclass(item, BaseException)):
             raise DefinitionError(f"{what} must be exception classes, got {item!r}")
-    return items  # type: ignore[return-value]
+    return items
 
 
 @dataclass(frozen=True)
@@ -71,15 +75,15 @@ class Retry:
 
     def delay(self, attempt: int) -> float:
         """The delay in seconds after failed attempt ``attempt`` (1-based), without jitter."""
-        base = float(self.initial_delay) * float(self.multiplier) ** max(attempt - 1, 0)
-        return min(base, float(self.max_delay))
+        base = _secs(self.initial_delay) * float(self.multiplier) ** max(attempt - 1, 0)
+        return min(base, _secs(self.max_delay))
 
     def to_spec(self) -> dict[str, float | int]:
         """The policy as the plan spec stores it."""
         return {
             "max_attempts": self.max_attempts,
-            "initial_delay": float(self.initial_delay),
+            "initial_delay": _secs(self.initial_delay),
             "multiplier": float(self.multiplier),
-            "max_delay": float(self.max_delay),
+            "max_delay": _secs(self.max_delay),
             "jitter": float(self.jitter),
         }

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Step", "Workflow", "step"]
 
-I = TypeVar("I")
-O = TypeVar("O")
+In = TypeVar("In")
+Out = TypeVar("Out")
 
 #: Something that can stand where a step stands: a step, or a whole workflow (inlined).
 Runnable = Union["Step[Any, Any]", "Workflow"]
@@ -29,7 +29,7 @@ Runnable = Union["Step[Any, Any]", "Workflow"]
 Next = Union[str, Mapping[str, str], Callable[[Any], str], None]
 
 
-class Step(Generic[I, O]):
+class Step(Generic[In, Out]):
     """A unit of work: a sync or async function ``fn(ctx, value) -> value`` plus its options."""
 
     __slots__ = ("__dict__", "fn", "is_async", "name", "retry", "timeout")
@@ -53,7 +53,7 @@ class Step(Generic[I, O]):
         self.retry = retry
         self.timeout = None if timeout is None else to_seconds(timeout, f"timeout of {self.name}")
         self.is_async = inspect.iscoroutinefunction(fn)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Calls the function directly (handy in unit tests of a single step)."""
@@ -198,8 +198,14 @@ class Workflow:
         more than ``max_iterations`` iterations fail the instance."""
         cond = _check_fn(until, "loop() until")
         if max_iterations is None:
-            raise DefinitionError(f"a loop in workflow {self.name!r} has no bound: give it max_iterations")
-        if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 1:
+            raise DefinitionError(
+                f"a loop in workflow {self.name!r} has no bound: give it max_iterations"
+            )
+        if (
+            isinstance(max_iterations, bool)
+            or not isinstance(max_iterations, int)
+            or max_iterations < 1
+        ):
             raise DefinitionError(f"max_iterations must be an int >= 1, got {max_iterations!r}")
         return self._append(("loop", as_node(body, "loop()"), cond, max_iterations))
 
@@ -215,7 +221,9 @@ class Workflow:
         if any(s[0] == name for s in self._states):
             raise DefinitionError(f"workflow {self.name!r} defines state {name!r} twice")
         if next is not None and not isinstance(next, (str, Mapping)) and not callable(next):
-            raise DefinitionError(f"next= of state {name!r} must be a state name, a dict or a router")
+            raise DefinitionError(
+                f"next= of state {name!r} must be a state name, a dict or a router"
+            )
         w = self._derive()
         w._states = (*self._states, (name, as_node(x, f"state({name!r})"), next))
         return w

@@ -88,7 +88,13 @@ impl AsyncRun {
 impl AsyncRun {
     /// Opens (creates, resumes, or finds finished) instance `id` for the asyncio driver.
     #[new]
-    fn new(py: Python<'_>, engine: Py<Engine>, wf: &Bound<'_, Compiled>, id: &str, input: &Bound<'_, PyAny>) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        engine: Py<Engine>,
+        wf: &Bound<'_, Compiled>,
+        id: &str,
+        input: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
         let (driver, done) = match engine.get().open(py, wf, id, input)? {
             Ok(d) => (Some(d), None),
             Err(o) => (None, Some(o)),
@@ -108,13 +114,25 @@ impl AsyncRun {
     /// Hands back a step's return value; commits (unless `commit` is false, to group several
     /// completions into one transaction) and returns the tasks that became ready.
     #[pyo3(signature = (task_id, output, commit=true))]
-    fn complete<'py>(&self, py: Python<'py>, task_id: u64, output: Bound<'py, PyAny>, commit: bool) -> PyResult<Bound<'py, PyList>> {
+    fn complete<'py>(
+        &self,
+        py: Python<'py>,
+        task_id: u64,
+        output: Bound<'py, PyAny>,
+        commit: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
         self.settle(py, task_id, Ok(output), commit)
     }
 
     /// Hands back a step's exception; the retry policy decides; returns the tasks now ready.
     #[pyo3(signature = (task_id, exc, commit=true))]
-    fn fail<'py>(&self, py: Python<'py>, task_id: u64, exc: Bound<'py, PyAny>, commit: bool) -> PyResult<Bound<'py, PyList>> {
+    fn fail<'py>(
+        &self,
+        py: Python<'py>,
+        task_id: u64,
+        exc: Bound<'py, PyAny>,
+        commit: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
         let err = PyErr::from_value(exc);
         self.settle(py, task_id, Err(err), commit)
     }

@@ -35,7 +35,11 @@ pub type InstanceInfo = (String, String, String, Py<PyAny>, Py<PyAny>, f64, f64,
 impl Engine {
     /// Runs `f` on the store (the GIL stays held: the memory store is quick; disk stores release
     /// it inside their own calls).
-    pub fn with_store<T>(&self, _py: Python<'_>, f: impl FnOnce(&mut dyn Store) -> Result<T, CoreError>) -> Result<T, CoreError> {
+    pub fn with_store<T>(
+        &self,
+        _py: Python<'_>,
+        f: impl FnOnce(&mut dyn Store) -> Result<T, CoreError>,
+    ) -> Result<T, CoreError> {
         let mut s = self.store.lock().unwrap_or_else(|e| e.into_inner());
         f(s.as_mut())
     }
@@ -52,7 +56,8 @@ impl Engine {
 
     fn load(&self, py: Python<'_>, id: &str) -> PyResult<(StoredInstance, Header)> {
         let stored = self.with_store(py, |s| s.get(id)).py_err(py)?;
-        let stored = stored.ok_or_else(|| error(py, "UnknownInstance", format!("no workflow instance with id {id:?}")))?;
+        let stored =
+            stored.ok_or_else(|| error(py, "UnknownInstance", format!("no workflow instance with id {id:?}")))?;
         let header = decode_header(&stored.header)
             .map_err(|e| error(py, "CorruptCheckpoint", format!("instance {id:?}: {e}")))?;
         Ok((stored, header))
@@ -74,11 +79,18 @@ impl Engine {
         let records = raw
             .iter()
             .enumerate()
-            .map(|(i, r)| decode_record(r).map_err(|e| error(py, "CorruptCheckpoint", format!("instance {id:?}, record #{i}: {e}"))))
+            .map(|(i, r)| {
+                decode_record(r)
+                    .map_err(|e| error(py, "CorruptCheckpoint", format!("instance {id:?}, record #{i}: {e}")))
+            })
             .collect::<PyResult<Vec<Record>>>()?;
         let compiled = wf.get();
         let input = decode_value(py, compiled.input_decode.as_ref(), &header.input).map_err(|e| {
-            error(py, "CorruptCheckpoint", format!("instance {id:?}: its stored input no longer decodes: {}", e.value(py)))
+            error(
+                py,
+                "CorruptCheckpoint",
+                format!("instance {id:?}: its stored input no longer decodes: {}", e.value(py)),
+            )
         })?;
         let fallback = self.fallback.bind(py);
         let mut host = PyHost { py, wf: compiled, fallback };
@@ -127,7 +139,11 @@ impl Engine {
         let compiled = wf.get();
         let fallback = self.fallback.bind(py);
         let payload = encode_value(py, compiled.input_encode.as_ref(), fallback, input).map_err(|e| {
-            error(py, "CodecError", format!("the input of workflow {:?} cannot be encoded: {}", compiled.plan.name, e.value(py)))
+            error(
+                py,
+                "CodecError",
+                format!("the input of workflow {:?} cannot be encoded: {}", compiled.plan.name, e.value(py)),
+            )
         })?;
         let now = self.clock.now(py)?;
         let header = Header {
@@ -231,7 +247,16 @@ impl Engine {
         } else {
             (stored.meta.status.as_str().to_string(), py.None(), py.None())
         };
-        Ok((id.to_string(), header.workflow, status, output, err, stored.meta.created_at, stored.meta.updated_at, header.plan_hash))
+        Ok((
+            id.to_string(),
+            header.workflow,
+            status,
+            output,
+            err,
+            stored.meta.created_at,
+            stored.meta.updated_at,
+            header.plan_hash,
+        ))
     }
 
     /// The current time on the engine's clock.

@@ -63,7 +63,8 @@ pub fn describe_exception(py: Python<'_>, err: &PyErr) -> (String, String, Strin
 
 fn format_traceback(py: Python<'_>, err: &PyErr) -> PyResult<String> {
     let tb = py.import("traceback")?;
-    let lines = tb.getattr("format_exception")?.call1((err.value(py),))?;
+    let trace = err.traceback(py).map(Bound::into_any).unwrap_or_else(|| py.None().into_bound(py));
+    let lines = tb.getattr("format_exception")?.call1((err.get_type(py), err.value(py), trace))?;
     let joined = pyo3::types::PyString::new(py, "").call_method1("join", (lines,))?;
     joined.extract()
 }

@@ -31,11 +31,7 @@ pub fn encode_value(
 }
 
 /// Decodes JSON bytes through an optional typed decoder.
-pub fn decode_value<'py>(
-    py: Python<'py>,
-    decoder: Option<&Py<PyAny>>,
-    payload: &[u8],
-) -> PyResult<Bound<'py, PyAny>> {
+pub fn decode_value<'py>(py: Python<'py>, decoder: Option<&Py<PyAny>>, payload: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     let native = json::decode(py, payload)?;
     match decoder {
         Some(dec) => dec.bind(py).call1((native,)),
@@ -121,8 +117,7 @@ impl Host<Py<PyAny>> for PyHost<'_, '_> {
             let mut f = failure(self.py, &e);
             f.message = format!(
                 "the stored output of step {:?} no longer decodes into its return type: {}",
-                self.wf.plan.steps[step as usize].name,
-                f.message
+                self.wf.plan.steps[step as usize].name, f.message
             );
             f
         })

@@ -79,7 +79,7 @@ impl Store for MemoryStore {
             .filter(|e| q.statuses.is_empty() || q.statuses.contains(&e.meta.status))
             .filter(|e| q.workflow.as_deref().is_none_or(|w| e.meta.workflow == w))
             .collect();
-        hits.sort_by(|a, b| b.seq.cmp(&a.seq));
+        hits.sort_by_key(|e| std::cmp::Reverse(e.seq));
         if let Some(n) = q.limit {
             hits.truncate(n);
         }

@@ -1,0 +1,136 @@
+"""Type stubs for the native extension ``tideflow._core`` (checked by stubtest)."""
+
+from collections.abc import Callable, Sequence
+from typing import Any, final
+
+__all__ = [
+    "FORMAT_VERSION",
+    "AsyncRun",
+    "Compiled",
+    "Context",
+    "Engine",
+    "Plan",
+    "VirtualClock",
+    "decode_json",
+    "encode_json",
+]
+
+FORMAT_VERSION: int
+
+StepBinding = tuple[
+    Callable[..., Any],
+    bool,
+    Callable[[Any], Any] | None,
+    Callable[[Any], Any] | None,
+    tuple[type[BaseException], ...],
+    tuple[type[BaseException], ...],
+]
+Outcome = tuple[str, Any, bytes | None]
+ReadyTask = tuple[int, Callable[..., Any], Context, Any, bool]
+
+def decode_json(data: bytes) -> Any:
+    """Decodes JSON bytes into JSON-native Python values (used for stored payloads)."""
+
+def encode_json(value: object, fallback: Callable[[Any], Any] | None = None) -> bytes:
+    """Encodes a JSON-native value (with an optional fallback for other types) to JSON bytes."""
+
+@final
+class Context:
+    """The context a step receives as its first argument."""
+
+    @property
+    def instance_id(self) -> str:
+        """The id of the workflow instance this step runs in."""
+    @property
+    def step_name(self) -> str:
+        """The name of the step being run."""
+    @property
+    def attempt(self) -> int:
+        """1 on the first attempt, then 2, 3, … (an attempt interrupted by a crash counts)."""
+    @property
+    def position(self) -> str:
+        """The step's position in the plan (stable across retries and resumes)."""
+    @property
+    def idempotency_key(self) -> str:
+        """A key for exactly-once side effects: stable for this step position across retries."""
+    @property
+    def input(self) -> Any:
+        """The workflow's input."""
+
+@final
+class VirtualClock:
+    """A clock whose time only moves when told to (or when the engine waits on it)."""
+
+    def __new__(cls, start: float = 1704067200.0) -> VirtualClock: ...
+    def now(self) -> float:
+        """The current virtual time, seconds since the epoch."""
+    def sleep(self, seconds: float) -> None:
+        """Advances time by ``seconds`` at once."""
+    def advance(self, seconds: float) -> None:
+        """Moves time forward by ``seconds``."""
+
+@final
+class Plan:
+    """A validated, hashed plan (data only: no code)."""
+
+    def __new__(cls, spec: str) -> Plan: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str | None: ...
+    @property
+    def hash(self) -> str: ...
+    def to_mermaid(self) -> str: ...
+    def to_json(self) -> str: ...
+
+@final
+class Compiled:
+    """A plan bound to this process's callables."""
+
+    def __new__(
+        cls,
+        plan: Plan,
+        steps: Sequence[StepBinding],
+        fns: Sequence[Callable[[Any], Any]],
+        input_encode: Callable[[Any], Any] | None = None,
+        input_decode: Callable[[Any], Any] | None = None,
+        output_decode: Callable[[Any], Any] | None = None,
+    ) -> Compiled: ...
+    @property
+    def hash(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+
+@final
+class Engine:
+    """The native engine state: store, clock, registered workflows."""
+
+    def __new__(
+        cls,
+        fallback: Callable[[Any], Any],
+        coro_runner: Callable[[Any], Any],
+        clock: object | None = None,
+    ) -> Engine: ...
+    def register(self, wf: Compiled) -> None: ...
+    def run(self, wf: Compiled, id: str, input: object) -> Outcome: ...
+    def get(self, id: str) -> tuple[str, str, str, Any, bytes | None, float, float, str]: ...
+    def now(self) -> float: ...
+    def sleep(self, seconds: float) -> None: ...
+    @property
+    def virtual_clock(self) -> bool: ...
+    @property
+    def store_name(self) -> str: ...
+
+@final
+class AsyncRun:
+    """One instance driven from asyncio."""
+
+    def __new__(cls, engine: Engine, wf: Compiled, id: str, input: object) -> AsyncRun: ...
+    def ready(self) -> list[ReadyTask]: ...
+    def complete(self, task_id: int, output: object, commit: bool = True) -> list[ReadyTask]: ...
+    def fail(self, task_id: int, exc: BaseException, commit: bool = True) -> list[ReadyTask]: ...
+    def deadline(self) -> float | None: ...
+    def inflight(self) -> int: ...
+    @property
+    def finished(self) -> bool: ...
+    def outcome(self) -> Outcome: ...
