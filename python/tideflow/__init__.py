@@ -4,7 +4,7 @@ Define steps with ``@step``, compose them with ``Workflow``, and run them with `
 memory by default, with every step's output checkpointed through a typed JSON codec.
 """
 
-from tideflow.engine import Context, Engine, InvalidTransition, Run, Status, VirtualClock
+from tideflow.engine import Context, Engine, InvalidTransition, Run, Status, StepEvent, VirtualClock
 from tideflow.errors import (
     Cancelled,
     CodecError,
@@ -35,6 +35,7 @@ __all__ = [
     "SignalError",
     "Status",
     "Step",
+    "StepEvent",
     "StepTimeout",
     "StoreError",
     "TideflowError",

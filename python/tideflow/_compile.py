@@ -3,7 +3,6 @@ to this process's callables and their typed codecs."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, Union
 
@@ -198,7 +197,7 @@ def compile_workflow(w: Workflow) -> CompiledWorkflow:
         "root": root,
         "timeout": w.timeout,
     }
-    plan = _core.Plan(json.dumps(spec))
+    plan = _core.Plan(_core.encode_json(spec).decode())
     bound = []
     for s in c.steps:
         out_codec = _codec(step_hints(s.fn)[1], f"the return type of step {s.name!r}")

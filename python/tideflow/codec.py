@@ -9,7 +9,6 @@ or evaluated. ``datetime``, ``decimal``, ``uuid`` and ``base64`` are imported on
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import enum
 import functools
 import math
@@ -18,7 +17,6 @@ import types
 import typing
 from collections import abc
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, Union, get_args, get_origin
 
 from .errors import CodecError
@@ -38,13 +36,37 @@ _SETS = (set, frozenset, abc.Set, abc.MutableSet)
 _MAPPINGS = (dict, abc.Mapping, abc.MutableMapping)
 
 
-@dataclass(frozen=True, slots=True)
 class TypeCodec:
     """Encoder/decoder pair compiled once for one type hint."""
 
-    hint: object
-    encode: Callable[[Any], JSONValue] | None  # None: the value needs no conversion
-    decode: Callable[[JSONValue], Any] | None  # None: nothing to convert or validate (Any)
+    __slots__ = ("decode", "encode", "hint")
+
+    def __init__(
+        self,
+        hint: object,
+        encode: Callable[[Any], JSONValue] | None,  # None: the value needs no conversion
+        decode: Callable[[JSONValue], Any] | None,  # None: nothing to convert or validate (Any)
+    ) -> None:
+        self.hint = hint
+        self.encode = encode
+        self.decode = decode
+
+    def __repr__(self) -> str:
+        return f"TypeCodec(hint={self.hint!r}, encode={self.encode!r}, decode={self.decode!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TypeCodec):
+            return NotImplemented
+        return (self.hint, self.encode, self.decode) == (other.hint, other.encode, other.decode)
+
+    def __hash__(self) -> int:
+        return hash((TypeCodec, id(self.encode), id(self.decode)))
+
+
+def _is_dataclass(obj: object) -> bool:
+    # `dataclasses` is not imported here (it costs ~15 ms through `inspect`): a dataclass carries
+    # this attribute, and its existence proves the program has imported the module already.
+    return hasattr(obj if isinstance(obj, type) else type(obj), "__dataclass_fields__")
 
 
 class _Fail(Exception):
@@ -436,7 +458,9 @@ def _compile_class(
             (bytes, bytearray, memoryview),
         )
     mk: Callable[[], _Node]
-    if dataclasses.is_dataclass(cls):
+    if _is_dataclass(cls):
+        import dataclasses
+
         fields = [f for f in dataclasses.fields(cls) if f.init]
         req = {f.name for f in fields if f.default is f.default_factory is dataclasses.MISSING}
         names = tuple(f.name for f in fields)
@@ -635,7 +659,9 @@ def _to_json(v: Any) -> Any:
         return _map_dict(v, _json_key, _to_json)
     if isinstance(v, enum.Enum):
         return _to_json(v._value_)
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+    if _is_dataclass(v) and not isinstance(v, type):
+        import dataclasses
+
         fields = {f.name: getattr(v, f.name) for f in dataclasses.fields(v) if f.init}
         return _map_dict(fields, None, _to_json)
     if isinstance(v, str):  # subclasses of the scalars become plain values
@@ -707,8 +733,36 @@ def describe(hint: object) -> str:
     return name if isinstance(name, str) else repr(hint).replace("typing.", "")
 
 
+def _resolve_one(fn: types.FunctionType, name: str, ann: object) -> object:
+    """Resolves one annotation of a plain function (string annotations included), or Any."""
+    if not isinstance(ann, (str, typing.ForwardRef)):
+        return ann
+
+    def shim() -> None: ...
+
+    shim.__annotations__ = {"return": ann}
+    try:
+        return typing.get_type_hints(shim, globalns=fn.__globals__).get("return", Any)
+    except Exception:
+        return Any
+
+
 def step_hints(fn: Callable[..., object]) -> tuple[object, object]:
     """Return a step's (input hint, return hint); the input is its second positional parameter."""
+    if type(fn) is types.FunctionType and not hasattr(fn, "__wrapped__"):
+        # the common case, without `inspect` (importing it costs ~10 ms and ~1 MB)
+        code = fn.__code__
+        names = code.co_varnames[: code.co_argcount]
+        anns = fn.__annotations__
+        if not anns:
+            return Any, Any
+        if len(names) < 2 or names[1] not in anns:
+            if "return" not in anns:
+                return Any, Any
+            return Any, _resolve_one(fn, "return", anns["return"])
+        arg = _resolve_one(fn, names[1], anns[names[1]])
+        ret = _resolve_one(fn, "return", anns["return"]) if "return" in anns else Any
+        return arg, ret
     import inspect
 
     try:

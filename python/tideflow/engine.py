@@ -8,8 +8,6 @@ from __future__ import annotations
 import enum
 import os
 import sys
-import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tideflow import _core
@@ -25,7 +23,7 @@ if TYPE_CHECKING:
 
     from tideflow._compile import CompiledWorkflow
 
-__all__ = ["Context", "Engine", "InvalidTransition", "Run", "Status", "VirtualClock"]
+__all__ = ["Context", "Engine", "InvalidTransition", "Run", "Status", "StepEvent", "VirtualClock"]
 
 #: What a step receives as its first argument (instance id, step name, attempt, idempotency key).
 Context = _core.Context
@@ -54,16 +52,71 @@ class InvalidTransition(DefinitionError, WorkflowFailed):
     returned an unknown state, or an output matched no label)."""
 
 
-@dataclass(frozen=True)
+class StepEvent:
+    """One finished attempt of one step, as the instance's history records it."""
+
+    __slots__ = ("attempt", "error", "finished_at", "position", "started_at", "status", "step")
+
+    def __init__(
+        self,
+        position: str,
+        step: str,
+        attempt: int,
+        status: str,
+        started_at: float,
+        finished_at: float,
+        error: str | None = None,
+    ) -> None:
+        self.position = position
+        self.step = step
+        self.attempt = attempt
+        self.status = status
+        self.started_at = started_at
+        self.finished_at = finished_at
+        self.error = error
+
+    @property
+    def duration(self) -> float:
+        """Seconds the attempt took."""
+        return self.finished_at - self.started_at
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StepEvent):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in StepEvent.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        err = f", error={self.error!r}" if self.error else ""
+        return (
+            f"StepEvent(position={self.position!r}, step={self.step!r}, attempt={self.attempt}, "
+            f"status={self.status!r}, duration={self.duration:.6f}{err})"
+        )
+
+
 class Run:
     """The state of one workflow instance: its status, and its output or error once finished."""
 
-    id: str
-    workflow: str
-    status: Status
-    output: Any = None
-    error: TideflowError | None = None
-    plan_hash: str = ""
+    __slots__ = ("_engine", "error", "id", "output", "plan_hash", "status", "workflow")
+
+    def __init__(
+        self,
+        id: str,
+        workflow: str,
+        status: Status,
+        output: Any = None,
+        error: TideflowError | None = None,
+        plan_hash: str = "",
+        engine: Engine | None = None,
+    ) -> None:
+        self.id = id
+        self.workflow = workflow
+        self.status = status
+        self.output = output
+        self.error = error
+        self.plan_hash = plan_hash
+        self._engine = engine
 
     @property
     def ok(self) -> bool:
@@ -78,13 +131,21 @@ class Run:
             raise TideflowError(f"instance {self.id!r} is {self.status.value}, not completed")
         return self.output
 
+    def history(self) -> list[StepEvent]:
+        """Every finished step attempt of this instance, in the order they were committed."""
+        if self._engine is None:
+            raise TideflowError("this Run is not attached to an engine")
+        return self._engine.history(self.id)
+
+    def __repr__(self) -> str:
+        tail = f", error={self.error!r}" if self.error is not None else f", output={self.output!r}"
+        return f"Run(id={self.id!r}, workflow={self.workflow!r}, status={self.status}{tail})"
+
 
 def _error_from(instance_id: str, data: bytes | None) -> TideflowError | None:
     if data is None:
         return None
-    import json
-
-    e = json.loads(data)
+    e = _core.decode_json(data)
     step, attempts = e.get("step"), int(e.get("attempts") or 0)
     etype, emsg = e.get("type", ""), e.get("message", "")
     kind = e.get("kind")
@@ -110,7 +171,7 @@ def _error_from(instance_id: str, data: bytes | None) -> TideflowError | None:
     )
 
 
-_loops = threading.local()
+_loops: Any = None  # a threading.local, created on first use (keeps `threading` off the import)
 
 
 def _run_coroutine(coro: Any) -> Any:
@@ -127,6 +188,11 @@ def _run_coroutine(coro: Any) -> Any:
             "engine.run() cannot run an async step inside a running event loop; "
             "use `await engine.run_async(...)` there"
         )
+    global _loops
+    if _loops is None:
+        import threading
+
+        _loops = threading.local()
     loop = getattr(_loops, "loop", None)
     if loop is None or loop.is_closed():
         loop = asyncio.new_event_loop()
@@ -184,7 +250,7 @@ class Engine:
         self, id: str, workflow: str, outcome: tuple[str, Any, bytes | None], plan_hash: str
     ) -> Run:
         status, output, err = outcome
-        return Run(id, workflow, Status(status), output, _error_from(id, err), plan_hash)
+        return Run(id, workflow, Status(status), output, _error_from(id, err), plan_hash, self)
 
     def run(self, workflow: Workflow, input: Any = None, *, id: str | None = None) -> Run:
         """Runs ``workflow`` on ``input`` in this thread until it completes, fails or suspends.
@@ -217,6 +283,10 @@ class Engine:
             _check_id(id)
         )
         return self._run_of(iid, workflow, (status, output, err), plan_hash)
+
+    def history(self, id: str) -> list[StepEvent]:
+        """Every finished step attempt of instance ``id``, in commit order."""
+        return [StepEvent(*row) for row in self._core.history(_check_id(id))]
 
 
 def _check_id(id: object) -> str:

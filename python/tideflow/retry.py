@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Union
+import sys
+from typing import TYPE_CHECKING, Union
 
 from tideflow.errors import DefinitionError
 
 __all__ = ["Duration", "Retry", "to_seconds"]
 
+if TYPE_CHECKING:
+    from datetime import timedelta
+
 #: A duration: seconds (int or float) or a ``datetime.timedelta``.
-Duration = Union[int, float, timedelta]
+Duration = Union[int, float, "timedelta"]
 
 
 def to_seconds(value: Duration, what: str) -> float:
     """Converts a duration (seconds or ``timedelta``) to float seconds, rejecting bad values."""
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
+    dt = sys.modules.get("datetime")  # not imported here: a timedelta proves it is loaded
+    if dt is not None and isinstance(value, dt.timedelta):
+        seconds = float(value.total_seconds())
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
     else:
@@ -30,10 +33,6 @@ def to_seconds(value: Duration, what: str) -> float:
     return seconds
 
 
-def _secs(value: Duration) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
 def _exception_types(value: object, what: str) -> tuple[type[BaseException], ...]:
     items = value if isinstance(value, tuple) else (value,)
     for item in items:
@@ -42,48 +41,94 @@ def _exception_types(value: object, what: str) -> tuple[type[BaseException], ...
     return items
 
 
-@dataclass(frozen=True)
 class Retry:
     """How often a failing step runs again and how long it waits in between.
 
     The delay before attempt ``n + 1`` is ``initial_delay * multiplier ** (n - 1)``, capped at
     ``max_delay``, then spread by ``jitter`` (a fraction, deterministic per instance and attempt).
     An exception retries when it is an instance of ``retry_on`` and not of ``give_up_on``.
+    Immutable; durations are seconds or ``timedelta`` and are kept as float seconds.
     """
 
-    max_attempts: int = 3
-    initial_delay: Duration = 1.0
-    multiplier: float = 2.0
-    max_delay: Duration = 60.0
-    jitter: float = 0.0
-    retry_on: tuple[type[BaseException], ...] = field(default=(Exception,))
-    give_up_on: tuple[type[BaseException], ...] = field(default=())
+    __slots__ = (
+        "give_up_on",
+        "initial_delay",
+        "jitter",
+        "max_attempts",
+        "max_delay",
+        "multiplier",
+        "retry_on",
+    )
 
-    def __post_init__(self) -> None:
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
-            raise DefinitionError(f"max_attempts must be an int, got {self.max_attempts!r}")
-        if self.max_attempts < 1:
-            raise DefinitionError(f"max_attempts must be at least 1, got {self.max_attempts}")
-        object.__setattr__(self, "initial_delay", to_seconds(self.initial_delay, "initial_delay"))
-        object.__setattr__(self, "max_delay", to_seconds(self.max_delay, "max_delay"))
-        if not isinstance(self.multiplier, (int, float)) or not self.multiplier >= 1:
-            raise DefinitionError(f"multiplier must be a number >= 1, got {self.multiplier!r}")
-        if not isinstance(self.jitter, (int, float)) or not 0 <= self.jitter <= 1:
-            raise DefinitionError(f"jitter must be within [0, 1], got {self.jitter!r}")
-        object.__setattr__(self, "retry_on", _exception_types(self.retry_on, "retry_on"))
-        object.__setattr__(self, "give_up_on", _exception_types(self.give_up_on, "give_up_on"))
+    max_attempts: int
+    initial_delay: float
+    multiplier: float
+    max_delay: float
+    jitter: float
+    retry_on: tuple[type[BaseException], ...]
+    give_up_on: tuple[type[BaseException], ...]
+
+    def __init__(
+        self,
+        max_attempts: int = 3,
+        initial_delay: Duration = 1.0,
+        multiplier: float = 2.0,
+        max_delay: Duration = 60.0,
+        jitter: float = 0.0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+        give_up_on: type[BaseException] | tuple[type[BaseException], ...] = (),
+    ) -> None:
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
+            raise DefinitionError(f"max_attempts must be an int, got {max_attempts!r}")
+        if max_attempts < 1:
+            raise DefinitionError(f"max_attempts must be at least 1, got {max_attempts}")
+        if (
+            isinstance(multiplier, bool)
+            or not isinstance(multiplier, (int, float))
+            or not multiplier >= 1
+        ):
+            raise DefinitionError(f"multiplier must be a number >= 1, got {multiplier!r}")
+        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter <= 1:
+            raise DefinitionError(f"jitter must be within [0, 1], got {jitter!r}")
+        set_ = object.__setattr__
+        set_(self, "max_attempts", max_attempts)
+        set_(self, "initial_delay", to_seconds(initial_delay, "initial_delay"))
+        set_(self, "multiplier", float(multiplier))
+        set_(self, "max_delay", to_seconds(max_delay, "max_delay"))
+        set_(self, "jitter", float(jitter))
+        set_(self, "retry_on", _exception_types(retry_on, "retry_on"))
+        set_(self, "give_up_on", _exception_types(give_up_on, "give_up_on"))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Retry is immutable; build a new one instead of setting {name}")
+
+    def _key(self) -> tuple[object, ...]:
+        return tuple(getattr(self, n) for n in Retry.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Retry) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Retry(max_attempts={self.max_attempts}, initial_delay={self.initial_delay}, "
+            f"multiplier={self.multiplier}, max_delay={self.max_delay}, jitter={self.jitter}, "
+            f"retry_on={self.retry_on!r}, give_up_on={self.give_up_on!r})"
+        )
 
     def delay(self, attempt: int) -> float:
         """The delay in seconds after failed attempt ``attempt`` (1-based), without jitter."""
-        base = _secs(self.initial_delay) * float(self.multiplier) ** max(attempt - 1, 0)
-        return min(base, _secs(self.max_delay))
+        base = self.initial_delay * self.multiplier ** max(attempt - 1, 0)
+        return min(base, self.max_delay)
 
     def to_spec(self) -> dict[str, float | int]:
         """The policy as the plan spec stores it."""
         return {
             "max_attempts": self.max_attempts,
-            "initial_delay": _secs(self.initial_delay),
-            "multiplier": float(self.multiplier),
-            "max_delay": _secs(self.max_delay),
-            "jitter": float(self.jitter),
+            "initial_delay": self.initial_delay,
+            "multiplier": self.multiplier,
+            "max_delay": self.max_delay,
+            "jitter": self.jitter,
         }

@@ -8,7 +8,6 @@ while building: the definition compiles to a plan (data) when it is registered, 
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union, overload
 
@@ -52,7 +51,7 @@ class Step(Generic[In, Out]):
             raise DefinitionError(f"a step name must be a non-empty str, got {self.name!r}")
         self.retry = retry
         self.timeout = None if timeout is None else to_seconds(timeout, f"timeout of {self.name}")
-        self.is_async = inspect.iscoroutinefunction(fn)
+        self.is_async = _is_async(fn)
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -61,6 +60,23 @@ class Step(Generic[In, Out]):
 
     def __repr__(self) -> str:
         return f"<tideflow step {self.name}>"
+
+
+def _is_async(fn: object) -> bool:
+    """Whether calling ``fn`` returns a coroutine (without importing ``inspect``, which is slow)."""
+    while True:
+        if isinstance(fn, functools.partial):
+            fn = fn.func
+        elif hasattr(fn, "__func__"):  # bound method
+            fn = fn.__func__
+        else:
+            break
+    if getattr(fn, "_is_coroutine_marker", None) is not None:  # inspect.markcoroutinefunction
+        return True
+    code = getattr(fn, "__code__", None)
+    if code is None and not isinstance(fn, type):
+        code = getattr(getattr(fn, "__call__", None), "__code__", None)  # a callable object
+    return bool(code is not None and code.co_flags & 0x80)  # CO_COROUTINE
 
 
 @overload
