@@ -75,7 +75,7 @@ def _is_async(fn: object) -> bool:
         return True
     code = getattr(fn, "__code__", None)
     if code is None and not isinstance(fn, type):
-        code = getattr(getattr(fn, "__call__", None), "__code__", None)  # a callable object
+        code = getattr(type(fn).__call__, "__code__", None)  # a callable object
     return bool(code is not None and code.co_flags & 0x80)  # CO_COROUTINE
 
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
-use tideflow_core::codec::{decode_header, decode_record, encode_header, encode_record, Header, Record};
+use tideflow_core::codec::{decode_header, decode_record, encode_header, encode_record, Header, Outcome as StepOutcome, Record};
 use tideflow_core::instance::Instance;
 use tideflow_core::store::memory::MemoryStore;
 use tideflow_core::store::{Created, InstanceMeta, Store, StoredInstance};
@@ -26,6 +26,20 @@ pub struct Engine {
     pub fallback: Py<PyAny>,
     pub coro_runner: Py<PyAny>,
     workflows: Mutex<HashMap<String, Vec<Py<Compiled>>>>,
+}
+
+/// One finished step attempt: (position, step, attempt, status, started_at, finished_at, error).
+pub type HistoryRow = (String, String, u32, String, f64, f64, Option<String>);
+
+fn failure_text(json: &[u8]) -> String {
+    match serde_json::from_slice::<serde_json::Value>(json) {
+        Ok(v) => format!(
+            "{}: {}",
+            v.get("type").and_then(|t| t.as_str()).unwrap_or("Error"),
+            v.get("message").and_then(|t| t.as_str()).unwrap_or("")
+        ),
+        Err(_) => String::from_utf8_lossy(json).into_owned(),
+    }
 }
 
 /// An instance's stored state as Python sees it:
@@ -257,6 +271,26 @@ impl Engine {
             stored.meta.updated_at,
             header.plan_hash,
         ))
+    }
+
+    /// The step history of instance `id`: one `(position, step, attempt, status, started_at,
+    /// finished_at, error)` per finished attempt, in commit order.
+    fn history(&self, py: Python<'_>, id: &str) -> PyResult<Vec<HistoryRow>> {
+        self.load(py, id)?;
+        let raw = self.with_store(py, |s| s.records(id)).py_err(py)?;
+        let mut out = Vec::new();
+        for (i, r) in raw.iter().enumerate() {
+            let rec = decode_record(r)
+                .map_err(|e| error(py, "CorruptCheckpoint", format!("instance {id:?}, record #{i}: {e}")))?;
+            if let Record::Step(s) = rec {
+                let (status, err) = match &s.outcome {
+                    StepOutcome::Completed(_) => ("completed", None),
+                    StepOutcome::Failed { error, .. } => ("failed", Some(failure_text(error))),
+                };
+                out.push((s.key, s.step, s.attempt, status.to_string(), s.started_at, s.finished_at, err));
+            }
+        }
+        Ok(out)
     }
 
     /// The current time on the engine's clock.

@@ -6,6 +6,7 @@
 //! the version the writer last saw, so a stale writer is rejected with [`CoreError::Conflict`].
 
 pub mod memory;
+pub mod sqlite;
 
 use crate::error::{CoreError, Result};
 use crate::status::Status;
