@@ -461,7 +461,7 @@ def _compile_class(
     if _is_dataclass(cls):
         import dataclasses
 
-        fields = [f for f in dataclasses.fields(cls)  # type: ignore[arg-type] if f.init]
+        fields = [f for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
         req = {f.name for f in fields if f.default is f.default_factory is dataclasses.MISSING}
         names = tuple(f.name for f in fields)
         mk = lambda: _record(cls, req, _hints(cls, names, tvars), b, False)  # noqa: E731
