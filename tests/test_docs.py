@@ -1,0 +1,37 @@
+"""Every ```python block of docs/api.md and README.md runs as it stands."""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+
+
+def blocks(doc: str) -> list[tuple[str, str]]:
+    text = (ROOT / doc).read_text()
+    return [(f"{doc}#{i}", code) for i, code in enumerate(BLOCK.findall(text))]
+
+
+SNIPPETS = blocks("docs/api.md") + blocks("README.md")
+
+
+@pytest.mark.parametrize(("where", "code"), SNIPPETS, ids=[w for w, _ in SNIPPETS])
+def test_snippet_runs(where: str, code: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # a real module, so that dataclasses and string annotations resolve as in a user's file
+    name = "doc_snippet_" + re.sub(r"\W", "_", where)
+    module = types.ModuleType(name)
+    sys.modules[name] = module
+    try:
+        exec(compile(code, where, "exec"), module.__dict__)
+    finally:
+        del sys.modules[name]
+
+
+def test_there_are_snippets() -> None:
+    assert len(SNIPPETS) >= 8
