@@ -137,6 +137,7 @@ def main() -> int:
             print(f"\n2. On SQLite: not available in this build ({e})")
             return 0
         print(f"\n2. On SQLite ({path}):")
+        _inventory_calls.clear()  # a fresh inventory service: the first call times out again
         run = disk.run(checkout, order, id="order-42")
         show(run)
         reopened = Engine(store=f"sqlite:///{path}")

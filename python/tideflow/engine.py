@@ -14,12 +14,15 @@ from tideflow import _core
 from tideflow.errors import (
     DefinitionError,
     TideflowError,
+    VersionMismatch,
     WorkflowFailed,
 )
+from tideflow.retry import Duration, to_seconds
 from tideflow.workflow import Workflow
 
 if TYPE_CHECKING:
     import asyncio
+    from collections.abc import Iterable
 
     from tideflow._compile import CompiledWorkflow
 
@@ -222,13 +225,14 @@ class Engine:
     """Runs workflows on a store (in memory by default) with an injectable clock."""
 
     def __init__(self, store: object = None, clock: object = None, observer: object = None) -> None:
-        if store not in (None, "memory", "memory://"):
-            raise TideflowError(
-                f"unknown store {store!r}; this version supports the in-memory store"
-            )
         from tideflow.codec import to_jsonable
+        from tideflow.stores import SQLiteStore, parse_store
 
-        self._core = _core.Engine(to_jsonable, _run_coroutine, clock)
+        self.store = parse_store(store)
+        spec = None
+        if isinstance(self.store, SQLiteStore):
+            spec = ("sqlite", self.store.path, self.store.durability)
+        self._core = _core.Engine(to_jsonable, _run_coroutine, clock, spec)
         self.clock = clock
         self.observer = observer
         self._by_name: dict[str, CompiledWorkflow] = {}
@@ -287,6 +291,65 @@ class Engine:
     def history(self, id: str) -> list[StepEvent]:
         """Every finished step attempt of instance ``id``, in commit order."""
         return [StepEvent(*row) for row in self._core.history(_check_id(id))]
+
+    def resume(self, id: str) -> Run:
+        """Continues stored instance ``id`` in this thread until it finishes or suspends again."""
+        iid = _check_id(id)
+        outcome = self._core.resume(iid)
+        info = self._core.get(iid)
+        return self._run_of(iid, info[1], outcome, info[7])
+
+    def recover(self) -> list[Run]:
+        """Resumes every unfinished instance in the store whose workflow this engine registered,
+        in this thread, and returns their Runs. Instances pinned to a plan that is no longer
+        registered are left untouched and reported by one ``VersionMismatch`` raised at the end."""
+        mismatched: list[str] = []
+        runs: list[Run] = []
+        for iid, workflow, _status, _c, _u in self._core.list(["pending", "running", "suspended"]):
+            if workflow not in self._by_name:
+                continue
+            try:
+                runs.append(self.resume(iid))
+            except VersionMismatch as e:
+                mismatched.append(str(e))
+        if mismatched:
+            raise VersionMismatch("; ".join(mismatched))
+        return runs
+
+    def list(
+        self,
+        status: Status | str | Iterable[Status | str] | None = None,
+        workflow: str | None = None,
+        limit: int | None = None,
+    ) -> list[Run]:
+        """Stored instances, newest first, filtered by status(es) and workflow name."""
+        statuses = _status_names(status)
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            raise TideflowError(f"limit must be an int >= 0, got {limit!r}")
+        return [self.get(iid) for iid, *_ in self._core.list(statuses, workflow, limit)]
+
+    def purge(
+        self,
+        older_than: Duration,
+        status: Status | str | Iterable[Status | str] | None = None,
+    ) -> int:
+        """Deletes finished instances (of these statuses) last updated more than ``older_than``
+        ago; returns how many were deleted. Unfinished instances are never purged."""
+        age = to_seconds(older_than, "older_than")
+        return self._core.purge(self._core.now() - age, _status_names(status))
+
+    def delete(self, id: str) -> bool:
+        """Deletes one instance and its history; whether it existed."""
+        return self._core.delete(_check_id(id))
+
+
+def _status_names(status: Status | str | Iterable[Status | str] | None) -> list[str]:
+    if status is None:
+        return []
+    items = [status] if isinstance(status, (Status, str)) else list(status)
+    return [Status(s).value for s in items]
 
 
 def _check_id(id: object) -> str:

@@ -9,7 +9,8 @@ use pyo3::types::{PyBytes, PyString};
 use tideflow_core::codec::{decode_header, decode_record, encode_header, encode_record, Header, Outcome as StepOutcome, Record};
 use tideflow_core::instance::Instance;
 use tideflow_core::store::memory::MemoryStore;
-use tideflow_core::store::{Created, InstanceMeta, Store, StoredInstance};
+use tideflow_core::store::sqlite::{Durability, SqliteStore};
+use tideflow_core::store::{Created, InstanceMeta, ListQuery, Store, StoredInstance};
 use tideflow_core::{CoreError, Status};
 
 use crate::clock::Clock;
@@ -22,10 +23,19 @@ use crate::workflow::Compiled;
 #[pyclass(module = "tideflow._core", name = "Engine", frozen)]
 pub struct Engine {
     store: Mutex<Box<dyn Store>>,
+    /// Whether store calls do I/O (the GIL is released around them).
+    on_disk: bool,
     pub clock: Clock,
     pub fallback: Py<PyAny>,
     pub coro_runner: Py<PyAny>,
     workflows: Mutex<HashMap<String, Vec<Py<Compiled>>>>,
+}
+
+fn parse_statuses(py: Python<'_>, names: &[String]) -> PyResult<Vec<Status>> {
+    names
+        .iter()
+        .map(|n| Status::parse(n).ok_or_else(|| error(py, "TideflowError", format!("unknown status {n:?}"))))
+        .collect()
 }
 
 /// One finished step attempt: (position, step, attempt, status, started_at, finished_at, error).
@@ -47,15 +57,22 @@ fn failure_text(json: &[u8]) -> String {
 pub type InstanceInfo = (String, String, String, Py<PyAny>, Py<PyAny>, f64, f64, String);
 
 impl Engine {
-    /// Runs `f` on the store (the GIL stays held: the memory store is quick; disk stores release
-    /// it inside their own calls).
-    pub fn with_store<T>(
+    /// Runs `f` on the store; for a disk store the GIL is released meanwhile (the inputs are
+    /// owned by Rust by then), for the memory store it is not worth the switch.
+    pub fn with_store<T: Send>(
         &self,
-        _py: Python<'_>,
-        f: impl FnOnce(&mut dyn Store) -> Result<T, CoreError>,
+        py: Python<'_>,
+        f: impl FnOnce(&mut dyn Store) -> Result<T, CoreError> + Send,
     ) -> Result<T, CoreError> {
-        let mut s = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        f(s.as_mut())
+        if self.on_disk {
+            py.detach(|| {
+                let mut s = self.store.lock().unwrap_or_else(|e| e.into_inner());
+                f(s.as_mut())
+            })
+        } else {
+            let mut s = self.store.lock().unwrap_or_else(|e| e.into_inner());
+            f(s.as_mut())
+        }
     }
 
     fn find(&self, py: Python<'_>, workflow: &str, hash: &str) -> Option<Py<Compiled>> {
@@ -224,12 +241,35 @@ impl Engine {
 
 #[pymethods]
 impl Engine {
-    /// A native engine over the in-memory store (the only native store so far).
+    /// A native engine: `store` is None (memory) or `("sqlite", path, "normal" | "full")`.
     #[new]
-    #[pyo3(signature = (fallback, coro_runner, clock=None))]
-    fn new(fallback: Py<PyAny>, coro_runner: Py<PyAny>, clock: Option<Bound<'_, PyAny>>) -> PyResult<Self> {
+    #[pyo3(signature = (fallback, coro_runner, clock=None, store=None))]
+    fn new(
+        py: Python<'_>,
+        fallback: Py<PyAny>,
+        coro_runner: Py<PyAny>,
+        clock: Option<Bound<'_, PyAny>>,
+        store: Option<(String, String, String)>,
+    ) -> PyResult<Self> {
+        let (store, on_disk): (Box<dyn Store>, bool) = match store {
+            None => (Box::new(MemoryStore::new()), false),
+            Some((kind, path, durability)) if kind == "sqlite" => {
+                let durability = match durability.as_str() {
+                    "normal" => Durability::Normal,
+                    "full" => Durability::Full,
+                    other => {
+                        return Err(error(py, "StoreError", format!("durability must be 'normal' or 'full', got {other:?}")))
+                    }
+                };
+                let path = std::path::PathBuf::from(path);
+                let s = py.detach(|| SqliteStore::open(&path, durability)).py_err(py)?;
+                (Box::new(s), true)
+            }
+            Some((kind, _, _)) => return Err(error(py, "StoreError", format!("unknown native store kind {kind:?}"))),
+        };
         Ok(Engine {
-            store: Mutex::new(Box::new(MemoryStore::new())),
+            store: Mutex::new(store),
+            on_disk,
             clock: Clock::from_object(clock)?,
             fallback,
             coro_runner,
@@ -251,6 +291,46 @@ impl Engine {
                 Ok(d.outcome(py))
             }
         }
+    }
+
+    /// Resumes stored instance `id` in this thread (until it finishes or suspends); a finished
+    /// instance returns its stored result.
+    fn resume(&self, py: Python<'_>, id: &str) -> PyResult<Outcome> {
+        let (stored, _) = self.load(py, id)?;
+        match self.reopen(py, stored)? {
+            Err(done) => Ok(done),
+            Ok(mut d) => {
+                d.drive_sync(py, self)?;
+                Ok(d.outcome(py))
+            }
+        }
+    }
+
+    /// Instances matching the filters, newest first: `(id, workflow, status, created, updated)`.
+    #[pyo3(signature = (statuses, workflow=None, limit=None))]
+    fn list(
+        &self,
+        py: Python<'_>,
+        statuses: Vec<String>,
+        workflow: Option<String>,
+        limit: Option<usize>,
+    ) -> PyResult<Vec<(String, String, String, f64, f64)>> {
+        let statuses = parse_statuses(py, &statuses)?;
+        let q = ListQuery { statuses, workflow, limit };
+        let rows = self.with_store(py, |s| s.list(&q)).py_err(py)?;
+        Ok(rows.into_iter().map(|m| (m.id, m.workflow, m.status.as_str().to_string(), m.created_at, m.updated_at)).collect())
+    }
+
+    /// Deletes finished instances last updated before `before` (seconds since the epoch) whose
+    /// status is in `statuses` (empty: any finished status); returns how many.
+    fn purge(&self, py: Python<'_>, before: f64, statuses: Vec<String>) -> PyResult<u64> {
+        let statuses = parse_statuses(py, &statuses)?;
+        self.with_store(py, |s| s.purge(before, &statuses)).py_err(py)
+    }
+
+    /// Deletes one instance and its history; whether it existed.
+    fn delete(&self, py: Python<'_>, id: &str) -> PyResult<bool> {
+        self.with_store(py, |s| s.delete(id)).py_err(py)
     }
 
     /// The stored state of instance `id`.
