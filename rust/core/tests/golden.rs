@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use tideflow_core::codec::{decode_header, decode_record, encode_header, encode_record, Header, Outcome, Record, StepRecord};
+use tideflow_core::codec::{
+    decode_header, decode_record, encode_header, encode_record, Header, Outcome, Record, StepRecord,
+};
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden")
