@@ -126,6 +126,16 @@ impl Engine {
         let fallback = self.fallback.bind(py);
         let mut host = PyHost { py, wf: compiled, fallback };
         let inst = Instance::resume(&id, Arc::clone(&compiled.plan), input.clone().unbind(), &records, &mut host);
+        if let (Status::Failed, Some(e)) = (inst.status(), inst.error()) {
+            // Rebuilding state failed (a stored output no longer decodes into its step's type):
+            // raise and commit nothing, so the instance can resume once the code is fixed.
+            let class = if e.kind == "codec" { "CodecError" } else { "CorruptCheckpoint" };
+            return Err(error(
+                py,
+                class,
+                format!("instance {id:?} cannot be resumed: {}: {}", e.failure.error_type, e.failure.message),
+            ));
+        }
         Ok(Driver {
             inst,
             wf,
