@@ -109,7 +109,7 @@ def test_a_corrupted_record_names_its_instance_and_spares_the_others(tmp_path: P
     with sqlite3.connect(db) as c:
         n = c.execute(
             "UPDATE records SET data = substr(data, 1, length(data) - 3) WHERE instance_id = 'bad' "
-            "AND seq = (SELECT max(seq) FROM records WHERE instance_id = 'bad')"
+            "AND version = (SELECT max(version) FROM records WHERE instance_id = 'bad')"
         ).rowcount
         assert n == 1
     fresh = Engine(store=url(db))

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
-use tideflow_core::codec::{decode_header, decode_record, encode_header, encode_record, Header, Outcome as StepOutcome, Record};
+use tideflow_core::codec::{
+    decode_header, decode_record, encode_header, encode_record, Header, Outcome as StepOutcome, Record,
+};
 use tideflow_core::instance::Instance;
 use tideflow_core::store::memory::MemoryStore;
 use tideflow_core::store::sqlite::{Durability, SqliteStore};
@@ -37,6 +39,9 @@ fn parse_statuses(py: Python<'_>, names: &[String]) -> PyResult<Vec<Status>> {
         .map(|n| Status::parse(n).ok_or_else(|| error(py, "TideflowError", format!("unknown status {n:?}"))))
         .collect()
 }
+
+/// One listed instance: (id, workflow, status, created_at, updated_at).
+pub type ListRow = (String, String, String, f64, f64);
 
 /// One finished step attempt: (position, step, attempt, status, started_at, finished_at, error).
 pub type HistoryRow = (String, String, u32, String, f64, f64, Option<String>);
@@ -268,7 +273,11 @@ impl Engine {
                     "normal" => Durability::Normal,
                     "full" => Durability::Full,
                     other => {
-                        return Err(error(py, "StoreError", format!("durability must be 'normal' or 'full', got {other:?}")))
+                        return Err(error(
+                            py,
+                            "StoreError",
+                            format!("durability must be 'normal' or 'full', got {other:?}"),
+                        ))
                     }
                 };
                 let path = std::path::PathBuf::from(path);
@@ -324,11 +333,14 @@ impl Engine {
         statuses: Vec<String>,
         workflow: Option<String>,
         limit: Option<usize>,
-    ) -> PyResult<Vec<(String, String, String, f64, f64)>> {
+    ) -> PyResult<Vec<ListRow>> {
         let statuses = parse_statuses(py, &statuses)?;
         let q = ListQuery { statuses, workflow, limit };
         let rows = self.with_store(py, |s| s.list(&q)).py_err(py)?;
-        Ok(rows.into_iter().map(|m| (m.id, m.workflow, m.status.as_str().to_string(), m.created_at, m.updated_at)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|m| (m.id, m.workflow, m.status.as_str().to_string(), m.created_at, m.updated_at))
+            .collect())
     }
 
     /// Deletes finished instances last updated before `before` (seconds since the epoch) whose

@@ -738,7 +738,7 @@ impl<V: Clone> Instance<V> {
                 let i = *iter;
                 let key = key.clone();
                 let parent = *parent;
-                let dkey = child_key(&key, format_args!("i{i}?"));
+                let dkey = child_key(&key, format_args!("u{i}?"));
                 match self.decide(dkey, |h| h.condition(until, &value).map(|b| b.to_string()), host).as_deref() {
                     Ok("true") => {
                         self.release(f);

@@ -311,6 +311,25 @@ fn router_outside_declared_targets_fails() {
 }
 
 #[test]
+fn loop_checks_and_branches_inside_loops_have_distinct_decision_keys() {
+    // regression: a branch at position "0.i1" and the loop's check after iteration 1 once shared
+    // the decision key "0.i1?", so a resume replayed one as the other
+    let body = NodeSpec::Branch { cond: 0, then: Box::new(step(0)), otherwise: Some(Box::new(step(0))) };
+    let l = NodeSpec::Loop { body: Box::new(body), until: 0, max_iterations: Some(3) };
+    let (_, r) = run_to_end(&plan(seq(vec![l]), 1, None), 1, 2);
+    let keys: Vec<&str> = r
+        .records
+        .iter()
+        .filter_map(|x| match x {
+            Record::Decision { key, .. } => Some(key.as_str()),
+            _ => None,
+        })
+        .collect();
+    let unique: std::collections::HashSet<&&str> = keys.iter().collect();
+    assert_eq!(unique.len(), keys.len(), "{keys:?}");
+}
+
+#[test]
 fn failing_condition_fails_the_instance() {
     let b = NodeSpec::Branch { cond: 3, then: Box::new(step(0)), otherwise: None };
     let (inst, _) = run_to_end(&plan(seq(vec![step(0), b]), 1, None), 1, 1);

@@ -56,10 +56,18 @@ impl Store for MemoryStore {
     }
 
     fn commit_many(&mut self, commits: &[Commit<'_>]) -> Result<()> {
-        // validate all first so the batch is all-or-nothing
+        // validate the whole batch first (a batch may name one instance twice: each commit then
+        // expects the version the previous one left), so that it is all or nothing
+        let mut versions: HashMap<&str, u64> = HashMap::new();
         for c in commits {
-            let e = self.entries.get(c.id).ok_or_else(|| CoreError::UnknownInstance(c.id.to_string()))?;
-            check_version(c.id, c.expected_version, e.meta.version)?;
+            let current = match versions.get(c.id) {
+                Some(v) => *v,
+                None => {
+                    self.entries.get(c.id).ok_or_else(|| CoreError::UnknownInstance(c.id.to_string()))?.meta.version
+                }
+            };
+            check_version(c.id, c.expected_version, current)?;
+            versions.insert(c.id, current + 1);
         }
         commits.iter().try_for_each(|c| self.commit(c))
     }
