@@ -10,7 +10,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-
 from tideflow import (
     CodecError,
     Context,
@@ -78,7 +77,7 @@ def test_relative_urls_are_relative_to_the_working_directory(
 def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
     bad = tmp_path / "notes.txt"
     bad.write_text("these are my notes, not a database\n" * 100)
-    with pytest.raises(StoreError, match="notes.txt"):
+    with pytest.raises(StoreError, match=r"notes\.txt"):
         Engine(store=url(bad))
     assert bad.read_text().startswith("these are my notes")  # nothing was overwritten
 

@@ -226,13 +226,15 @@ class Engine:
 
     def __init__(self, store: object = None, clock: object = None, observer: object = None) -> None:
         from tideflow.codec import to_jsonable
-        from tideflow.stores import SQLiteStore, parse_store
+        from tideflow.stores import MemoryStore, SQLiteStore, parse_store
 
         self.store = parse_store(store)
-        spec = None
+        spec, py_store = None, None
         if isinstance(self.store, SQLiteStore):
             spec = ("sqlite", self.store.path, self.store.durability)
-        self._core = _core.Engine(to_jsonable, _run_coroutine, clock, spec)
+        elif not isinstance(self.store, MemoryStore):
+            py_store = self.store
+        self._core = _core.Engine(to_jsonable, _run_coroutine, clock, spec, py_store)
         self.clock = clock
         self.observer = observer
         self._by_name: dict[str, CompiledWorkflow] = {}

@@ -39,8 +39,8 @@ def _sqlite(tmp: Path) -> Callable[[VirtualClock], Engine]:
     return lambda clock: Engine(store=f"sqlite:///{path}", clock=clock)
 
 
-STORES = ["memory", "sqlite"]
-DURABLE = ["sqlite"]
+STORES = ["memory", "sqlite", "python"]
+DURABLE = ["sqlite", "python"]
 
 
 @pytest.fixture(params=STORES)
@@ -60,6 +60,11 @@ def _open(name: str, tmp_path: Path) -> Stores:
         return Stores(name, lambda clock: Engine(clock=clock), durable=False)
     if name == "sqlite":
         return Stores(name, _sqlite(tmp_path), durable=True)
+    if name == "python":
+        from .dict_store import DictStore
+
+        data = DictStore()  # outlives each engine, like a database would
+        return Stores(name, lambda clock: Engine(store=data, clock=clock), durable=True)
     if os.environ.get("CI") == "true":  # pragma: no cover - servers arrive with their stores
         pytest.fail(f"store {name} is not available under CI")
     pytest.skip(f"store {name} is not available")

@@ -45,8 +45,9 @@ class SQLiteStore:
         return f"SQLiteStore({self.path!r}, durability={self.durability!r})"
 
 
-def parse_store(store: object) -> MemoryStore | SQLiteStore:
-    """Resolves what ``Engine(store=...)`` was given into a store configuration."""
+def parse_store(store: object) -> object:
+    """Resolves what ``Engine(store=...)`` was given: a ``MemoryStore``, a ``SQLiteStore``, or an
+    object implementing the Python store protocol (``tideflow.stores.base.Store``)."""
     if store is None or isinstance(store, MemoryStore) or store in ("memory", "memory://"):
         return MemoryStore()
     if isinstance(store, SQLiteStore):
@@ -65,6 +66,10 @@ def parse_store(store: object) -> MemoryStore | SQLiteStore:
                 raise StoreError(f"unknown SQLite URL option {key!r} in {store!r}")
             durability = value
         return SQLiteStore(path, durability)
+    if not isinstance(store, str) and all(
+        callable(getattr(store, m, None)) for m in ("create", "commit", "get", "records", "list")
+    ):
+        return store  # a Python store; the engine checks the whole protocol
     raise StoreError(
         f"unknown store {store!r}: use None, 'memory', 'sqlite:///path.db', or a store object"
     )

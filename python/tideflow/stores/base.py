@@ -74,7 +74,9 @@ class Store(Protocol):
         """The instance's log records in commit order (empty if there is no such instance)."""
         ...
 
-    def list(self, statuses: Sequence[str], workflow: str | None, limit: int | None) -> list[InstanceMeta]:
+    def list(
+        self, statuses: Sequence[str], workflow: str | None, limit: int | None
+    ) -> list[InstanceMeta]:
         """Indexed fields of the instances with one of ``statuses`` (empty: any) and of
         ``workflow`` (None: any), most recently created first, at most ``limit``."""
         ...

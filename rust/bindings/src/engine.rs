@@ -19,6 +19,7 @@ use crate::clock::Clock;
 use crate::driver::{Driver, Outcome};
 use crate::errors::{error, IntoPy};
 use crate::host::{decode_value, encode_value, PyHost};
+use crate::pystore::PyStore;
 use crate::workflow::Compiled;
 
 /// The native engine state shared by every run of one `tideflow.Engine`.
@@ -258,17 +259,19 @@ impl Engine {
 impl Engine {
     /// A native engine: `store` is None (memory) or `("sqlite", path, "normal" | "full")`.
     #[new]
-    #[pyo3(signature = (fallback, coro_runner, clock=None, store=None))]
+    #[pyo3(signature = (fallback, coro_runner, clock=None, store=None, py_store=None))]
     fn new(
         py: Python<'_>,
         fallback: Py<PyAny>,
         coro_runner: Py<PyAny>,
         clock: Option<Bound<'_, PyAny>>,
         store: Option<(String, String, String)>,
+        py_store: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let (store, on_disk): (Box<dyn Store>, bool) = match store {
-            None => (Box::new(MemoryStore::new()), false),
-            Some((kind, path, durability)) if kind == "sqlite" => {
+        let (store, on_disk): (Box<dyn Store>, bool) = match (store, py_store) {
+            (_, Some(obj)) => (Box::new(PyStore::new(obj)?), false),
+            (None, None) => (Box::new(MemoryStore::new()), false),
+            (Some((kind, path, durability)), None) if kind == "sqlite" => {
                 let durability = match durability.as_str() {
                     "normal" => Durability::Normal,
                     "full" => Durability::Full,
@@ -284,7 +287,9 @@ impl Engine {
                 let s = py.detach(|| SqliteStore::open(&path, durability)).py_err(py)?;
                 (Box::new(s), true)
             }
-            Some((kind, _, _)) => return Err(error(py, "StoreError", format!("unknown native store kind {kind:?}"))),
+            (Some((kind, _, _)), None) => {
+                return Err(error(py, "StoreError", format!("unknown native store kind {kind:?}")))
+            }
         };
         Ok(Engine {
             store: Mutex::new(store),

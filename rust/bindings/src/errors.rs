@@ -36,7 +36,13 @@ pub fn core_error(py: Python<'_>, e: CoreError) -> PyErr {
         CoreError::VersionMismatch { .. } => "VersionMismatch",
         CoreError::InvalidState(_) => "TideflowError",
     };
-    error(py, class, e.to_string())
+    let err = error(py, class, e.to_string());
+    if class == "StoreError" {
+        if let Some(cause) = crate::pystore::take_cause() {
+            err.set_cause(py, Some(cause));
+        }
+    }
+    err
 }
 
 /// Extension trait: `result.py_err(py)?` maps a core error at the boundary.

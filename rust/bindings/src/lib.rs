@@ -11,6 +11,7 @@ mod engine;
 mod errors;
 mod host;
 mod json;
+mod pystore;
 mod workflow;
 
 /// Decodes JSON bytes into JSON-native Python values (used for stored payloads).
