@@ -52,7 +52,9 @@ def test_an_object_that_is_not_a_store_is_rejected() -> None:
         def records(self) -> None: ...
         def list(self) -> None: ...
 
-    with pytest.raises(StoreError, match="lacks commit_many, delete, purge, describe"):
+    with pytest.raises(
+        StoreError, match="lacks commit_many, delete, purge, send_signal, signals, due, describe"
+    ):
         Engine(store=Half())
     with pytest.raises(StoreError, match="unknown store"):
         Engine(store=object())

@@ -20,7 +20,16 @@ from tideflow.errors import (
     WorkflowFailed,
 )
 from tideflow.retry import Retry
-from tideflow.workflow import Step, Workflow, step
+from tideflow.workflow import (
+    Sleep,
+    Step,
+    WaitSignal,
+    Workflow,
+    sleep,
+    sleep_until,
+    step,
+    wait_signal,
+)
 
 __all__ = [
     "Cancelled",
@@ -33,6 +42,7 @@ __all__ = [
     "Retry",
     "Run",
     "SignalError",
+    "Sleep",
     "Status",
     "Step",
     "StepEvent",
@@ -43,9 +53,13 @@ __all__ = [
     "UnknownWorkflow",
     "VersionMismatch",
     "VirtualClock",
+    "WaitSignal",
     "Workflow",
     "WorkflowFailed",
+    "sleep",
+    "sleep_until",
     "step",
+    "wait_signal",
 ]
 
 __version__ = "0.1.0"

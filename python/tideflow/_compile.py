@@ -9,7 +9,7 @@ from typing import Any, Union
 from tideflow import _core
 from tideflow.codec import codec_for, step_hints
 from tideflow.errors import CodecError, DefinitionError
-from tideflow.workflow import Node, Step, Workflow
+from tideflow.workflow import Node, Step, WaitSignal, Workflow
 
 __all__ = ["CompiledWorkflow", "compile_workflow"]
 
@@ -44,6 +44,7 @@ class _Compiler:
         self.step_names: dict[str, Step[Any, Any]] = {}
         self.fns: list[Any] = []
         self.fn_index: dict[int, int] = {}
+        self.waits: list[WaitSignal] = []
         self.active: set[int] = set()
 
     def step(self, s: Step[Any, Any]) -> int:
@@ -156,7 +157,13 @@ def _node_hints(n: Node) -> tuple[Any, Any]:
         return ti, (Any if Any in (to, oo) else Union[to, oo])
     if kind == "loop":
         return _node_hints(n[1])
-    return Any, Any  # pragma: no cover
+    if kind == "wait":
+        out = Any if n[1].type is None else n[1].type
+        if n[1].on_timeout is not None:
+            alt = _node_hints(n[1].on_timeout)[1]
+            out = Any if Any in (out, alt) else Union[out, alt]
+        return Any, out
+    return Any, Any  # sleep passes its input through: its type is the previous node's
 
 
 def _workflow_hints(w: Workflow) -> tuple[Any, Any]:
@@ -166,9 +173,12 @@ def _workflow_hints(w: Workflow) -> tuple[Any, Any]:
                 return _node_hints(node)[0], Any
         return Any, Any
     nodes = w.nodes()
-    if not nodes:
+    # a sleep passes its input through: look past it for the types at either end
+    first = next((n for n in nodes if n[0] != "sleep"), None)
+    last = next((n for n in reversed(nodes) if n[0] != "sleep"), None)
+    if first is None or last is None:
         return Any, Any
-    return _node_hints(nodes[0])[0], _node_hints(nodes[-1])[1]
+    return _node_hints(first)[0], _node_hints(last)[1]
 
 
 def _codec(hint: Any, what: str) -> Any:
@@ -182,6 +192,7 @@ def compile_workflow(w: Workflow) -> CompiledWorkflow:
     """Validates ``w`` and binds it: raises DefinitionError naming what is wrong."""
     c = _Compiler(w)
     root = c.workflow(w)
+    compensation = None if w.compensation is None else c.step(w.compensation)
     spec = {
         "name": w.name,
         "version": w.version,
@@ -196,6 +207,7 @@ def compile_workflow(w: Workflow) -> CompiledWorkflow:
         "fns": [_fn_name(f) for f in c.fns],
         "root": root,
         "timeout": w.timeout,
+        "compensation": compensation,
     }
     plan = _core.Plan(_core.encode_json(spec).decode())
     bound = []
@@ -207,5 +219,11 @@ def compile_workflow(w: Workflow) -> CompiledWorkflow:
     in_hint, out_hint = _workflow_hints(w)
     in_codec = _codec(in_hint, f"the input type of workflow {w.name!r}")
     out_codec = _codec(out_hint, f"the output type of workflow {w.name!r}")
-    core = _core.Compiled(plan, bound, c.fns, in_codec.encode, in_codec.decode, out_codec.decode)
+    waits = [
+        None if wt.type is None else _codec(wt.type, f"the type of signal {wt.name!r}").decode
+        for wt in c.waits
+    ]
+    core = _core.Compiled(
+        plan, bound, c.fns, in_codec.encode, in_codec.decode, out_codec.decode, waits
+    )
     return CompiledWorkflow(w, plan, core, any(s.is_async for s in c.steps))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from tideflow import _core
 from tideflow.errors import (
     DefinitionError,
+    StepTimeout,
     TideflowError,
     VersionMismatch,
     WorkflowFailed,
@@ -21,7 +22,6 @@ from tideflow.retry import Duration, to_seconds
 from tideflow.workflow import Workflow
 
 if TYPE_CHECKING:
-    import asyncio
     from collections.abc import Iterable
 
     from tideflow._compile import CompiledWorkflow
@@ -177,8 +177,9 @@ def _error_from(instance_id: str, data: bytes | None) -> TideflowError | None:
 _loops: Any = None  # a threading.local, created on first use (keeps `threading` off the import)
 
 
-def _run_coroutine(coro: Any) -> Any:
-    """Runs an async step's coroutine to completion for the synchronous driver."""
+def _run_coroutine(coro: Any, timeout: float | None = None) -> Any:
+    """Runs an async step's coroutine to completion for the synchronous driver (cancelled, as a
+    ``StepTimeout``, past the step's timeout)."""
     import asyncio
 
     try:
@@ -203,7 +204,14 @@ def _run_coroutine(coro: Any) -> Any:
         import atexit
 
         atexit.register(loop.close)
-    return loop.run_until_complete(coro)
+    if timeout is None:
+        return loop.run_until_complete(coro)
+    try:
+        return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+    except asyncio.TimeoutError:
+        raise StepTimeout(
+            f"the step ran past its timeout of {timeout}s and was cancelled"
+        ) from None
 
 
 def _in_event_loop() -> bool:
@@ -238,6 +246,7 @@ class Engine:
         self.clock = clock
         self.observer = observer
         self._by_name: dict[str, CompiledWorkflow] = {}
+        self._wakers: dict[str, tuple[Any, Any]] = {}  # id -> (loop, asyncio.Event) of a driver
 
     def register(self, *workflows: Workflow) -> None:
         """Validates and registers workflows so that their instances can be run and resumed."""
@@ -279,8 +288,10 @@ class Engine:
         """Runs ``workflow`` on asyncio: async steps of a parallel block or map run concurrently."""
         c = self._compiled(workflow)
         iid = _new_id() if id is None else _check_id(id)
+        from tideflow._async import drive
+
         handle = _core.AsyncRun(self._core, c.core, iid, input)
-        await _drive(self._core, handle)
+        await drive(self, handle, iid)
         return self._run_of(iid, c.name, handle.outcome(), c.hash)
 
     def get(self, id: str) -> Run:
@@ -293,6 +304,40 @@ class Engine:
     def history(self, id: str) -> list[StepEvent]:
         """Every finished step attempt of instance ``id``, in commit order."""
         return [StepEvent(*row) for row in self._core.history(_check_id(id))]
+
+    def signal(self, id: str, name: str, payload: Any = None) -> None:
+        """Persists signal ``name`` with ``payload`` for instance ``id``, before anything else, then
+        wakes whatever drives the instance in this process. It runs no step in this thread. A signal
+        sent before the instance waits for it is kept for it; each is consumed once, in order of
+        arrival per name. Raises ``SignalError`` for an unknown, finished or cancelled instance."""
+        self._core.signal(_check_id(id), name, payload)
+        self._wake(id)
+
+    def cancel(self, id: str, reason: str = "cancelled") -> Run:
+        """Cancels instance ``id``. If this process drives it, the driver stops at the next step
+        boundary (a running step sees ``ctx.cancelled``); otherwise the instance is cancelled here.
+        Either way the workflow's compensation step, if any, runs with ``reason`` as its input."""
+        iid = _check_id(id)
+        outcome = self._core.cancel(iid, reason)
+        self._wake(iid)
+        if outcome is None:  # the driver in this process finishes the cancellation
+            return self.get(iid)
+        info = self._core.get(iid)
+        return self._run_of(iid, info[1], outcome, info[7])
+
+    def run_due(self, limit: int | None = None) -> list[Run]:
+        """Continues, in this thread, every suspended instance whose signal or timer is ready, until
+        each completes or suspends again; returns their Runs."""
+        runs = []
+        for iid in self._core.due(limit):
+            runs.append(self.resume(iid))
+        return runs
+
+    def _wake(self, id: str) -> None:
+        waker = self._wakers.get(id)
+        if waker is not None:
+            loop, event = waker
+            loop.call_soon_threadsafe(event.set)
 
     def resume(self, id: str) -> Run:
         """Continues stored instance ``id`` in this thread until it finishes or suspends again."""
@@ -358,84 +403,3 @@ def _check_id(id: object) -> str:
     if not isinstance(id, str) or not id:
         raise TideflowError(f"an instance id must be a non-empty str, got {id!r}")
     return id
-
-
-async def _drive(core: _core.Engine, handle: _core.AsyncRun) -> None:
-    """The asyncio driver: runs ready tasks (async ones of a wave concurrently), hands each result
-    back to the core, and waits on the clock for retries."""
-    import asyncio
-
-    pending: dict[asyncio.Future[Any], int] = {}
-    ready = handle.ready()
-    try:
-        while True:
-            if len(ready) == 1 and not pending:
-                # the sequential fast path: await the step inline, no task scheduling
-                tid, fn, ctx, value, is_async = ready[0]
-                try:
-                    out = fn(ctx, value)
-                    if is_async:
-                        out = await out
-                except Exception as exc:
-                    ready = handle.fail(tid, exc)
-                else:
-                    ready = handle.complete(tid, out)
-                continue
-            if ready:
-                for tid, fn, ctx, value, is_async in ready:
-                    if is_async:
-                        pending[asyncio.ensure_future(fn(ctx, value))] = tid
-                        continue
-                    try:
-                        out = fn(ctx, value)
-                    except Exception as exc:
-                        handle.fail(tid, exc, commit=False)
-                    else:
-                        handle.complete(tid, out, commit=False)
-                ready = handle.ready()
-                continue
-            if handle.finished:
-                return
-            deadline = handle.deadline()
-            if not pending:
-                if deadline is None:
-                    return  # suspended: waiting for something outside this process
-                await _sleep_until(core, deadline)
-                ready = handle.ready()
-                continue
-            timeout = None
-            if deadline is not None and not core.virtual_clock:
-                timeout = max(0.0, deadline - core.now())
-            done, _ = await asyncio.wait(
-                pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            for fut in done:
-                tid = pending.pop(fut)
-                err = fut.exception()
-                if err is None:
-                    handle.complete(tid, fut.result(), commit=False)
-                elif isinstance(err, Exception):
-                    handle.fail(tid, err, commit=False)
-                else:
-                    raise err
-            ready = handle.ready()
-    finally:
-        for fut in pending:
-            fut.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-
-
-async def _sleep_until(core: _core.Engine, deadline: float) -> None:
-    import asyncio
-
-    delay = max(0.0, deadline - core.now())
-    if core.virtual_clock:
-        core.sleep(delay)
-        await asyncio.sleep(0)
-    else:
-        await asyncio.sleep(delay)
-
-
-if TYPE_CHECKING:  # keep the names used only in annotations importable for type checkers
-    _ = asyncio

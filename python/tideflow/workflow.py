@@ -17,13 +17,14 @@ from tideflow.retry import Duration, Retry, to_seconds
 if TYPE_CHECKING:
     from tideflow._compile import CompiledWorkflow
 
-__all__ = ["Step", "Workflow", "step"]
+__all__ = ["Sleep", "Step", "WaitSignal", "Workflow", "sleep", "sleep_until", "step", "wait_signal"]
 
 In = TypeVar("In")
 Out = TypeVar("Out")
 
-#: Something that can stand where a step stands: a step, or a whole workflow (inlined).
-Runnable = Union["Step[Any, Any]", "Workflow"]
+#: Something that can stand where a step stands: a step, a whole workflow (inlined), a wait for
+#: a signal or a durable sleep.
+Runnable = Union["Step[Any, Any]", "Workflow", "WaitSignal", "Sleep"]
 #: Where an explicit state goes next: a state name, a {label: state} table, or a router function.
 Next = Union[str, Mapping[str, str], Callable[[Any], str], None]
 
@@ -105,9 +106,76 @@ def step(
     return wrap
 
 
+class WaitSignal:
+    """Suspends the instance until signal ``name`` arrives; its payload (decoded to ``type`` when
+    given) is the output. After ``timeout``, ``on_timeout`` runs on the wait's input instead; without
+    it the instance fails with ``StepTimeout``."""
+
+    __slots__ = ("name", "on_timeout", "timeout", "type")
+
+    def __init__(
+        self,
+        name: str,
+        timeout: Duration | None = None,
+        type: object = None,
+        on_timeout: Runnable | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise DefinitionError(f"a signal name must be a non-empty str, got {name!r}")
+        self.name = name
+        self.timeout = None if timeout is None else to_seconds(timeout, f"timeout of wait {name!r}")
+        self.type = type
+        if on_timeout is not None and self.timeout is None:
+            raise DefinitionError(f"the wait for {name!r} has on_timeout= but no timeout=")
+        self.on_timeout = None if on_timeout is None else as_node(on_timeout, "on_timeout=")
+
+    def __repr__(self) -> str:
+        return f"<tideflow wait for signal {self.name!r}>"
+
+
+class Sleep:
+    """Suspends the instance for a duration or until a moment; the input passes through."""
+
+    __slots__ = ("seconds", "until")
+
+    def __init__(self, seconds: float | None = None, until: float | None = None) -> None:
+        self.seconds = seconds
+        self.until = until
+
+    def __repr__(self) -> str:
+        what = f"{self.seconds}s" if self.seconds is not None else f"until {self.until}"
+        return f"<tideflow sleep {what}>"
+
+
+def wait_signal(
+    name: str,
+    timeout: Duration | None = None,
+    type: object = None,
+    on_timeout: Runnable | None = None,
+) -> WaitSignal:
+    """A wait for signal ``name``, to use as an explicit state or anywhere a step stands."""
+    return WaitSignal(name, timeout, type, on_timeout)
+
+
+def sleep(duration: Duration) -> Sleep:
+    """A durable sleep of ``duration`` (seconds or ``timedelta``); honoured across restarts."""
+    return Sleep(seconds=to_seconds(duration, "sleep duration"))
+
+
+def sleep_until(moment: object) -> Sleep:
+    """A durable sleep until ``moment`` (a timezone-aware ``datetime``, or seconds since the epoch)."""
+    if isinstance(moment, (int, float)) and not isinstance(moment, bool):
+        return Sleep(until=float(moment))
+    timestamp = getattr(moment, "timestamp", None)
+    if timestamp is None or getattr(moment, "utcoffset", lambda: None)() is None:
+        raise DefinitionError(f"sleep_until() needs a timezone-aware datetime, got {moment!r}")
+    return Sleep(until=float(timestamp()))
+
+
 # Node forms (plain tuples, compiled by tideflow._compile):
 #   ("step", Step) · ("sub", Workflow) · ("parallel", [node]) · ("map", node, concurrency)
 #   ("branch", cond, node, node | None) · ("loop", node, until, max_iterations)
+#   ("wait", WaitSignal) · ("sleep", Sleep)
 Node = tuple[Any, ...]
 
 
@@ -117,6 +185,10 @@ def as_node(x: object, where: str) -> Node:
         return ("step", x)
     if isinstance(x, Workflow):
         return ("sub", x)
+    if isinstance(x, WaitSignal):
+        return ("wait", x)
+    if isinstance(x, Sleep):
+        return ("sleep", x)
     what = getattr(x, "__qualname__", None) or type(x).__name__
     hint = " (decorate it with @tideflow.step)" if callable(x) else ""
     raise DefinitionError(f"{where} takes a step or a Workflow, but {what} is not a step{hint}")
@@ -135,7 +207,17 @@ class Workflow:
     ``.loop``; ``Workflow(name, start="a")`` builds an explicit state machine with ``.state``.
     """
 
-    __slots__ = ("_compiled", "_node", "_parent", "_states", "name", "start", "timeout", "version")
+    __slots__ = (
+        "_compiled",
+        "_node",
+        "_parent",
+        "_states",
+        "compensation",
+        "name",
+        "start",
+        "timeout",
+        "version",
+    )
 
     def __init__(
         self,
@@ -157,11 +239,13 @@ class Workflow:
         self._node: Node | None = None
         self._states: tuple[tuple[str, Node, Next], ...] = ()
         self._compiled: CompiledWorkflow | None = None
+        self.compensation: Step[Any, Any] | None = None
 
     def _derive(self) -> Workflow:
         w = Workflow.__new__(Workflow)
         w.name, w.version, w.start, w.timeout = self.name, self.version, self.start, self.timeout
         w._parent, w._node, w._states, w._compiled = None, None, self._states, None
+        w.compensation = self.compensation
         return w
 
     def _append(self, node: Node) -> Workflow:
@@ -224,6 +308,35 @@ class Workflow:
         ):
             raise DefinitionError(f"max_iterations must be an int >= 1, got {max_iterations!r}")
         return self._append(("loop", as_node(body, "loop()"), cond, max_iterations))
+
+    def wait_signal(
+        self,
+        name: str,
+        timeout: Duration | None = None,
+        type: object = None,
+        on_timeout: Runnable | None = None,
+    ) -> Workflow:
+        """Suspends until signal ``name`` arrives; its payload (decoded to ``type``) is the next
+        input. After ``timeout``, runs ``on_timeout`` on the current value, or fails the instance."""
+        return self._append(("wait", WaitSignal(name, timeout, type, on_timeout)))
+
+    def sleep(self, duration: Duration) -> Workflow:
+        """Suspends for ``duration`` (durable: a restart honours the remaining time)."""
+        return self._append(("sleep", sleep(duration)))
+
+    def sleep_until(self, moment: object) -> Workflow:
+        """Suspends until ``moment`` (a timezone-aware datetime, or epoch seconds)."""
+        return self._append(("sleep", sleep_until(moment)))
+
+    def on_cancel(self, compensation: Step[Any, Any]) -> Workflow:
+        """Runs ``compensation`` (with the cancellation reason as its input) when an instance is
+        cancelled; the instance is CANCELLED once it has run."""
+        if not isinstance(compensation, Step):
+            raise DefinitionError(f"on_cancel() takes a step, got {compensation!r}")
+        w = self._derive()
+        w._parent, w._node = self._parent, self._node
+        w.compensation = compensation
+        return w
 
     def state(self, name: str, x: Runnable, next: Next = None) -> Workflow:
         """Adds a named state running ``x``; ``next`` is a state name, a ``{label: state}`` table

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-from tideflow import UnknownInstance
+from tideflow import SignalError, UnknownInstance
 from tideflow.stores.base import Commit, InstanceMeta, StoreConflict, StoredInstance
 
 FINISHED = ("completed", "failed", "cancelled")
@@ -20,6 +20,7 @@ class DictStore:
         self.header: dict[str, bytes] = {}
         self.log: dict[str, list[bytes]] = {}
         self.order: dict[str, int] = {}
+        self.inbox: dict[str, list[bytes]] = {}
         self.counter = itertools.count()
 
     def create(
@@ -29,6 +30,7 @@ class DictStore:
         if iid in self.meta:
             return self.meta[iid], self.header[iid]
         self.meta[iid], self.header[iid], self.log[iid] = meta, header, list(records)
+        self.inbox[iid] = []
         self.order[iid] = next(self.counter)
         return None
 
@@ -42,7 +44,9 @@ class DictStore:
 
     def commit(self, commit: Commit) -> None:
         self._check(commit)
-        iid, expected, status, updated_at, due_at, header, records = commit
+        iid, expected, status, updated_at, due_at, header, records, seen = commit
+        if status == "suspended" and len(self.inbox[iid]) > seen:
+            due_at = updated_at if due_at is None else min(due_at, updated_at)
         m = self.meta[iid]
         self.meta[iid] = (iid, m[1], status, expected + 1, m[4], updated_at, due_at)
         if header is not None:
@@ -77,7 +81,7 @@ class DictStore:
     def delete(self, id: str) -> bool:
         if id not in self.meta:
             return False
-        for d in (self.meta, self.header, self.log, self.order):
+        for d in (self.meta, self.header, self.log, self.order, self.inbox):
             del d[id]  # type: ignore[attr-defined]
         return True
 
@@ -90,6 +94,29 @@ class DictStore:
         for iid in doomed:
             self.delete(iid)
         return len(doomed)
+
+    def send_signal(self, id: str, record: bytes, now: float) -> int:
+        if id not in self.meta:
+            raise UnknownInstance(f'no workflow instance with id "{id}"')
+        m = self.meta[id]
+        if m[2] in FINISHED:
+            raise SignalError(f'instance "{id}" is {m[2]} and takes no more signals')
+        self.inbox[id].append(record)
+        due = now if m[6] is None else min(m[6], now)
+        self.meta[id] = (*m[:6], due)
+        return len(self.inbox[id])
+
+    def signals(self, id: str) -> list[tuple[int, bytes]]:
+        return list(enumerate(self.inbox.get(id, []), start=1))
+
+    def due(self, now: float, limit: int | None) -> list[InstanceMeta]:
+        hits = [
+            m
+            for m in self.meta.values()
+            if m[2] == "suspended" and m[6] is not None and m[6] <= now
+        ]
+        hits.sort(key=lambda m: m[6] or 0.0)
+        return hits if limit is None else hits[:limit]
 
     def describe(self) -> str:
         return "dict"

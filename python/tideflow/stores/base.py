@@ -9,6 +9,7 @@ suite (``tests/conformance/``) checks them.
 
 from __future__ import annotations
 
+import builtins
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from tideflow.errors import StoreError
@@ -26,9 +27,9 @@ InstanceMeta = tuple[str, str, str, int, float, float, "float | None"]
 #: An instance as stored: its indexed fields and its header record.
 StoredInstance = tuple[InstanceMeta, bytes]
 
-#: One atomic step boundary:
-#: ``(id, expected_version, status, updated_at, due_at, header or None, records)``.
-Commit = tuple[str, int, str, float, "float | None", "bytes | None", "Sequence[bytes]"]
+#: One atomic step boundary: ``(id, expected_version, status, updated_at, due_at, header or
+#: None, records, signals_seen)``; see ``Store.commit``.
+Commit = tuple[str, int, str, float, "float | None", "bytes | None", "Sequence[bytes]", int]
 
 
 class StoreConflict(StoreError):
@@ -57,8 +58,10 @@ class Store(Protocol):
 
     def commit(self, commit: Commit) -> None:
         """Applies one step boundary atomically: appends the records, sets status, updated_at and
-        due_at, replaces the header when one is given, and bumps the version by one. Raises
-        ``StoreConflict`` when the stored version is not ``expected_version`` and
+        due_at, replaces the header when one is given, and bumps the version by one. When the
+        commit suspends the instance (status ``suspended``) and the inbox holds a signal numbered
+        above ``signals_seen``, the instance stays due at ``updated_at`` instead of ``due_at``.
+        Raises ``StoreConflict`` when the stored version is not ``expected_version`` and
         ``tideflow.UnknownInstance`` when there is no such instance; then changes nothing."""
         ...
 
@@ -88,6 +91,21 @@ class Store(Protocol):
     def purge(self, before: float, statuses: Sequence[str]) -> int:
         """Deletes finished (completed, failed, cancelled) instances last updated before
         ``before`` whose status is in ``statuses`` (empty: any finished); how many."""
+        ...
+
+    def send_signal(self, id: str, record: bytes, now: float) -> int:
+        """Appends a signal record to the instance's inbox (its own transaction) and marks the
+        instance due at ``now`` (keeping an earlier due time); returns its number (1, 2, ... per
+        instance). Raises ``tideflow.UnknownInstance``, or ``tideflow.SignalError`` when the
+        instance is finished."""
+        ...
+
+    def signals(self, id: str) -> builtins.list[tuple[int, bytes]]:
+        """The inbox: ``(number, record)`` in arrival order (empty for an unknown instance)."""
+        ...
+
+    def due(self, now: float, limit: int | None) -> builtins.list[InstanceMeta]:
+        """Suspended instances whose ``due_at`` is at or before ``now``, earliest first."""
         ...
 
     def describe(self) -> str:

@@ -16,7 +16,7 @@ use crate::workflow::Compiled;
 struct State {
     driver: Option<Driver>,
     done: Option<Outcome>,
-    inflight: HashMap<u64, Task<Py<PyAny>>>,
+    inflight: HashMap<u64, (Task<Py<PyAny>>, f64)>,
     next_id: u64,
 }
 
@@ -27,18 +27,33 @@ pub struct AsyncRun {
     state: Mutex<State>,
 }
 
+impl Drop for AsyncRun {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = st.driver.take() {
+            let id = d.id_str.clone();
+            // dropping the driver releases its Python references: that needs the GIL
+            Python::attach(|_| drop(d));
+            self.engine.get().release(&id);
+        }
+    }
+}
+
 impl AsyncRun {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Pops every ready task into a list of `(task_id, func, ctx, input, is_async)`.
+    /// Pops every ready task into a list of `(task_id, func, ctx, input, is_async, timeout)`.
     fn take_ready<'py>(&self, py: Python<'py>, st: &mut State) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
         let Some(d) = st.driver.as_mut() else { return Ok(out) };
         let engine = self.engine.get();
         let now = engine.clock.now(py)?;
-        d.inst.fire_timers(now);
+        d.advance(py, engine, now);
+        if d.inst.has_records() && d.inst.ready_len() > 0 {
+            d.commit(py, engine)?; // record that these tasks start before they run
+        }
         while let Some(task) = d.inst.pop_ready(now) {
             let wf = d.wf.get();
             let entry = &wf.steps[task.step as usize];
@@ -52,10 +67,11 @@ impl AsyncRun {
                     ctx.into_any(),
                     task.input.bind(py).clone(),
                     PyBool::new(py, entry.is_async).to_owned().into_any(),
+                    entry.timeout.into_pyobject(py)?.into_any(),
                 ],
             )?;
             out.append(item)?;
-            st.inflight.insert(st.next_id, task);
+            st.inflight.insert(st.next_id, (task, now));
         }
         Ok(out)
     }
@@ -69,13 +85,13 @@ impl AsyncRun {
     ) -> PyResult<Bound<'py, PyList>> {
         let mut guard = self.lock();
         let st = &mut *guard;
-        let task = st
+        let (task, started) = st
             .inflight
             .remove(&task_id)
             .ok_or_else(|| error(py, "TideflowError", format!("task {task_id} is not running")))?;
         let engine = self.engine.get();
         let d = st.driver.as_mut().ok_or_else(|| error(py, "TideflowError", "the run is finished"))?;
-        d.settle(py, engine, task, result)?;
+        d.settle(py, engine, task, result, started)?;
         if !commit {
             return Ok(PyList::empty(py));
         }
@@ -102,7 +118,8 @@ impl AsyncRun {
         Ok(AsyncRun { engine, state: Mutex::new(State { driver, done, inflight: HashMap::new(), next_id: 0 }) })
     }
 
-    /// Ready tasks as `(task_id, func, ctx, input, is_async)` tuples (due timers included).
+    /// Ready tasks as `(task_id, func, ctx, input, is_async, timeout)` tuples (due timers
+    /// included).
     fn ready<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let mut st = self.lock();
         if let Some(d) = st.driver.as_mut() {
@@ -137,7 +154,41 @@ impl AsyncRun {
         self.settle(py, task_id, Err(err), commit)
     }
 
-    /// When the earliest pending timer (a retry) is due, if any.
+    /// Reads new signals from the store, hands them to the waits, commits, and returns the tasks
+    /// now ready.
+    fn refresh<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut st = self.lock();
+        if let Some(d) = st.driver.as_mut() {
+            d.refresh_signals(py, self.engine.get())?;
+            d.commit(py, self.engine.get())?;
+        }
+        self.take_ready(py, &mut st)
+    }
+
+    /// Whether a cancellation is under way (only the compensation step still runs).
+    #[getter]
+    fn cancelling(&self) -> bool {
+        self.lock().driver.as_ref().is_some_and(|d| d.inst.is_cancelling() || d.cancel.requested())
+    }
+
+    /// Whether the instance waits for a signal.
+    #[getter]
+    fn waiting(&self) -> bool {
+        self.lock().driver.as_ref().is_some_and(|d| d.inst.is_waiting())
+    }
+
+    /// The status stores index now.
+    #[getter]
+    fn status(&self) -> String {
+        let st = self.lock();
+        match (&st.done, &st.driver) {
+            (Some(o), _) => o.0.clone(),
+            (None, Some(d)) => d.status().as_str().to_string(),
+            (None, None) => "completed".into(),
+        }
+    }
+
+    /// When the earliest pending timer (a retry, a sleep, a timeout) is due, if any.
     fn deadline(&self) -> Option<f64> {
         self.lock().driver.as_ref().and_then(|d| d.inst.next_deadline())
     }
@@ -145,6 +196,11 @@ impl AsyncRun {
     /// Tasks handed out and not yet returned.
     fn inflight(&self) -> usize {
         self.lock().inflight.len()
+    }
+
+    /// When the earliest retry is due, if any.
+    fn next_retry(&self) -> Option<f64> {
+        self.lock().driver.as_ref().and_then(|d| d.inst.next_retry())
     }
 
     /// Whether the instance completed or failed (or was already finished when opened).

@@ -1,7 +1,11 @@
 //! `tideflow.Context`: what a step sees of its instance and position.
 
+use std::sync::Arc;
+
 use pyo3::prelude::*;
 use pyo3::types::PyString;
+
+use crate::driver::CancelState;
 
 /// The context a step receives as its first argument.
 #[pyclass(frozen, module = "tideflow", name = "Context")]
@@ -11,6 +15,7 @@ pub struct Context {
     pub attempt: u32,
     pub key: String,
     pub input: Py<PyAny>,
+    pub cancel: Arc<CancelState>,
 }
 
 #[pymethods]
@@ -50,6 +55,20 @@ impl Context {
     #[getter]
     fn input(&self, py: Python<'_>) -> Py<PyAny> {
         self.input.clone_ref(py)
+    }
+
+    /// Whether the instance was asked to cancel (check it in long steps, and stop early).
+    #[getter]
+    fn cancelled(&self) -> bool {
+        self.cancel.requested()
+    }
+
+    /// Raises `tideflow.Cancelled` if the instance was asked to cancel.
+    fn check_cancelled(&self, py: Python<'_>) -> PyResult<()> {
+        if self.cancel.requested() {
+            return Err(crate::errors::error(py, "Cancelled", "the instance was cancelled"));
+        }
+        Ok(())
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {

@@ -1,9 +1,14 @@
-//! Driving one instance: running a step task, and committing what the state machine recorded.
-//! Shared by the synchronous loop (`Engine.run`) and the asyncio driver (`AsyncRun`).
+//! Driving one instance: running a step task, taking in signals, honouring cancellation, and
+//! committing what the state machine recorded. Shared by the synchronous loop (`Engine.run`,
+//! `resume`, `run_due`, `cancel`) and the asyncio driver (`AsyncRun`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
-use tideflow_core::codec::{encode_header, encode_record, Header};
+use tideflow_core::codec::{decode_signal, encode_header, encode_record, Header};
 use tideflow_core::instance::{Instance, Task};
 use tideflow_core::store::Commit;
 use tideflow_core::Status;
@@ -14,19 +19,54 @@ use crate::errors::{error, matches, IntoPy};
 use crate::host::{encode_value, failure, PyHost};
 use crate::workflow::Compiled;
 
+/// A cancellation request, shared by the engine, the driver and every `Context` of the instance.
+#[derive(Default)]
+pub struct CancelState {
+    requested: AtomicBool,
+    reason: Mutex<String>,
+}
+
+impl CancelState {
+    /// Asks for cancellation with `reason`.
+    pub fn request(&self, reason: &str) {
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason.to_string();
+        self.requested.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether cancellation was asked for.
+    pub fn requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    fn reason(&self) -> String {
+        self.reason.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// One instance being advanced by this process.
 pub struct Driver {
     pub inst: Instance<Py<PyAny>>,
     pub wf: Py<Compiled>,
     pub id: Py<PyString>,
+    pub id_str: String,
     pub input: Py<PyAny>,
     pub header: Header,
     pub version: u64,
     pub stored_status: Status,
+    /// Inbox payloads already read, by sequence number.
+    pub inbox: HashMap<u64, Vec<u8>>,
+    pub cancel: Arc<CancelState>,
 }
 
 /// What a finished or suspended run reports to Python: (status, output, error JSON).
 pub type Outcome = (String, Py<PyAny>, Py<PyAny>);
+
+/// Builds the host from the driver's fields (so that `inst` stays free to borrow mutably).
+macro_rules! host {
+    ($self:ident, $py:ident, $engine:ident) => {
+        PyHost { py: $py, wf: $self.wf.get(), fallback: $engine.fallback.bind($py), inbox: &$self.inbox }
+    };
+}
 
 impl Driver {
     /// The context object a step receives.
@@ -40,26 +80,40 @@ impl Driver {
                 attempt: task.attempt,
                 key: task.key.clone(),
                 input: self.input.clone_ref(py),
+                cancel: Arc::clone(&self.cancel),
             },
         )
     }
 
-    /// Feeds a step's result (or exception) back into the state machine.
+    /// Feeds a step's result (or exception) back into the state machine. `started` is when the
+    /// attempt began on the engine's clock: an attempt that ran past its step's timeout counts as
+    /// a `StepTimeout`, whatever it returned.
     pub fn settle(
         &mut self,
         py: Python<'_>,
         engine: &Engine,
         task: Task<Py<PyAny>>,
         result: PyResult<Bound<'_, PyAny>>,
+        started: f64,
     ) -> PyResult<()> {
         let now = engine.clock.now(py)?;
         let wf = self.wf.get();
         let entry = &wf.steps[task.step as usize];
-        let fallback = engine.fallback.bind(py);
+        let mut result = result;
+        if let (Some(limit), Ok(_)) = (entry.timeout, &result) {
+            if now - started > limit {
+                let msg = format!(
+                    "step {:?} ran {:.3}s, past its timeout of {limit}s; its result was discarded",
+                    wf.plan.steps[task.step as usize].name,
+                    now - started
+                );
+                result = Err(error(py, "StepTimeout", msg));
+            }
+        }
         match result {
-            Ok(out) => match encode_value(py, entry.encode.as_ref(), fallback, &out) {
+            Ok(out) => match encode_value(py, entry.encode.as_ref(), engine.fallback.bind(py), &out) {
                 Ok(payload) => {
-                    let mut host = PyHost { py, wf, fallback };
+                    let mut host = host!(self, py, engine);
                     self.inst.complete(task, out.unbind(), payload, now, &mut host);
                 }
                 Err(e) => {
@@ -76,6 +130,9 @@ impl Driver {
                 if !e.is_instance_of::<pyo3::exceptions::PyException>(py) {
                     // KeyboardInterrupt, SystemExit, Cancelled...: not a step failure. The
                     // instance stays as committed and can be resumed.
+                    if self.cancel.requested() && e.value(py).get_type().name().is_ok_and(|n| n == "Cancelled") {
+                        return Ok(()); // a step that saw the cancellation and stopped: expected
+                    }
                     return Err(e);
                 }
                 let retryable = !matches(py, &e, entry.give_up_on.bind(py)) && matches(py, &e, entry.retry_on.bind(py));
@@ -90,15 +147,51 @@ impl Driver {
         let wf = self.wf.get();
         let entry = &wf.steps[task.step as usize];
         let ctx = self.context(py, &task)?;
+        let started = engine.clock.now(py)?;
         let mut result = entry.func.bind(py).call1((ctx, task.input.bind(py)));
         if entry.is_async {
-            result = result.and_then(|coro| engine.coro_runner.bind(py).call1((coro,)));
+            result = result.and_then(|coro| engine.coro_runner.bind(py).call1((coro, entry.timeout)));
         }
-        self.settle(py, engine, task, result)
+        self.settle(py, engine, task, result, started)
+    }
+
+    /// Fires due timers, applies a pending cancellation, and hands waiting signals to their waits.
+    pub fn advance(&mut self, py: Python<'_>, engine: &Engine, now: f64) {
+        let mut host = host!(self, py, engine);
+        if self.cancel.requested() && !self.inst.is_cancelling() && !self.inst.status().is_finished() {
+            self.inst.cancel(&self.cancel.reason(), now, &mut host);
+        }
+        self.inst.fire_timers(now, &mut host);
+        if self.inst.is_waiting() {
+            self.inst.deliver(now, &mut host);
+        }
+    }
+
+    /// Reads signals that arrived since the last look and offers them to the waits.
+    pub fn refresh_signals(&mut self, py: Python<'_>, engine: &Engine) -> PyResult<()> {
+        let id = self.id_str.clone();
+        let inbox = engine.with_store(py, |s| s.signals(&id)).py_err(py)?;
+        let mut fresh = Vec::new();
+        for (seq, raw) in inbox {
+            if self.inbox.contains_key(&seq) {
+                continue;
+            }
+            let sig = decode_signal(&raw)
+                .map_err(|e| error(py, "CorruptCheckpoint", format!("instance {id:?}, signal #{seq}: {e}")))?;
+            self.inbox.insert(seq, sig.payload);
+            fresh.push((seq, sig.name));
+        }
+        if !fresh.is_empty() {
+            self.inst.add_signals(fresh);
+            let now = engine.clock.now(py)?;
+            let mut host = host!(self, py, engine);
+            self.inst.deliver(now, &mut host);
+        }
+        Ok(())
     }
 
     /// The status stores should index now.
-    fn status(&self) -> Status {
+    pub fn status(&self) -> Status {
         match self.inst.status() {
             s if s.is_finished() => s,
             _ if self.inst.ready_len() > 0 || self.inst.running() > 0 => Status::Running,
@@ -122,15 +215,15 @@ impl Driver {
             None
         };
         let now = engine.clock.now(py)?;
-        let id = self.id.bind(py).to_str()?.to_owned();
         let commit = Commit {
-            id: &id,
+            id: &self.id_str,
             expected_version: self.version,
             status,
             updated_at: now,
             due_at: if status == Status::Suspended { self.inst.next_deadline() } else { None },
             header: header.as_deref(),
             records: &records,
+            signals_seen: self.inst.signals_seen(),
         };
         engine.with_store(py, |s| s.commit(&commit)).py_err(py)?;
         self.version += 1;
@@ -148,24 +241,37 @@ impl Driver {
         (self.status().as_str().to_string(), output, err)
     }
 
-    /// Advances the instance in this thread until it finishes or has nothing to do but wait for
-    /// something other than a timer. Each wave of ready tasks is committed in one transaction.
+    /// Advances the instance in this thread until it finishes or has nothing to do now but wait:
+    /// retries are waited for here (on the engine's clock); durable sleeps, waits for signals and
+    /// timeouts leave the instance suspended, due when its next timer is. Each wave of ready
+    /// tasks is committed in one transaction.
     pub fn drive_sync(&mut self, py: Python<'_>, engine: &Engine) -> PyResult<()> {
         loop {
             let now = engine.clock.now(py)?;
-            self.inst.fire_timers(now);
+            self.advance(py, engine, now);
             let n = self.inst.ready_len();
             if n == 0 {
+                if !self.inst.status().is_finished() && self.inst.is_waiting() {
+                    self.refresh_signals(py, engine)?; // one last look before suspending
+                    if self.inst.ready_len() > 0 || self.inst.status().is_finished() {
+                        continue;
+                    }
+                }
                 self.commit(py, engine)?;
                 if self.inst.status().is_finished() {
                     return Ok(());
                 }
-                match self.inst.next_deadline() {
-                    Some(due) => engine.clock.sleep(py, due - now)?,
-                    None if self.inst.running() == 0 => return Ok(()),
-                    None => return Err(error(py, "TideflowError", "tasks are running elsewhere; cannot drive")),
+                match (self.inst.next_retry(), self.inst.next_deadline()) {
+                    (Some(retry), Some(first)) if retry <= first => engine.clock.sleep(py, retry - now)?,
+                    _ if self.inst.running() == 0 => return Ok(()), // suspended
+                    _ => return Err(error(py, "TideflowError", "tasks are running elsewhere; cannot drive")),
                 }
                 continue;
+            }
+            if self.inst.has_records() {
+                // tasks handed out by a timer or a resume: record that they start before they
+                // run, so that dying during them counts as an attempt
+                self.commit(py, engine)?;
             }
             for _ in 0..n {
                 let Some(task) = self.inst.pop_ready(now) else { break };

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 use tideflow_core::codec::{
-    decode_header, decode_record, encode_header, encode_record, Header, Outcome as StepOutcome, Record,
+    decode_header, decode_record, decode_signal, encode_header, encode_record, encode_signal, Header,
+    Outcome as StepOutcome, Record, Signal,
 };
 use tideflow_core::instance::Instance;
 use tideflow_core::store::memory::MemoryStore;
@@ -16,7 +17,7 @@ use tideflow_core::store::{Created, InstanceMeta, ListQuery, Store, StoredInstan
 use tideflow_core::{CoreError, Status};
 
 use crate::clock::Clock;
-use crate::driver::{Driver, Outcome};
+use crate::driver::{CancelState, Driver, Outcome};
 use crate::errors::{error, IntoPy};
 use crate::host::{decode_value, encode_value, PyHost};
 use crate::pystore::PyStore;
@@ -32,6 +33,8 @@ pub struct Engine {
     pub fallback: Py<PyAny>,
     pub coro_runner: Py<PyAny>,
     workflows: Mutex<HashMap<String, Vec<Py<Compiled>>>>,
+    /// Cancellation states of the instances driven in this process.
+    active: Mutex<HashMap<String, Arc<CancelState>>>,
 }
 
 fn parse_statuses(py: Python<'_>, names: &[String]) -> PyResult<Vec<Status>> {
@@ -40,6 +43,9 @@ fn parse_statuses(py: Python<'_>, names: &[String]) -> PyResult<Vec<Status>> {
         .map(|n| Status::parse(n).ok_or_else(|| error(py, "TideflowError", format!("unknown status {n:?}"))))
         .collect()
 }
+
+/// An inbox as read: payloads by sequence number, and `(seq, name)` in arrival order.
+type Inbox = (HashMap<u64, Vec<u8>>, Vec<(u64, String)>);
 
 /// One listed instance: (id, workflow, status, created_at, updated_at).
 pub type ListRow = (String, String, String, f64, f64);
@@ -129,9 +135,14 @@ impl Engine {
                 format!("instance {id:?}: its stored input no longer decodes: {}", e.value(py)),
             )
         })?;
+        let (inbox, names) = self.read_inbox(py, &id)?;
         let fallback = self.fallback.bind(py);
-        let mut host = PyHost { py, wf: compiled, fallback };
-        let inst = Instance::resume(&id, Arc::clone(&compiled.plan), input.clone().unbind(), &records, &mut host);
+        let now = self.clock.now(py)?;
+        let mut host = PyHost { py, wf: compiled, fallback, inbox: &inbox };
+        let plan = Arc::clone(&compiled.plan);
+        let mut inst = Instance::resume(&id, plan, input.clone().unbind(), header.created_at, now, &records, &mut host);
+        inst.add_signals(names);
+        inst.deliver(now, &mut host);
         if let (Status::Failed, Some(e)) = (inst.status(), inst.error()) {
             // Rebuilding state failed (a stored output no longer decodes into its step's type):
             // raise and commit nothing, so the instance can resume once the code is fixed.
@@ -146,11 +157,52 @@ impl Engine {
             inst,
             wf,
             id: PyString::new(py, &id).unbind(),
+            cancel: self.cancel_state(&id),
+            id_str: id,
             input: input.unbind(),
             header,
             version: stored.meta.version,
             stored_status: stored.meta.status,
+            inbox,
         })
+    }
+
+    /// The inbox of `id`: payloads by sequence number, and `(seq, name)` in arrival order.
+    fn read_inbox(&self, py: Python<'_>, id: &str) -> PyResult<Inbox> {
+        let raw = self.with_store(py, |s| s.signals(id)).py_err(py)?;
+        let mut inbox = HashMap::new();
+        let mut names = Vec::new();
+        for (seq, r) in raw {
+            let sig = decode_signal(&r)
+                .map_err(|e| error(py, "CorruptCheckpoint", format!("instance {id:?}, signal #{seq}: {e}")))?;
+            inbox.insert(seq, sig.payload);
+            names.push((seq, sig.name));
+        }
+        Ok((inbox, names))
+    }
+
+    /// The cancellation state shared by everything driving `id` in this process.
+    pub fn cancel_state(&self, id: &str) -> Arc<CancelState> {
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(active.entry(id.to_string()).or_default())
+    }
+
+    /// Forgets the cancellation state of `id` once nothing drives it any more.
+    pub fn release(&self, id: &str) {
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        if active.get(id).is_some_and(|c| Arc::strong_count(c) == 1) {
+            active.remove(id);
+        }
+    }
+
+    /// Drives a driver in this thread, then releases it.
+    pub fn drive(&self, py: Python<'_>, mut d: Driver) -> PyResult<Outcome> {
+        let id = d.id_str.clone();
+        let result = d.drive_sync(py, self);
+        let outcome = result.map(|()| d.outcome(py));
+        drop(d);
+        self.release(&id);
+        outcome
     }
 
     /// The result of a finished stored instance, decoded with its workflow's output type.
@@ -202,8 +254,9 @@ impl Engine {
             output: None,
             error: None,
         };
-        let mut host = PyHost { py, wf: compiled, fallback };
-        let mut inst = Instance::start(id, Arc::clone(&compiled.plan), input.clone().unbind(), &mut host);
+        let no_signals = HashMap::new();
+        let mut host = PyHost { py, wf: compiled, fallback, inbox: &no_signals };
+        let mut inst = Instance::start(id, Arc::clone(&compiled.plan), input.clone().unbind(), now, &mut host);
         let records: Vec<Vec<u8>> = inst.take_records().iter().map(encode_record).collect();
         let meta = InstanceMeta {
             id: id.to_string(),
@@ -220,10 +273,13 @@ impl Engine {
                 inst,
                 wf: wf.clone().unbind(),
                 id: PyString::new(py, id).unbind(),
+                id_str: id.to_string(),
                 input: input.clone().unbind(),
                 header,
                 version: 1,
                 stored_status: Status::Running,
+                inbox: HashMap::new(),
+                cancel: self.cancel_state(id),
             })),
             Created::Existing(stored) => self.reopen(py, stored),
         }
@@ -298,6 +354,7 @@ impl Engine {
             fallback,
             coro_runner,
             workflows: Mutex::new(HashMap::new()),
+            active: Mutex::new(HashMap::new()),
         })
     }
 
@@ -310,10 +367,7 @@ impl Engine {
     fn run(&self, py: Python<'_>, wf: &Bound<'_, Compiled>, id: &str, input: &Bound<'_, PyAny>) -> PyResult<Outcome> {
         match self.open(py, wf, id, input)? {
             Err(done) => Ok(done),
-            Ok(mut d) => {
-                d.drive_sync(py, self)?;
-                Ok(d.outcome(py))
-            }
+            Ok(d) => self.drive(py, d),
         }
     }
 
@@ -323,11 +377,63 @@ impl Engine {
         let (stored, _) = self.load(py, id)?;
         match self.reopen(py, stored)? {
             Err(done) => Ok(done),
-            Ok(mut d) => {
-                d.drive_sync(py, self)?;
-                Ok(d.outcome(py))
-            }
+            Ok(d) => self.drive(py, d),
         }
+    }
+
+    /// Persists a signal for instance `id` (before anything else) and marks it due; returns the
+    /// signal's sequence number. Runs no step: whatever drives the instance picks it up.
+    fn signal(&self, py: Python<'_>, id: &str, name: &str, payload: &Bound<'_, PyAny>) -> PyResult<u64> {
+        if name.is_empty() {
+            return Err(error(py, "SignalError", "a signal needs a non-empty name"));
+        }
+        let payload = encode_value(py, None, self.fallback.bind(py), payload).map_err(|e| {
+            error(py, "SignalError", format!("the payload of signal {name:?} cannot be encoded: {}", e.value(py)))
+        })?;
+        let now = self.clock.now(py)?;
+        let record = encode_signal(&Signal { name: name.to_string(), payload, sent_at: now });
+        self.with_store(py, |s| s.send_signal(id, &record, now)).map_err(|e| match e {
+            CoreError::UnknownInstance(_) => error(py, "SignalError", format!("no workflow instance with id {id:?}")),
+            CoreError::InvalidState(m) => error(py, "SignalError", m),
+            other => crate::errors::core_error(py, other),
+        })
+    }
+
+    /// Cancels instance `id` with `reason`. An instance driven in this process is told (its
+    /// driver stops at the next step boundary, and `ctx.cancelled` turns true); otherwise it is
+    /// cancelled here, running its compensation step in this thread. Returns the outcome, or
+    /// None when another driver in this process will finish the cancellation.
+    fn cancel(&self, py: Python<'_>, id: &str, reason: &str) -> PyResult<Option<Outcome>> {
+        let (stored, header) = self.load(py, id)?;
+        if stored.meta.status.is_finished() {
+            if stored.meta.status == Status::Cancelled {
+                return Ok(Some(self.finished_outcome(py, &stored, &header)?));
+            }
+            return Err(error(
+                py,
+                "TideflowError",
+                format!("instance {id:?} is already {}", stored.meta.status.as_str()),
+            ));
+        }
+        let driven = {
+            let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+            active.get(id).map(Arc::clone)
+        };
+        if let Some(state) = driven {
+            state.request(reason);
+            return Ok(None);
+        }
+        let d = self.resume_driver(py, stored, header)?;
+        d.cancel.request(reason);
+        self.drive(py, d).map(Some)
+    }
+
+    /// Ids of suspended instances due now (a timer or a signal), oldest due first.
+    #[pyo3(signature = (limit=None))]
+    fn due(&self, py: Python<'_>, limit: Option<usize>) -> PyResult<Vec<String>> {
+        let now = self.clock.now(py)?;
+        let metas = self.with_store(py, |s| s.due(now, limit)).py_err(py)?;
+        Ok(metas.into_iter().map(|m| m.id).collect())
     }
 
     /// Instances matching the filters, newest first: `(id, workflow, status, created, updated)`.

@@ -1,5 +1,7 @@
 //! The core's `Host` for Python values: conditions, routers and codec hooks are Python callables.
 
+use std::collections::HashMap;
+
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 use tideflow_core::instance::{Failure, Host};
@@ -44,6 +46,8 @@ pub struct PyHost<'a, 'py> {
     pub py: Python<'py>,
     pub wf: &'a Compiled,
     pub fallback: &'a Bound<'py, PyAny>,
+    /// Signal payloads read from the inbox, by sequence number.
+    pub inbox: &'a HashMap<u64, Vec<u8>>,
 }
 
 impl PyHost<'_, '_> {
@@ -125,5 +129,22 @@ impl Host<Py<PyAny>> for PyHost<'_, '_> {
 
     fn encode_output(&mut self, v: &Py<PyAny>) -> Result<Vec<u8>, Failure> {
         json::to_bytes(self.py, v.bind(self.py), Some(self.fallback)).map_err(|e| failure(self.py, &e))
+    }
+
+    fn signal(&mut self, wait: u32, seq: u64) -> Result<Py<PyAny>, Failure> {
+        let payload = self
+            .inbox
+            .get(&seq)
+            .ok_or_else(|| Failure::new("CorruptCheckpoint", format!("signal #{seq} is not in the inbox")))?;
+        let decoder = self.wf.waits.get(wait as usize).and_then(Option::as_ref);
+        decode_value(self.py, decoder, payload).map(Bound::unbind).map_err(|e| {
+            let mut f = failure(self.py, &e);
+            f.message = format!("the payload of signal #{seq} does not decode into the wait's type: {}", f.message);
+            f
+        })
+    }
+
+    fn text(&mut self, s: &str) -> Py<PyAny> {
+        PyString::new(self.py, s).into_any().unbind()
     }
 }

@@ -28,7 +28,20 @@ pub struct PyStore {
 impl PyStore {
     /// Wraps `obj`, checking that it has every method of the protocol.
     pub fn new(obj: Bound<'_, PyAny>) -> PyResult<PyStore> {
-        let methods = ["create", "commit", "commit_many", "get", "records", "list", "delete", "purge", "describe"];
+        let methods = [
+            "create",
+            "commit",
+            "commit_many",
+            "get",
+            "records",
+            "list",
+            "delete",
+            "purge",
+            "send_signal",
+            "signals",
+            "due",
+            "describe",
+        ];
         let missing: Vec<&str> = methods.iter().copied().filter(|m| !obj.hasattr(*m).unwrap_or(false)).collect();
         if !missing.is_empty() {
             let tn = obj.get_type().name()?.to_string();
@@ -54,6 +67,9 @@ impl PyStore {
         }
         if class == "UnknownInstance" {
             return CoreError::UnknownInstance(value.str().map(|s| s.to_string()).unwrap_or_default());
+        }
+        if class == "SignalError" {
+            return CoreError::InvalidState(value.str().map(|s| s.to_string()).unwrap_or_default());
         }
         let text = value.str().map(|s| s.to_string()).unwrap_or_default();
         CAUSE.with(|c| *c.borrow_mut() = Some(e));
@@ -93,7 +109,16 @@ fn bytes_list<'py>(py: Python<'py>, records: &[Vec<u8>]) -> PyResult<Bound<'py, 
 
 fn commit_tuple<'py>(py: Python<'py>, c: &Commit<'_>) -> PyResult<Bound<'py, PyTuple>> {
     let header = c.header.map(|h| PyBytes::new(py, h));
-    (c.id, c.expected_version, c.status.as_str(), c.updated_at, c.due_at, header, bytes_list(py, c.records)?)
+    (
+        c.id,
+        c.expected_version,
+        c.status.as_str(),
+        c.updated_at,
+        c.due_at,
+        header,
+        bytes_list(py, c.records)?,
+        c.signals_seen,
+    )
         .into_pyobject(py)
 }
 
@@ -146,6 +171,21 @@ impl Store for PyStore {
 
     fn purge(&mut self, before: f64, statuses: &[Status]) -> Result<u64, CoreError> {
         self.call(|_, o| o.call_method1("purge", (before, names(statuses)))?.extract())
+    }
+
+    fn send_signal(&mut self, id: &str, record: &[u8], now: f64) -> Result<u64, CoreError> {
+        self.call(|py, o| o.call_method1("send_signal", (id, PyBytes::new(py, record), now))?.extract())
+    }
+
+    fn signals(&mut self, id: &str) -> Result<Vec<(u64, Vec<u8>)>, CoreError> {
+        self.call(|_, o| o.call_method1("signals", (id,))?.extract())
+    }
+
+    fn due(&mut self, now: f64, limit: Option<usize>) -> Result<Vec<InstanceMeta>, CoreError> {
+        self.call(|py, o| {
+            let rows: Vec<MetaTuple> = o.call_method1("due", (now, limit))?.extract()?;
+            rows.into_iter().map(|t| meta_from(py, t)).collect()
+        })
     }
 
     fn describe(&self) -> String {

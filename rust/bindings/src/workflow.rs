@@ -60,6 +60,8 @@ pub struct StepEntry {
     pub decode: Option<Py<PyAny>>,
     pub retry_on: Py<PyTuple>,
     pub give_up_on: Py<PyTuple>,
+    /// Per-attempt timeout in seconds.
+    pub timeout: Option<f64>,
 }
 
 /// A plan bound to this process's callables: what the engine runs.
@@ -71,6 +73,8 @@ pub struct Compiled {
     pub input_encode: Option<Py<PyAny>>,
     pub input_decode: Option<Py<PyAny>>,
     pub output_decode: Option<Py<PyAny>>,
+    /// The decoder of each wait's signal payload (None: plain JSON).
+    pub waits: Vec<Option<Py<PyAny>>>,
 }
 
 type StepTuple<'py> = (
@@ -87,7 +91,8 @@ impl Compiled {
     /// Binds `plan` to callables: `steps[i]` is `(func, is_async, encode, decode, retry_on,
     /// give_up_on)` for the plan's step `i`; `fns[i]` is its condition or router `i`.
     #[new]
-    #[pyo3(signature = (plan, steps, fns, input_encode=None, input_decode=None, output_decode=None))]
+    #[allow(clippy::too_many_arguments)] // mirrors the Python constructor's keyword arguments
+    #[pyo3(signature = (plan, steps, fns, input_encode=None, input_decode=None, output_decode=None, waits=Vec::new()))]
     fn new(
         py: Python<'_>,
         plan: &PyPlan,
@@ -96,6 +101,7 @@ impl Compiled {
         input_encode: Option<Bound<'_, PyAny>>,
         input_decode: Option<Bound<'_, PyAny>>,
         output_decode: Option<Bound<'_, PyAny>>,
+        waits: Vec<Option<Bound<'_, PyAny>>>,
     ) -> PyResult<Self> {
         let p = &plan.plan;
         if steps.len() != p.steps.len() || fns.len() != p.fns.len() {
@@ -123,6 +129,7 @@ impl Compiled {
                 decode: decode.filter(|e| !e.is_none()).map(Bound::unbind),
                 retry_on: retry_on.unbind(),
                 give_up_on: give_up_on.unbind(),
+                timeout: spec.timeout,
             })
             .collect();
         let unbind = |o: Option<Bound<'_, PyAny>>| o.filter(|e| !e.is_none()).map(Bound::unbind);
@@ -133,6 +140,7 @@ impl Compiled {
             input_encode: unbind(input_encode),
             input_decode: unbind(input_decode),
             output_decode: unbind(output_decode),
+            waits: waits.into_iter().map(unbind).collect(),
         })
     }
 

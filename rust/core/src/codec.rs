@@ -15,6 +15,40 @@ const KIND_HEADER: u8 = 1;
 const KIND_STEP: u8 = 2;
 const KIND_DECISION: u8 = 3;
 const KIND_ENQUEUED: u8 = 4;
+const KIND_SIGNAL: u8 = 5;
+
+/// A signal in an instance's inbox (stored apart from the log, in arrival order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signal {
+    /// The signal's name.
+    pub name: String,
+    /// The encoded payload.
+    pub payload: Vec<u8>,
+    /// When it was sent, seconds since the epoch.
+    pub sent_at: f64,
+}
+
+/// Encodes an inbox signal.
+pub fn encode_signal(s: &Signal) -> Vec<u8> {
+    let mut w = Writer::new(KIND_SIGNAL, s.name.len() + s.payload.len() + 16);
+    w.bytes(s.name.as_bytes());
+    w.bytes(&s.payload);
+    w.f64(s.sent_at);
+    w.finish()
+}
+
+/// Decodes an inbox signal.
+pub fn decode_signal(b: &[u8]) -> Result<Signal> {
+    let (mut r, kind) = Reader::open(b)?;
+    if kind != KIND_SIGNAL {
+        return Err(corrupt(&format!("expected a signal, found record kind {kind}")));
+    }
+    let name = r.string()?;
+    let payload = r.bytes()?.to_vec();
+    let sent_at = r.f64()?;
+    r.done()?;
+    Ok(Signal { name, payload, sent_at })
+}
 
 /// The instance header: what was started, on which plan, and how it ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -343,6 +377,7 @@ pub fn decode_record(b: &[u8]) -> Result<Record> {
         }
         KIND_ENQUEUED => Record::Enqueued(r.tasks()?),
         KIND_HEADER => return Err(corrupt("found an instance header where a log record was expected")),
+        KIND_SIGNAL => return Err(corrupt("found a signal where a log record was expected")),
         k => return Err(corrupt(&format!("unknown record kind {k}"))),
     };
     r.done()?;

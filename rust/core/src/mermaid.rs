@@ -176,6 +176,29 @@ impl Drawer<'_> {
                 (entries[start as usize].clone(), ends)
             }
             Node::Sub { body, .. } => self.node(body),
+            Node::WaitSignal { name, timeout, on_timeout, .. } => {
+                let text = match timeout {
+                    Some(t) => format!("wait for signal {name} (timeout {t}s)"),
+                    None => format!("wait for signal {name}"),
+                };
+                let id = self.shape("[/", &text, "/]");
+                let mut exits = vec![id.clone()];
+                if let Some(o) = on_timeout {
+                    let (e, x) = self.node(o);
+                    self.edge(&id, &e, Some("timeout"));
+                    exits.extend(x);
+                }
+                (id, exits)
+            }
+            Node::Sleep { seconds, until } => {
+                let text = match (seconds, until) {
+                    (Some(s), _) => format!("sleep {s}s"),
+                    (_, Some(u)) => format!("sleep until {u}"),
+                    _ => "sleep".into(),
+                };
+                let id = self.shape("[/", &text, "/]");
+                (id.clone(), vec![id])
+            }
         }
     }
 }

@@ -72,6 +72,12 @@ pub enum NodeSpec {
     States { start: String, states: Vec<StateSpec> },
     /// A sub-workflow inlined at this position (named for drawing and history).
     Sub { workflow: String, body: Box<NodeSpec> },
+    /// Suspend until signal `name` arrives; its payload (decoded by the host's wait `wait`) is the
+    /// output. After `timeout` seconds, `on_timeout` runs on the input instead (absent: the
+    /// instance fails with a timeout).
+    WaitSignal { name: String, wait: u32, timeout: Option<f64>, on_timeout: Option<Box<NodeSpec>> },
+    /// Suspend for `seconds`, or until the absolute time `until`; the input passes through.
+    Sleep { seconds: Option<f64>, until: Option<f64> },
 }
 
 /// The whole definition as emitted by a builder: names, tables and the root node.
@@ -92,6 +98,9 @@ pub struct PlanSpec {
     /// Whole-workflow timeout in seconds.
     #[serde(default)]
     pub timeout: Option<f64>,
+    /// The step run when an instance is cancelled (its input is the reason).
+    #[serde(default)]
+    pub compensation: Option<u32>,
 }
 
 /// Where a state goes next, resolved to state indices.
@@ -137,6 +146,10 @@ pub enum Node {
     States { start: u32, states: Vec<State> },
     /// Inlined sub-workflow.
     Sub { workflow: String, body: NodeId },
+    /// Wait for a signal.
+    WaitSignal { name: String, wait: u32, timeout: Option<f64>, on_timeout: Option<NodeId> },
+    /// Durable sleep.
+    Sleep { seconds: Option<f64>, until: Option<f64> },
 }
 
 /// A validated, hashed plan.
@@ -156,6 +169,8 @@ pub struct Plan {
     pub root: NodeId,
     /// Whole-workflow timeout in seconds.
     pub timeout: Option<f64>,
+    /// The compensation step run on cancel, if any.
+    pub compensation: Option<u32>,
     /// Content hash of the structure (hex), pinned by every instance started on this plan.
     pub hash: String,
     spec: PlanSpec,
@@ -183,6 +198,11 @@ impl Plan {
             check_duration(s.timeout, &format!("timeout of step {:?}", s.name))?;
         }
         check_duration(spec.timeout, &format!("timeout of workflow {:?}", spec.name))?;
+        if let Some(c) = spec.compensation {
+            if (c as usize) >= spec.steps.len() {
+                return Err(CoreError::Definition(format!("the compensation step #{c} is not in the plan")));
+            }
+        }
         let mut b = Builder { spec: &spec, nodes: Vec::new() };
         let root = b.node(&spec.root, &spec.name)?;
         let nodes = b.nodes;
@@ -195,6 +215,7 @@ impl Plan {
             nodes,
             root,
             timeout: spec.timeout,
+            compensation: spec.compensation,
             hash,
             spec,
         })
@@ -316,6 +337,34 @@ impl Builder<'_> {
                 let body = self.node(body, workflow)?;
                 Node::Sub { workflow: workflow.clone(), body }
             }
+            NodeSpec::WaitSignal { name, wait, timeout, on_timeout } => {
+                if name.is_empty() {
+                    return Err(CoreError::Definition(format!("a wait in workflow {wf:?} has an empty signal name")));
+                }
+                check_duration(*timeout, &format!("timeout of the wait for signal {name:?}"))?;
+                if on_timeout.is_some() && timeout.is_none() {
+                    return Err(CoreError::Definition(format!(
+                        "the wait for signal {name:?} has an on_timeout path but no timeout"
+                    )));
+                }
+                let on_timeout = match on_timeout {
+                    Some(n) => Some(self.node(n, wf)?),
+                    None => None,
+                };
+                Node::WaitSignal { name: name.clone(), wait: *wait, timeout: *timeout, on_timeout }
+            }
+            NodeSpec::Sleep { seconds, until } => {
+                if seconds.is_some() == until.is_some() {
+                    return Err(CoreError::Definition(format!(
+                        "a sleep in workflow {wf:?} needs exactly one of a duration or a deadline"
+                    )));
+                }
+                check_duration(*seconds, "a sleep duration")?;
+                if until.is_some_and(|u| !u.is_finite()) {
+                    return Err(CoreError::Definition("a sleep deadline must be a finite time".into()));
+                }
+                Node::Sleep { seconds: *seconds, until: *until }
+            }
         };
         Ok(self.push(node))
     }
@@ -416,6 +465,7 @@ fn structural_hash(spec: &PlanSpec) -> String {
     }
     shape.timeout = None;
     shape.version = None;
+    shape.compensation = None;
     strip_timeouts(&mut shape.root);
     let bytes = serde_json::to_vec(&shape).expect("a plan spec always serialises");
     let digest = Sha256::digest(&bytes);
@@ -424,6 +474,12 @@ fn structural_hash(spec: &PlanSpec) -> String {
 
 fn strip_timeouts(n: &mut NodeSpec) {
     match n {
+        NodeSpec::WaitSignal { timeout, on_timeout, .. } => {
+            *timeout = None;
+            if let Some(o) = on_timeout {
+                strip_timeouts(o);
+            }
+        }
         NodeSpec::Seq { children } | NodeSpec::Parallel { children } => children.iter_mut().for_each(strip_timeouts),
         NodeSpec::Map { body, .. } | NodeSpec::Loop { body, .. } | NodeSpec::Sub { body, .. } => strip_timeouts(body),
         NodeSpec::Branch { then, otherwise, .. } => {
@@ -433,6 +489,6 @@ fn strip_timeouts(n: &mut NodeSpec) {
             }
         }
         NodeSpec::States { states, .. } => states.iter_mut().for_each(|s| strip_timeouts(&mut s.body)),
-        NodeSpec::Step { .. } => {}
+        NodeSpec::Step { .. } | NodeSpec::Sleep { .. } => {}
     }
 }

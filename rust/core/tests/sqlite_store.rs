@@ -51,7 +51,16 @@ fn meta(id: &str, workflow: &str, status: Status, t: f64) -> InstanceMeta {
 }
 
 fn commit<'a>(id: &'a str, expected: u64, status: Status, t: f64, records: &'a [Vec<u8>]) -> Commit<'a> {
-    Commit { id, expected_version: expected, status, updated_at: t, due_at: None, header: None, records }
+    Commit {
+        id,
+        expected_version: expected,
+        status,
+        updated_at: t,
+        due_at: None,
+        header: None,
+        records,
+        signals_seen: 0,
+    }
 }
 
 fn rec(s: &str) -> Vec<u8> {
@@ -650,4 +659,31 @@ fn timing_single_record_commit() {
             changing / raw
         );
     }
+}
+
+/// Signals: the inbox, its sequence numbers, the due mark, and the suspend-with-unseen-signal rule.
+fn signal_contract<S: Store>(s: &mut S) {
+    assert_eq!(s.create(&meta("w", "wf", Status::Running, 1.0), b"h", &[rec("r0")]).unwrap(), Created::New);
+    assert_eq!(s.send_signal("w", b"first", 5.0).unwrap(), 1);
+    assert_eq!(s.send_signal("w", b"second", 6.0).unwrap(), 2);
+    assert_eq!(s.signals("w").unwrap(), vec![(1, b"first".to_vec()), (2, b"second".to_vec())]);
+    assert_eq!(s.send_signal("ghost", b"x", 6.0), Err(CoreError::UnknownInstance("ghost".into())));
+    // a suspending commit that saw only signal 1 stays due now; one that saw both is not due
+    s.commit(&Commit { signals_seen: 1, ..commit("w", 1, Status::Suspended, 7.0, &[rec("r1")]) }).unwrap();
+    assert_eq!(s.due(7.0, None).unwrap().iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["w"]);
+    s.commit(&Commit { signals_seen: 2, due_at: Some(100.0), ..commit("w", 2, Status::Suspended, 8.0, &[]) }).unwrap();
+    assert!(s.due(99.0, None).unwrap().is_empty());
+    assert_eq!(s.due(100.0, Some(5)).unwrap()[0].id, "w");
+    assert_eq!(s.records("w").unwrap(), vec![rec("r0"), rec("r1")]);
+    s.commit(&commit("w", 3, Status::Completed, 9.0, &[])).unwrap();
+    assert!(matches!(s.send_signal("w", b"late", 10.0), Err(CoreError::InvalidState(_))));
+    assert!(s.delete("w").unwrap());
+    assert!(s.signals("w").unwrap().is_empty());
+}
+
+#[test]
+fn signals_meet_the_contract_on_every_store() {
+    signal_contract(&mut MemoryStore::new());
+    let dir = TempDir::new("signals");
+    signal_contract(&mut SqliteStore::open(&dir.join("s.db"), Durability::Normal).unwrap());
 }

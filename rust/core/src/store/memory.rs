@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 
-use super::{check_version, purge_selects, Commit, Created, InstanceMeta, ListQuery, Store, StoredInstance};
+use super::{
+    check_version, effective_due, finished_instance, purge_selects, Commit, Created, InstanceMeta, ListQuery, Store,
+    StoredInstance,
+};
 use crate::error::{CoreError, Result};
 use crate::status::Status;
 
@@ -11,6 +14,7 @@ struct Entry {
     meta: InstanceMeta,
     header: Vec<u8>,
     log: Vec<Vec<u8>>,
+    inbox: Vec<Vec<u8>>,
     seq: u64,
 }
 
@@ -36,7 +40,13 @@ impl Store for MemoryStore {
         self.seq += 1;
         self.entries.insert(
             meta.id.clone(),
-            Entry { meta: meta.clone(), header: header.to_vec(), log: records.to_vec(), seq: self.seq },
+            Entry {
+                meta: meta.clone(),
+                header: header.to_vec(),
+                log: records.to_vec(),
+                inbox: Vec::new(),
+                seq: self.seq,
+            },
         );
         Ok(Created::New)
     }
@@ -47,7 +57,7 @@ impl Store for MemoryStore {
         e.meta.version += 1;
         e.meta.status = c.status;
         e.meta.updated_at = c.updated_at;
-        e.meta.due_at = c.due_at;
+        e.meta.due_at = effective_due(c, e.inbox.len() as u64);
         if let Some(h) = c.header {
             e.header = h.to_vec();
         }
@@ -102,6 +112,38 @@ impl Store for MemoryStore {
         let n = self.entries.len();
         self.entries.retain(|_, e| !(e.meta.updated_at < before && purge_selects(e.meta.status, statuses)));
         Ok((n - self.entries.len()) as u64)
+    }
+
+    fn send_signal(&mut self, id: &str, record: &[u8], now: f64) -> Result<u64> {
+        let e = self.entries.get_mut(id).ok_or_else(|| CoreError::UnknownInstance(id.to_string()))?;
+        if e.meta.status.is_finished() {
+            return Err(finished_instance(id, e.meta.status));
+        }
+        e.inbox.push(record.to_vec());
+        e.meta.due_at = Some(e.meta.due_at.map_or(now, |d| d.min(now)));
+        Ok(e.inbox.len() as u64)
+    }
+
+    fn signals(&mut self, id: &str) -> Result<Vec<(u64, Vec<u8>)>> {
+        Ok(self
+            .entries
+            .get(id)
+            .map(|e| e.inbox.iter().enumerate().map(|(i, r)| (i as u64 + 1, r.clone())).collect())
+            .unwrap_or_default())
+    }
+
+    fn due(&mut self, now: f64, limit: Option<usize>) -> Result<Vec<InstanceMeta>> {
+        let mut hits: Vec<&InstanceMeta> = self
+            .entries
+            .values()
+            .map(|e| &e.meta)
+            .filter(|m| m.status == Status::Suspended && m.due_at.is_some_and(|d| d <= now))
+            .collect();
+        hits.sort_by(|a, b| a.due_at.unwrap_or(0.0).total_cmp(&b.due_at.unwrap_or(0.0)));
+        if let Some(n) = limit {
+            hits.truncate(n);
+        }
+        Ok(hits.into_iter().cloned().collect())
     }
 
     fn describe(&self) -> String {

@@ -56,6 +56,10 @@ pub struct Commit<'a> {
     pub header: Option<&'a [u8]>,
     /// Records appended to the log, in order.
     pub records: &'a [Vec<u8>],
+    /// The highest inbox sequence number the writer had seen. When the commit suspends the
+    /// instance and its inbox holds a later signal, the store keeps the instance due at
+    /// `updated_at` instead of `due_at`, so that a signal sent meanwhile is never left unnoticed.
+    pub signals_seen: u64,
 }
 
 /// Filters for [`Store::list`].
@@ -99,8 +103,31 @@ pub trait Store: Send {
     /// Deletes finished instances last updated before `before` whose status is in `statuses`
     /// (empty: any finished status); how many were deleted.
     fn purge(&mut self, before: f64, statuses: &[Status]) -> Result<u64>;
+    /// Appends a signal record to the instance's inbox in its own transaction and marks the
+    /// instance due at `now`; returns its sequence number (1, 2, ... per instance). Fails with
+    /// `UnknownInstance`, or `InvalidState` when the instance is finished.
+    fn send_signal(&mut self, id: &str, record: &[u8], now: f64) -> Result<u64>;
+    /// The instance's inbox: `(sequence number, record)` in arrival order.
+    fn signals(&mut self, id: &str) -> Result<Vec<(u64, Vec<u8>)>>;
+    /// Suspended instances due at or before `now` (a timer, or a signal), oldest due first.
+    fn due(&mut self, now: f64, limit: Option<usize>) -> Result<Vec<InstanceMeta>>;
     /// A short name for messages ("memory", "sqlite:/path").
     fn describe(&self) -> String;
+}
+
+/// The message of the error for a signal to a finished instance.
+pub fn finished_instance(id: &str, status: Status) -> CoreError {
+    CoreError::InvalidState(format!("instance {id:?} is {} and takes no more signals", status.as_str()))
+}
+
+/// The due time a commit leaves: `updated_at` when it suspends while a signal it has not seen
+/// waits in the inbox, else its own `due_at`.
+pub fn effective_due(c: &Commit<'_>, newest_signal: u64) -> Option<f64> {
+    if c.status == Status::Suspended && newest_signal > c.signals_seen {
+        Some(c.due_at.map_or(c.updated_at, |d| d.min(c.updated_at)))
+    } else {
+        c.due_at
+    }
 }
 
 /// The version check every store applies the same way.

@@ -14,7 +14,9 @@ use std::time::Duration;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
-use super::{check_version, purge_selects, Commit, Created, InstanceMeta, ListQuery, Store, StoredInstance};
+use super::{
+    check_version, finished_instance, purge_selects, Commit, Created, InstanceMeta, ListQuery, Store, StoredInstance,
+};
 use crate::error::{CoreError, Result};
 use crate::status::Status;
 
@@ -48,6 +50,12 @@ pub const MIGRATIONS: &[(u32, &str)] = &[(
          idx INTEGER NOT NULL,
          data BLOB, -- NULL: the marker of a commit that carried no record
          PRIMARY KEY (instance_id, version, idx)
+     ) WITHOUT ROWID;
+     CREATE TABLE signals (
+         instance_id TEXT NOT NULL,
+         seq INTEGER NOT NULL,
+         data BLOB NOT NULL,
+         PRIMARY KEY (instance_id, seq)
      ) WITHOUT ROWID;",
 )];
 
@@ -346,12 +354,16 @@ impl SqliteStore {
 /// the header changes, so a step commit on a chain costs one INSERT, like a raw one.
 fn apply(conn: &Connection, c: &Commit<'_>) -> Res<()> {
     let new = c.expected_version + 1;
+    // (the due-time rule of `effective_due`: a suspending commit that has not seen every signal
+    // leaves the instance due now)
     conn.prepare_cached(
-        "UPDATE instances SET status = ?1, updated_at = ?2, due_at = ?3, header = COALESCE(?4, header),
-                              version = ?6
+        "UPDATE instances SET status = ?1, updated_at = ?2, header = COALESCE(?4, header), version = ?6,
+             due_at = CASE WHEN ?1 = 'suspended'
+                             AND EXISTS (SELECT 1 FROM signals WHERE instance_id = ?5 AND seq > ?7)
+                           THEN MIN(COALESCE(?3, ?2), ?2) ELSE ?3 END
          WHERE id = ?5 AND (status IS NOT ?1 OR due_at IS NOT ?3 OR ?4 IS NOT NULL)",
     )?
-    .execute(params![c.status.as_str(), c.updated_at, c.due_at, c.header, c.id, new])?;
+    .execute(params![c.status.as_str(), c.updated_at, c.due_at, c.header, c.id, new, c.signals_seen])?;
     let mut rows = c.records.iter().map(Vec::as_slice);
     let first: Option<&[u8]> = rows.next(); // None: a marker row keeps the version dense
     let inserted = conn
@@ -414,13 +426,14 @@ fn placeholders(n: usize) -> String {
 }
 
 /// The two DELETEs of a purge over `n` statuses (bound as `?1` = before, then the statuses).
-fn purge_sql(n: usize) -> (String, String) {
+fn purge_sql(n: usize) -> [String; 3] {
     // FINISHED is implied by the statuses, but spelled out so the partial index applies.
     let doomed = format!("{FINISHED} AND updated_at < ?1 AND status IN ({})", placeholders(n));
-    (
+    [
         format!("DELETE FROM records WHERE instance_id IN (SELECT id FROM instances WHERE {doomed})"),
+        format!("DELETE FROM signals WHERE instance_id IN (SELECT id FROM instances WHERE {doomed})"),
         format!("DELETE FROM instances WHERE {doomed}"),
-    )
+    ]
 }
 
 impl Store for SqliteStore {
@@ -516,6 +529,7 @@ impl Store for SqliteStore {
     fn delete(&mut self, id: &str) -> Result<bool> {
         in_txn(&self.conn, |conn| {
             conn.prepare_cached("DELETE FROM records WHERE instance_id = ?1")?.execute([id])?;
+            conn.prepare_cached("DELETE FROM signals WHERE instance_id = ?1")?.execute([id])?;
             Ok(conn.prepare_cached("DELETE FROM instances WHERE id = ?1")?.execute([id])? > 0)
         })
         .map_err(|f| self.fail("delete", f))
@@ -527,15 +541,64 @@ impl Store for SqliteStore {
         if selected.is_empty() {
             return Ok(0);
         }
-        let (records_sql, instances_sql) = purge_sql(selected.len());
+        let [records_sql, signals_sql, instances_sql] = purge_sql(selected.len());
         let mut args: Vec<Value> = vec![Value::Real(before)];
         args.extend(selected.iter().map(|s| Value::Text((*s).into())));
         in_txn(&self.conn, |conn| {
             conn.prepare_cached(&records_sql)?.execute(params_from_iter(args.iter()))?;
+            conn.prepare_cached(&signals_sql)?.execute(params_from_iter(args.iter()))?;
             let n = conn.prepare_cached(&instances_sql)?.execute(params_from_iter(args.iter()))?;
             Ok(n as u64)
         })
         .map_err(|f| self.fail("purge", f))
+    }
+
+    fn send_signal(&mut self, id: &str, record: &[u8], now: f64) -> Result<u64> {
+        in_txn(&self.conn, |conn| {
+            let status: Option<String> = conn
+                .prepare_cached("SELECT status FROM instances WHERE id = ?1")?
+                .query_row([id], |r| r.get(0))
+                .optional()?;
+            let status = status.ok_or_else(|| CoreError::UnknownInstance(id.to_string()))?;
+            let status = Status::parse(&status).ok_or_else(|| self.corrupt_status(id, &status))?;
+            if status.is_finished() {
+                return Err(finished_instance(id, status).into());
+            }
+            let seq: u64 = conn
+                .prepare_cached(
+                    "INSERT INTO signals (instance_id, seq, data)
+                     SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2 FROM signals WHERE instance_id = ?1
+                     RETURNING seq",
+                )?
+                .query_row(params![id, record], |r| r.get(0))?;
+            conn.prepare_cached("UPDATE instances SET due_at = MIN(COALESCE(due_at, ?2), ?2) WHERE id = ?1")?
+                .execute(params![id, now])?;
+            Ok(seq)
+        })
+        .map_err(|f| self.fail("signal", f))
+    }
+
+    fn signals(&mut self, id: &str) -> Result<Vec<(u64, Vec<u8>)>> {
+        let read = || -> rusqlite::Result<Vec<(u64, Vec<u8>)>> {
+            self.conn
+                .prepare_cached("SELECT seq, data FROM signals WHERE instance_id = ?1 ORDER BY seq")?
+                .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        };
+        read().map_err(|e| self.fail("reading signals", e.into()))
+    }
+
+    fn due(&mut self, now: f64, limit: Option<usize>) -> Result<Vec<InstanceMeta>> {
+        let limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let sql = format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances
+             WHERE due_at IS NOT NULL AND due_at <= ?1 AND status = 'suspended' ORDER BY due_at LIMIT ?2"
+        );
+        let read = || -> rusqlite::Result<Vec<MetaRow>> {
+            self.conn.prepare_cached(&sql)?.query_map(params![now, limit], meta_row)?.collect()
+        };
+        let rows = read().map_err(|e| self.fail("due", e.into()))?;
+        rows.into_iter().map(|row| self.to_meta(row)).collect()
     }
 
     fn describe(&self) -> String {
@@ -562,8 +625,7 @@ mod tests {
             conn.execute_batch(step).unwrap();
         }
         for n in 1..=3 {
-            let (records, instances) = purge_sql(n);
-            for sql in [records, instances] {
+            for sql in purge_sql(n) {
                 let p = plan(&conn, &sql);
                 assert!(p.contains("instances_finished_updated_at (status=? AND updated_at<?)"), "{sql}: {p}");
             }

@@ -65,6 +65,12 @@ impl Host<Value> for TestHost {
     fn encode_output(&mut self, v: &Value) -> Result<Vec<u8>, Failure> {
         Ok(serde_json::to_vec(v).unwrap())
     }
+    fn signal(&mut self, _wait: u32, seq: u64) -> Result<Value, Failure> {
+        Ok(json!(seq as i64 * 1000))
+    }
+    fn text(&mut self, s: &str) -> Value {
+        json!(s)
+    }
 }
 
 /// Runs an instance to the end (virtual time), failing step `fail_key` on its first `fail_times`
@@ -87,7 +93,7 @@ impl Run {
     fn drive(&mut self, inst: &mut Instance<Value>, stop_after: Option<usize>) -> bool {
         let mut commits = 0;
         loop {
-            inst.fire_timers(self.now);
+            inst.fire_timers(self.now, &mut TestHost);
             let mut wave = Vec::new();
             while let Some(t) = inst.pop_ready(self.now) {
                 wave.push(t);
@@ -134,6 +140,7 @@ fn plan(root: NodeSpec, nsteps: usize, retry: Option<RetryPolicy>) -> Arc<Plan> 
         fns: vec!["even".into(), "big".into(), "route".into(), "boom".into()],
         root,
         timeout: None,
+        compensation: None,
     };
     Arc::new(Plan::from_spec(spec).expect("valid plan"))
 }
@@ -152,7 +159,7 @@ fn fns(n: usize) -> Vec<StepFn> {
 
 fn run_to_end(p: &Arc<Plan>, n: usize, input: i64) -> (Instance<Value>, Run) {
     let mut r = Run::new(fns(n));
-    let mut inst = Instance::start("i1", p.clone(), json!(input), &mut TestHost);
+    let mut inst = Instance::start("i1", p.clone(), json!(input), 0.0, &mut TestHost);
     r.drive(&mut inst, None);
     (inst, r)
 }
@@ -192,7 +199,7 @@ fn parallel_gives_a_tuple_and_map_a_list() {
 #[test]
 fn map_respects_concurrency() {
     let p = plan(seq(vec![NodeSpec::Map { body: Box::new(step(0)), concurrency: Some(2) }]), 1, None);
-    let mut inst = Instance::start("c", p, json!(4), &mut TestHost);
+    let mut inst = Instance::start("c", p, json!(4), 0.0, &mut TestHost);
     let mut max_ready = 0;
     loop {
         max_ready = max_ready.max(inst.ready_len());
@@ -294,6 +301,7 @@ fn unreachable_states_are_a_definition_error() {
         fns: vec![],
         root: states(Some(table)),
         timeout: None,
+        compensation: None,
     };
     let err = Plan::from_spec(spec).unwrap_err();
     assert!(err.to_string().contains("cannot be reached") && err.to_string().contains("s1"), "{err}");
@@ -348,7 +356,7 @@ fn retries_wait_the_policy_delays_then_succeed() {
     let mut r = Run::new(fns(2));
     r.fail_key = Some("1".into());
     r.fail_times = 3;
-    let mut inst = Instance::start("r", p, json!(1), &mut TestHost);
+    let mut inst = Instance::start("r", p, json!(1), 0.0, &mut TestHost);
     r.drive(&mut inst, None);
     assert_eq!(inst.status(), Status::Completed);
     assert_eq!(r.executions["1"], 4);
@@ -361,7 +369,7 @@ fn retries_exhausted_fail_with_the_attempt_count() {
     let mut r = Run::new(fns(1));
     r.fail_key = Some("0".into());
     r.fail_times = 99;
-    let mut inst = Instance::start("r", p, json!(1), &mut TestHost);
+    let mut inst = Instance::start("r", p, json!(1), 0.0, &mut TestHost);
     r.drive(&mut inst, None);
     let e = inst.error().unwrap();
     assert_eq!((e.kind, e.attempts, e.step.as_deref()), ("step", 3, Some("s0")));
@@ -371,7 +379,7 @@ fn retries_exhausted_fail_with_the_attempt_count() {
 #[test]
 fn non_retryable_failure_gives_up_at_once() {
     let p = plan(seq(vec![step(0)]), 1, policy(5));
-    let mut inst = Instance::start("r", p, json!(1), &mut TestHost);
+    let mut inst = Instance::start("r", p, json!(1), 0.0, &mut TestHost);
     let t = inst.pop_ready(0.0).unwrap();
     assert_eq!(inst.fail(t, Failure::new("KeyError", "x"), false, 0.0), None);
     assert_eq!(inst.status(), Status::Failed);
@@ -380,7 +388,7 @@ fn non_retryable_failure_gives_up_at_once() {
 #[test]
 fn resume_after_a_crash_mid_step_bumps_the_attempt_and_keeps_the_key() {
     let p = plan(seq(vec![step(0), step(1), step(2)]), 3, None);
-    let mut inst = Instance::start("x", p.clone(), json!(5), &mut TestHost);
+    let mut inst = Instance::start("x", p.clone(), json!(5), 0.0, &mut TestHost);
     let mut records = inst.take_records();
     let t = inst.pop_ready(0.0).unwrap();
     let out = apply(&fns(3)[0], &t.input);
@@ -390,7 +398,7 @@ fn resume_after_a_crash_mid_step_bumps_the_attempt_and_keeps_the_key() {
     assert_eq!((t1.key.as_str(), t1.attempt), ("1", 1));
     drop(inst);
 
-    let mut inst = Instance::resume("x", p, json!(5), &records, &mut TestHost);
+    let mut inst = Instance::resume("x", p, json!(5), 0.0, 0.0, &records, &mut TestHost);
     let t = inst.pop_ready(2.0).unwrap();
     assert_eq!((t.key.as_str(), t.attempt, t.input.clone()), ("1", 2, json!(11)));
 }
@@ -406,7 +414,7 @@ proptest! {
         let (whole, _) = run_to_end(&p, 4, input);
 
         let mut r = Run::new(fns(4));
-        let mut inst = Instance::start("p", p.clone(), json!(input), &mut TestHost);
+        let mut inst = Instance::start("p", p.clone(), json!(input), 0.0, &mut TestHost);
         let finished = r.drive(&mut inst, Some(crash));
         if !finished {
             let first_run: HashMap<String, u32> = r.executions.clone();
@@ -414,7 +422,7 @@ proptest! {
                 Record::Step(s) if matches!(s.outcome, Outcome::Completed(_)) => Some(s.key.clone()),
                 _ => None,
             }).collect();
-            let mut inst2 = Instance::resume("p", p.clone(), json!(input), &r.records, &mut TestHost);
+            let mut inst2 = Instance::resume("p", p.clone(), json!(input), 0.0, 0.0, &r.records, &mut TestHost);
             r.executions.clear();
             r.drive(&mut inst2, None);
             prop_assert_eq!(inst2.status(), whole.status());
@@ -443,4 +451,149 @@ fn arb_node(depth: u32) -> BoxedStrategy<NodeSpec> {
         ]
     })
     .boxed()
+}
+
+fn wait(name: &str, timeout: Option<f64>, on_timeout: Option<NodeSpec>) -> NodeSpec {
+    NodeSpec::WaitSignal { name: name.into(), wait: 0, timeout, on_timeout: on_timeout.map(Box::new) }
+}
+
+/// Runs every ready task with `fns` until nothing is ready (timers and waits stay pending).
+fn settle(inst: &mut Instance<Value>, now: f64) {
+    inst.fire_timers(now, &mut TestHost);
+    while let Some(t) = inst.pop_ready(now) {
+        let out = apply(&fns(4)[t.step as usize], &t.input);
+        let payload = serde_json::to_vec(&out).unwrap();
+        inst.complete(t, out, payload, now, &mut TestHost);
+        inst.fire_timers(now, &mut TestHost);
+    }
+}
+
+#[test]
+fn sleep_is_a_timer_and_passes_its_input_through() {
+    let p = plan(seq(vec![step(0), NodeSpec::Sleep { seconds: Some(3600.0), until: None }, step(1)]), 2, None);
+    let mut inst = Instance::start("s", p.clone(), json!(1), 100.0, &mut TestHost);
+    settle(&mut inst, 100.0);
+    assert_eq!(inst.next_deadline(), Some(3700.0));
+    assert_eq!(inst.next_retry(), None);
+    let records = inst.take_records();
+    assert!(records.contains(&Record::Decision { key: "1@due".into(), value: "3700.0".into() }));
+    // a restart honours the remaining time: the recorded due time, not "now + 3600"
+    let mut again = Instance::resume("s", p, json!(1), 100.0, 2000.0, &records, &mut TestHost);
+    assert_eq!(again.next_deadline(), Some(3700.0));
+    settle(&mut again, 3000.0);
+    assert_eq!(again.status(), Status::Running);
+    settle(&mut again, 3700.0);
+    assert_eq!(again.output(), Some(&json!(5))); // 1*2+1 = 3 -> sleep -> 3+2 = 5
+}
+
+#[test]
+fn a_signal_sent_before_its_wait_is_kept_and_each_is_consumed_once_in_order() {
+    let p = plan(seq(vec![step(0), wait("go", None, None), wait("go", None, None)]), 1, None);
+    let mut inst = Instance::start("w", p.clone(), json!(1), 0.0, &mut TestHost);
+    inst.add_signals([(1, "go".to_string()), (2, "other".to_string())]);
+    settle(&mut inst, 0.0);
+    inst.deliver(0.0, &mut TestHost);
+    assert!(inst.is_waiting(), "the first wait took signal 1, the second waits");
+    inst.add_signals([(1, "go".to_string()), (3, "go".to_string())]); // 1 again: ignored
+    inst.deliver(1.0, &mut TestHost);
+    assert_eq!(inst.output(), Some(&json!(3000)));
+    let consumed: Vec<Record> = inst
+        .take_records()
+        .into_iter()
+        .filter(|r| matches!(r, Record::Decision { key, .. } if key.ends_with('@')))
+        .collect();
+    assert_eq!(
+        consumed,
+        vec![
+            Record::Decision { key: "1@".into(), value: "1".into() },
+            Record::Decision { key: "2@".into(), value: "3".into() },
+        ]
+    );
+}
+
+#[test]
+fn replayed_waits_reuse_the_consumed_signal_and_never_take_it_twice() {
+    let p = plan(seq(vec![wait("go", None, None), step(0), wait("go", None, None)]), 1, None);
+    let mut inst = Instance::start("w", p.clone(), json!(0), 0.0, &mut TestHost);
+    inst.add_signals([(5, "go".to_string())]);
+    inst.deliver(0.0, &mut TestHost);
+    let mut records = inst.take_records();
+    let t = inst.pop_ready(0.0).unwrap(); // step 0 "running" when we crash
+    assert_eq!(t.input, json!(5000));
+    drop(inst);
+    let mut again = Instance::resume("w", p, json!(0), 0.0, 1.0, &records, &mut TestHost);
+    again.add_signals([(5, "go".to_string())]);
+    again.deliver(1.0, &mut TestHost);
+    settle(&mut again, 1.0);
+    assert!(again.is_waiting(), "signal 5 was consumed by the first wait; the second still waits");
+    records.extend(again.take_records());
+    again.add_signals([(6, "go".to_string())]);
+    again.deliver(2.0, &mut TestHost);
+    assert_eq!(again.output(), Some(&json!(6000)));
+}
+
+#[test]
+fn a_wait_times_out_onto_its_escalation_path_or_fails() {
+    let escalate = seq(vec![step(1)]);
+    let p = plan(seq(vec![wait("ok", Some(10.0), Some(escalate))]), 2, None);
+    let mut inst = Instance::start("t", p.clone(), json!(7), 0.0, &mut TestHost);
+    assert_eq!(inst.next_deadline(), Some(10.0));
+    settle(&mut inst, 9.0);
+    assert!(inst.is_waiting());
+    settle(&mut inst, 10.0);
+    assert_eq!(inst.output(), Some(&json!(9))); // 7 + 2 on the escalation path
+    let records = inst.take_records();
+    assert!(records.contains(&Record::Decision { key: "0!".into(), value: "timeout".into() }));
+    // a signal arriving after the timeout does not change the replayed outcome
+    let mut again = Instance::resume("t", p, json!(7), 0.0, 20.0, &records, &mut TestHost);
+    again.add_signals([(1, "ok".to_string())]);
+    again.deliver(20.0, &mut TestHost);
+    settle(&mut again, 20.0);
+    assert_eq!(again.output(), Some(&json!(9)));
+
+    let p = plan(seq(vec![wait("ok", Some(10.0), None)]), 1, None);
+    let mut inst = Instance::start("t", p, json!(7), 0.0, &mut TestHost);
+    settle(&mut inst, 10.0);
+    let e = inst.error().unwrap();
+    assert_eq!((inst.status(), e.kind, e.failure.error_type.as_str()), (Status::Failed, "timeout", "StepTimeout"));
+}
+
+#[test]
+fn the_workflow_timeout_counts_from_creation() {
+    let mut spec_plan = (*plan(seq(vec![wait("never", None, None)]), 1, None)).clone();
+    spec_plan.timeout = Some(60.0);
+    let p = Arc::new(spec_plan);
+    let mut inst = Instance::start("x", p.clone(), json!(0), 1000.0, &mut TestHost);
+    assert_eq!(inst.next_deadline(), Some(1060.0));
+    let records = inst.take_records();
+    let mut again = Instance::resume("x", p, json!(0), 1000.0, 1059.0, &records, &mut TestHost);
+    settle(&mut again, 1060.0);
+    assert_eq!(again.status(), Status::Failed);
+    assert!(again.error().unwrap().failure.message.contains("timeout of 60s"));
+}
+
+#[test]
+fn cancel_runs_the_compensation_with_the_reason_and_survives_a_restart() {
+    let mut comp = (*plan(seq(vec![step(0), wait("never", None, None)]), 2, None)).clone();
+    comp.compensation = Some(1);
+    let p = Arc::new(comp);
+    let mut inst = Instance::start("c", p.clone(), json!(1), 0.0, &mut TestHost);
+    settle(&mut inst, 0.0);
+    inst.cancel("customer asked", 1.0, &mut TestHost);
+    assert!(inst.is_cancelling());
+    let records = inst.take_records();
+    let t = inst.pop_ready(1.0).unwrap();
+    assert_eq!((t.key.as_str(), t.input.clone()), ("cancel", json!("customer asked")));
+    drop(inst); // crash while compensating
+    let mut again = Instance::resume("c", p.clone(), json!(1), 0.0, 2.0, &records, &mut TestHost);
+    let t = again.pop_ready(2.0).unwrap();
+    assert_eq!((t.key.as_str(), t.attempt), ("cancel", 2));
+    again.complete(t, json!("undone"), b"\"undone\"".to_vec(), 2.0, &mut TestHost);
+    assert_eq!(again.status(), Status::Cancelled);
+
+    let p = plan(seq(vec![wait("never", None, None)]), 1, None);
+    let mut plain = Instance::start("d", p, json!(1), 0.0, &mut TestHost);
+    plain.cancel("stop", 0.0, &mut TestHost);
+    assert_eq!(plain.status(), Status::Cancelled);
+    assert!(!plain.is_waiting());
 }

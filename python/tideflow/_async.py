@@ -1,0 +1,130 @@
+"""The asyncio driver: runs ready tasks (the async ones of a wave concurrently), hands each result
+back to the core, and sleeps until the next timer or signal, without polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from tideflow.errors import StepTimeout
+
+if TYPE_CHECKING:
+    from tideflow import _core
+    from tideflow.engine import Engine
+
+__all__ = ["drive"]
+
+#: How many times the driver lets other tasks run before a virtual clock jumps to the next timer.
+_YIELDS = 8
+
+
+async def _call(fn: Any, ctx: Any, value: Any, timeout: float | None) -> Any:
+    """Awaits an async step, cancelling it past its timeout."""
+    if timeout is None:
+        return await fn(ctx, value)
+    try:
+        return await asyncio.wait_for(fn(ctx, value), timeout)
+    except asyncio.TimeoutError:
+        raise StepTimeout(
+            f"the step ran past its timeout of {timeout}s and was cancelled"
+        ) from None
+
+
+async def drive(engine: Engine, handle: _core.AsyncRun, iid: str) -> None:
+    """Drives one instance until it completes, fails or is cancelled."""
+    core = engine._core
+    event = asyncio.Event()
+    engine._wakers[iid] = (asyncio.get_running_loop(), event)
+    pending: dict[asyncio.Future[Any], tuple[int, str]] = {}
+    fut: asyncio.Future[Any]
+    ready = handle.ready()
+    try:
+        while True:
+            if len(ready) == 1 and not pending:
+                # the sequential fast path: await the step inline, no task scheduling
+                tid, fn, ctx, value, is_async, timeout = ready[0]
+                try:
+                    out = await _call(fn, ctx, value, timeout) if is_async else fn(ctx, value)
+                except Exception as exc:
+                    ready = handle.fail(tid, exc)
+                else:
+                    ready = handle.complete(tid, out)
+                continue
+            if ready:
+                for tid, fn, ctx, value, is_async, timeout in ready:
+                    if is_async:
+                        fut = asyncio.ensure_future(_call(fn, ctx, value, timeout))
+                        pending[fut] = (tid, ctx.position)
+                        continue
+                    try:
+                        out = fn(ctx, value)
+                    except Exception as exc:
+                        handle.fail(tid, exc, commit=False)
+                    else:
+                        handle.complete(tid, out, commit=False)
+                ready = handle.ready()
+                continue
+            if handle.finished:
+                return
+            if handle.cancelling:
+                for fut, (_, position) in pending.items():
+                    if position != "cancel":
+                        fut.cancel()
+            if not pending:
+                await _idle(core, event, handle.deadline())
+                event.clear()
+                ready = handle.refresh()
+                continue
+            deadline = handle.deadline()
+            timeout = None if deadline is None else max(0.0, deadline - core.now())
+            waker = asyncio.ensure_future(event.wait())
+            try:
+                wait_for = timeout if not core.virtual_clock else None
+                done, _ = await asyncio.wait(
+                    [*pending, waker], timeout=wait_for, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                waker.cancel()
+            event.clear()
+            for fut in done:
+                if fut is waker:
+                    continue
+                tid, _ = pending.pop(fut)
+                if fut.cancelled():
+                    handle.fail(tid, StepTimeout("the step was cancelled"), commit=False)
+                    continue
+                err = fut.exception()
+                if err is None:
+                    handle.complete(tid, fut.result(), commit=False)
+                elif isinstance(err, Exception):
+                    handle.fail(tid, err, commit=False)
+                else:
+                    raise err
+            ready = handle.refresh()
+    finally:
+        engine._wakers.pop(iid, None)
+        for fut in pending:
+            fut.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _idle(core: _core.Engine, event: asyncio.Event, deadline: float | None) -> None:
+    """Waits for a wake-up (a signal, a cancellation) or the next timer, whichever comes first.
+    A virtual clock jumps to the timer once the other tasks have had their turn."""
+    if core.virtual_clock:
+        for _ in range(_YIELDS):
+            if event.is_set():
+                return
+            await asyncio.sleep(0)
+        if deadline is None:
+            await event.wait()
+        else:
+            core.sleep(max(0.0, deadline - core.now()))
+        return
+    if deadline is None:
+        await event.wait()
+        return
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(event.wait(), max(0.0, deadline - core.now()))

@@ -1,0 +1,446 @@
+//! The instance state machine: a position in a plan plus what has been checkpointed.
+//!
+//! An [`Instance`] walks its plan with an explicit event queue (no recursion, so a 100,000-step
+//! chain needs no stack). Steps become [`Task`]s that a driver runs and hands back through
+//! [`Instance::complete`] or [`Instance::fail`]; conditions, routers and the construction of tuples
+//! and lists are asked of a [`Host`]. Every outcome is appended to a list of [`Record`]s that the
+//! driver takes and commits atomically. Resuming replays the plan against stored records: a
+//! recorded step output is decoded instead of run, a recorded decision is reused instead of asked,
+//! so no user code runs to rebuild state.
+
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use crate::codec::{Outcome, Record, StepRecord};
+use crate::plan::{NodeId, Plan};
+use crate::status::Status;
+
+mod host;
+mod replay;
+mod timers;
+mod walk;
+
+pub use host::{ErrorInfo, Failure, Host};
+use replay::Replay;
+use timers::{Due, Timer};
+
+/// Where a finished node reports: a frame and a slot in it (`ROOT` for the instance itself).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Cont {
+    frame: u32,
+    slot: u32,
+}
+
+const ROOT: u32 = u32::MAX;
+/// The continuation of the compensation step run on cancel.
+const CANCEL: u32 = u32::MAX - 1;
+/// The position key of the compensation step.
+const CANCEL_KEY: &str = "cancel";
+/// The decision key that records a cancellation (its value is the reason).
+const CANCEL_DECISION: &str = "!cancel";
+
+/// One attempt of one step at one position, handed to a driver to run.
+#[derive(Debug, Clone)]
+pub struct Task<V> {
+    /// Index of the step in the plan's step table.
+    pub step: u32,
+    /// The position key; with the instance id it forms the idempotency key.
+    pub key: String,
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// The step's input.
+    pub input: V,
+    /// When the driver took it (set by [`Instance::pop_ready`]).
+    pub started_at: f64,
+    cont: Cont,
+}
+
+enum Frame<V> {
+    Seq {
+        node: NodeId,
+        idx: u32,
+        key: String,
+        cont: Cont,
+    },
+    Par {
+        results: Vec<Option<V>>,
+        remaining: u32,
+        cont: Cont,
+    },
+    Map {
+        node: NodeId,
+        items: Vec<Option<V>>,
+        results: Vec<Option<V>>,
+        next: u32,
+        in_flight: u32,
+        key: String,
+        cont: Cont,
+    },
+    Loop {
+        node: NodeId,
+        iter: u32,
+        key: String,
+        cont: Cont,
+    },
+    States {
+        node: NodeId,
+        cur: u32,
+        visits: Vec<u32>,
+        key: String,
+        cont: Cont,
+    },
+    Free,
+}
+
+enum Event<V> {
+    Enter { node: NodeId, input: V, cont: Cont, key: String },
+    Finish { cont: Cont, value: V },
+}
+
+fn child_key(parent: &str, seg: std::fmt::Arguments<'_>) -> String {
+    if parent.is_empty() {
+        format!("{seg}")
+    } else {
+        format!("{parent}.{seg}")
+    }
+}
+
+/// A running workflow instance.
+pub struct Instance<V> {
+    id: String,
+    plan: Arc<Plan>,
+    status: Status,
+    frames: Vec<Frame<V>>,
+    free: Vec<u32>,
+    events: VecDeque<Event<V>>,
+    ready: VecDeque<Task<V>>,
+    timers: BinaryHeap<Timer>,
+    timer_items: HashMap<u64, Due<V>>,
+    timer_seq: u64,
+    now: f64,
+    waits: Vec<Waiter<V>>,
+    inbox: Vec<(u64, String)>,
+    consumed: HashSet<u64>,
+    cancelling: bool,
+    running: usize,
+    records: Vec<Record>,
+    next: Vec<(String, u32)>,
+    replay: Option<Replay>,
+    output: Option<V>,
+    output_payload: Option<Vec<u8>>,
+    error: Option<ErrorInfo>,
+}
+
+/// A wait for a signal that has not arrived yet.
+struct Waiter<V> {
+    key: String,
+    name: String,
+    wait: u32,
+    node: NodeId,
+    input: V,
+    cont: Cont,
+    timer: Option<u64>,
+}
+
+impl<V: Clone> Instance<V> {
+    /// Starts a new instance on `input` at time `now`; the first tasks are ready afterwards.
+    pub fn start(id: &str, plan: Arc<Plan>, input: V, now: f64, host: &mut dyn Host<V>) -> Self {
+        let mut inst = Self::empty(id, plan, None, now);
+        inst.begin(input, now, host);
+        inst
+    }
+
+    /// Rebuilds an instance from its stored records without running user code: recorded outputs
+    /// are decoded, recorded decisions reused; unfinished steps become tasks again with a higher
+    /// attempt, and pending retries, sleeps and wait timeouts become timers due when they were due.
+    /// `created_at` is when the instance started (its workflow timeout counts from there).
+    pub fn resume(
+        id: &str,
+        plan: Arc<Plan>,
+        input: V,
+        created_at: f64,
+        now: f64,
+        records: &[Record],
+        host: &mut dyn Host<V>,
+    ) -> Self {
+        let replay = Replay::from_records(records);
+        let mut inst = Self::empty(id, plan, None, now);
+        inst.consumed = replay
+            .decisions
+            .iter()
+            .filter(|(k, _)| k.ends_with('@'))
+            .filter_map(|(_, v)| v.parse::<u64>().ok())
+            .collect();
+        let cancel = replay.decisions.get(CANCEL_DECISION).cloned();
+        inst.replay = Some(replay);
+        inst.begin(input, created_at, host);
+        if let Some(reason) = cancel {
+            inst.begin_cancel(&reason, host);
+        }
+        inst.replay = None;
+        inst
+    }
+
+    fn begin(&mut self, input: V, created_at: f64, host: &mut dyn Host<V>) {
+        if let Some(t) = self.plan.timeout {
+            self.push_timer(created_at + t, Due::WorkflowTimeout);
+        }
+        let root = self.plan.root;
+        self.events.push_back(Event::Enter {
+            node: root,
+            input,
+            cont: Cont { frame: ROOT, slot: 0 },
+            key: String::new(),
+        });
+        self.drive(host);
+    }
+
+    fn empty(id: &str, plan: Arc<Plan>, replay: Option<Replay>, now: f64) -> Self {
+        Instance {
+            id: id.to_string(),
+            plan,
+            status: Status::Running,
+            frames: Vec::new(),
+            free: Vec::new(),
+            events: VecDeque::new(),
+            ready: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            timer_items: HashMap::new(),
+            timer_seq: 0,
+            now,
+            waits: Vec::new(),
+            inbox: Vec::new(),
+            consumed: HashSet::new(),
+            cancelling: false,
+            running: 0,
+            records: Vec::new(),
+            next: Vec::new(),
+            replay,
+            output: None,
+            output_payload: None,
+            error: None,
+        }
+    }
+
+    /// The instance id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The plan this instance runs on.
+    pub fn plan(&self) -> &Arc<Plan> {
+        &self.plan
+    }
+
+    /// `Running` until the instance completes or fails.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// The final output, once completed.
+    pub fn output(&self) -> Option<&V> {
+        self.output.as_ref()
+    }
+
+    /// The encoded final output, once completed.
+    pub fn output_payload(&self) -> Option<&[u8]> {
+        self.output_payload.as_deref()
+    }
+
+    /// Why the instance failed, once failed.
+    pub fn error(&self) -> Option<&ErrorInfo> {
+        self.error.as_ref()
+    }
+
+    /// Tasks ready to run now.
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// Tasks handed out and not yet completed or failed.
+    pub fn running(&self) -> usize {
+        self.running
+    }
+
+    /// Takes the next ready task, stamping its start time.
+    #[inline]
+    pub fn pop_ready(&mut self, now: f64) -> Option<Task<V>> {
+        let mut t = self.ready.pop_front()?;
+        t.started_at = now;
+        self.running += 1;
+        Some(t)
+    }
+
+    /// Records that `task` returned `output` (encoded as `payload`) and advances the plan.
+    pub fn complete(&mut self, task: Task<V>, output: V, payload: Vec<u8>, now: f64, host: &mut dyn Host<V>) {
+        self.running = self.running.saturating_sub(1);
+        self.now = self.now.max(now);
+        if self.status.is_finished() || (self.cancelling && task.key != CANCEL_KEY) {
+            return;
+        }
+        self.records.push(Record::Step(StepRecord {
+            step: self.plan.steps[task.step as usize].name.clone(),
+            key: task.key,
+            attempt: task.attempt,
+            started_at: task.started_at,
+            finished_at: now,
+            outcome: Outcome::Completed(payload),
+            next: Vec::new(),
+        }));
+        self.events.push_back(Event::Finish { cont: task.cont, value: output });
+        self.drive(host);
+    }
+
+    /// Records that `task` raised. When `retryable` and the step's policy allows another attempt,
+    /// schedules it and returns the delay in seconds; otherwise fails the instance and returns None.
+    pub fn fail(&mut self, mut task: Task<V>, failure: Failure, retryable: bool, now: f64) -> Option<f64> {
+        self.running = self.running.saturating_sub(1);
+        self.now = self.now.max(now);
+        if self.status.is_finished() || (self.cancelling && task.key != CANCEL_KEY) {
+            return None;
+        }
+        let policy = self.plan.retry(task.step);
+        let step_name = self.plan.steps[task.step as usize].name.clone();
+        let retry = retryable && policy.allows_retry(task.attempt);
+        let delay = if retry { Some(policy.delay(task.attempt, &format!("{}/{}", self.id, task.key))) } else { None };
+        let retry_at = delay.map(|d| now + d);
+        self.records.push(Record::Step(StepRecord {
+            key: task.key.clone(),
+            step: step_name.clone(),
+            attempt: task.attempt,
+            started_at: task.started_at,
+            finished_at: now,
+            outcome: Outcome::Failed { error: failure.to_json(), retry_at },
+            next: Vec::new(),
+        }));
+        match retry_at {
+            Some(at) => {
+                task.attempt += 1;
+                self.push_timer(at, Due::Retry(task));
+            }
+            None if task.key == CANCEL_KEY && self.cancelling => {
+                // the compensation gave up: the instance is cancelled all the same, with the error
+                self.status = Status::Cancelled;
+                self.error = Some(ErrorInfo {
+                    kind: "compensation",
+                    step: Some(step_name),
+                    key: Some(task.key),
+                    attempts: task.attempt,
+                    failure,
+                });
+            }
+            None => self.fail_instance(ErrorInfo {
+                kind: "step",
+                step: Some(step_name),
+                key: Some(task.key),
+                attempts: task.attempt,
+                failure,
+            }),
+        }
+        delay
+    }
+
+    /// Takes the records produced since the last call, for the driver to commit atomically. Tasks
+    /// enqueued meanwhile are attached to the last step record (or to an `Enqueued` record), so a
+    /// crash before they finish is seen on resume as an interrupted attempt.
+    pub fn take_records(&mut self) -> Vec<Record> {
+        if !self.next.is_empty() {
+            let next = std::mem::take(&mut self.next);
+            match self.records.iter_mut().rev().find_map(|r| match r {
+                Record::Step(s) => Some(s),
+                _ => None,
+            }) {
+                Some(s) => s.next.extend(next),
+                None => self.records.push(Record::Enqueued(next)),
+            }
+        }
+        std::mem::take(&mut self.records)
+    }
+
+    /// Whether there are records not yet taken.
+    pub fn has_records(&self) -> bool {
+        !self.records.is_empty() || !self.next.is_empty()
+    }
+
+    /// Cancels the instance: records the request, drops everything pending, and runs the
+    /// workflow's compensation step (with the reason as its input) if it has one.
+    pub fn cancel(&mut self, reason: &str, now: f64, host: &mut dyn Host<V>) {
+        self.now = self.now.max(now);
+        if self.status.is_finished() || self.cancelling {
+            return;
+        }
+        self.records.push(Record::Decision { key: CANCEL_DECISION.into(), value: reason.into() });
+        self.begin_cancel(reason, host);
+    }
+
+    /// Whether a cancellation is under way (the compensation step runs).
+    pub fn is_cancelling(&self) -> bool {
+        self.cancelling
+    }
+
+    fn begin_cancel(&mut self, reason: &str, host: &mut dyn Host<V>) {
+        self.clear_pending();
+        match self.plan.compensation {
+            None => self.status = Status::Cancelled,
+            Some(step) => {
+                self.cancelling = true;
+                let value = host.text(reason);
+                self.enter_step(step, value, Cont { frame: CANCEL, slot: 0 }, CANCEL_KEY.to_string(), host);
+                self.drive(host);
+            }
+        }
+    }
+
+    fn clear_pending(&mut self) {
+        self.events.clear();
+        self.ready.clear();
+        self.timers.clear();
+        self.timer_items.clear();
+        self.waits.clear();
+        self.next.clear();
+    }
+
+    fn fail_instance(&mut self, info: ErrorInfo) {
+        self.status = Status::Failed;
+        self.error = Some(info);
+        self.clear_pending();
+    }
+
+    fn fail_with(&mut self, kind: &'static str, key: &str, failure: Failure) {
+        self.fail_instance(ErrorInfo { kind, step: None, key: Some(key.to_string()), attempts: 0, failure });
+    }
+
+    fn alloc(&mut self, f: Frame<V>) -> u32 {
+        match self.free.pop() {
+            Some(i) => {
+                self.frames[i as usize] = f;
+                i
+            }
+            None => {
+                self.frames.push(f);
+                (self.frames.len() - 1) as u32
+            }
+        }
+    }
+
+    fn release(&mut self, f: u32) {
+        self.frames[f as usize] = Frame::Free;
+        self.free.push(f);
+    }
+
+    fn drive(&mut self, host: &mut dyn Host<V>) {
+        while let Some(ev) = self.events.pop_front() {
+            if self.status.is_finished() {
+                self.events.clear();
+                return;
+            }
+            match ev {
+                Event::Enter { node, input, cont, key } => self.enter(node, input, cont, key, host),
+                Event::Finish { cont, value } => self.finish(cont, value, host),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
