@@ -134,6 +134,19 @@ class _Compiler:
                 "until": self.fn(n[2]),
                 "max_iterations": n[3],
             }
+        if kind == "wait":
+            w: WaitSignal = n[1]
+            self.waits.append(w)
+            on_timeout = None if w.on_timeout is None else self.node(w.on_timeout)
+            return {
+                "kind": "wait_signal",
+                "name": w.name,
+                "wait": len(self.waits) - 1,
+                "timeout": w.timeout,
+                "on_timeout": on_timeout,
+            }
+        if kind == "sleep":
+            return {"kind": "sleep", "seconds": n[1].seconds, "until": n[1].until}
         raise DefinitionError(f"unknown node kind {kind!r}")  # pragma: no cover - builder invariant
 
 

@@ -1,10 +1,8 @@
 //! JSON payloads: JSON-native Python values to bytes and back, fast, with a Python fallback
 //! (`tideflow.codec.to_jsonable`) for anything else. Never pickle.
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
-use serde_json::Value;
 
 use crate::errors::error;
 
@@ -128,39 +126,194 @@ fn write_str(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
-/// Parses JSON bytes into JSON-native Python values (int, float, str, bool, None, list, dict).
+/// Parses JSON bytes into JSON-native Python values (int of any size, float, str, bool, None,
+/// list, dict with its key order).
 pub fn decode<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    let v: Value = serde_json::from_slice(bytes)
-        .map_err(|e| error(py, "CodecError", format!("stored payload is not valid JSON: {e}")))?;
-    to_py(py, &v)
+    let mut p = Parser { b: bytes, i: 0, py };
+    let v = p.value(0)?;
+    p.ws();
+    if p.i != p.b.len() {
+        return Err(p.err("trailing characters after the value"));
+    }
+    Ok(v)
 }
 
-fn to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match v {
-        Value::Null => py.None().into_bound(py),
-        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
-        Value::Number(n) => {
-            let s = n.as_str();
-            if s.contains(['.', 'e', 'E']) {
-                let f: f64 = s.parse().map_err(|_| PyValueError::new_err(format!("bad JSON number {s}")))?;
-                PyFloat::new(py, f).into_any()
-            } else if let Ok(i) = s.parse::<i64>() {
-                i.into_pyobject(py)?.into_any()
-            } else {
-                py.get_type::<PyInt>().call1((s,))?
+struct Parser<'a, 'py> {
+    b: &'a [u8],
+    i: usize,
+    py: Python<'py>,
+}
+
+impl<'py> Parser<'_, 'py> {
+    fn err(&self, what: &str) -> PyErr {
+        error(self.py, "CodecError", format!("stored payload is not valid JSON: {what} at byte {}", self.i))
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, lit: &[u8]) -> PyResult<()> {
+        if self.b[self.i..].starts_with(lit) {
+            self.i += lit.len();
+            Ok(())
+        } else {
+            Err(self.err("unexpected token"))
+        }
+    }
+
+    fn value(&mut self, depth: u32) -> PyResult<Bound<'py, PyAny>> {
+        if depth > MAX_DEPTH {
+            return Err(self.err("nesting too deep"));
+        }
+        self.ws();
+        let py = self.py;
+        match self.b.get(self.i) {
+            None => Err(self.err("unexpected end")),
+            Some(b'n') => self.eat(b"null").map(|()| py.None().into_bound(py)),
+            Some(b't') => self.eat(b"true").map(|()| PyBool::new(py, true).to_owned().into_any()),
+            Some(b'f') => self.eat(b"false").map(|()| PyBool::new(py, false).to_owned().into_any()),
+            Some(b'"') => Ok(PyString::new(py, &self.string()?).into_any()),
+            Some(b'[') => {
+                self.i += 1;
+                let list = PyList::empty(py);
+                self.ws();
+                if self.b.get(self.i) == Some(&b']') {
+                    self.i += 1;
+                    return Ok(list.into_any());
+                }
+                loop {
+                    list.append(self.value(depth + 1)?)?;
+                    self.ws();
+                    match self.b.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(list.into_any());
+                        }
+                        _ => return Err(self.err("expected ',' or ']'")),
+                    }
+                }
+            }
+            Some(b'{') => {
+                self.i += 1;
+                let dict = PyDict::new(py);
+                self.ws();
+                if self.b.get(self.i) == Some(&b'}') {
+                    self.i += 1;
+                    return Ok(dict.into_any());
+                }
+                loop {
+                    self.ws();
+                    if self.b.get(self.i) != Some(&b'"') {
+                        return Err(self.err("expected a string key"));
+                    }
+                    let k = self.string()?;
+                    self.ws();
+                    self.eat(b":")?;
+                    let v = self.value(depth + 1)?;
+                    dict.set_item(k, v)?;
+                    self.ws();
+                    match self.b.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            return Ok(dict.into_any());
+                        }
+                        _ => return Err(self.err("expected ',' or '}'")),
+                    }
+                }
+            }
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(_) => Err(self.err("unexpected character")),
+        }
+    }
+
+    fn number(&mut self) -> PyResult<Bound<'py, PyAny>> {
+        let start = self.i;
+        let mut float = false;
+        while let Some(&c) = self.b.get(self.i) {
+            match c {
+                b'0'..=b'9' | b'-' | b'+' => {}
+                b'.' | b'e' | b'E' => float = true,
+                _ => break,
+            }
+            self.i += 1;
+        }
+        let text = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| self.err("bad number"))?;
+        let py = self.py;
+        if float {
+            let f: f64 = text.parse().map_err(|_| self.err("bad number"))?;
+            return Ok(PyFloat::new(py, f).into_any());
+        }
+        if let Ok(i) = text.parse::<i64>() {
+            return Ok(i.into_pyobject(py)?.into_any());
+        }
+        if text.is_empty() || text == "-" || !text.trim_start_matches('-').bytes().all(|c| c.is_ascii_digit()) {
+            return Err(self.err("bad number"));
+        }
+        py.get_type::<PyInt>().call1((text,)) // beyond 64 bits: Python ints have no limit
+    }
+
+    fn string(&mut self) -> PyResult<String> {
+        self.i += 1; // the opening quote
+        let mut out = String::new();
+        loop {
+            let start = self.i;
+            while let Some(&c) = self.b.get(self.i) {
+                if c == b'"' || c == b'\\' || c < 0x20 {
+                    break;
+                }
+                self.i += 1;
+            }
+            out.push_str(std::str::from_utf8(&self.b[start..self.i]).map_err(|_| self.err("invalid UTF-8"))?);
+            match self.b.get(self.i) {
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => {
+                    self.i += 1;
+                    let c = *self.b.get(self.i).ok_or_else(|| self.err("unexpected end"))?;
+                    self.i += 1;
+                    match c {
+                        b'"' => out.push('"'),
+                        b'\\' => out.push('\\'),
+                        b'/' => out.push('/'),
+                        b'b' => out.push('\u{8}'),
+                        b'f' => out.push('\u{c}'),
+                        b'n' => out.push('\n'),
+                        b'r' => out.push('\r'),
+                        b't' => out.push('\t'),
+                        b'u' => {
+                            let hi = self.hex4()?;
+                            let code = if (0xD800..0xDC00).contains(&hi) {
+                                self.eat(b"\\u")?;
+                                let lo = self.hex4()?;
+                                if !(0xDC00..0xE000).contains(&lo) {
+                                    return Err(self.err("unpaired surrogate"));
+                                }
+                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                            } else {
+                                hi
+                            };
+                            out.push(char::from_u32(code).ok_or_else(|| self.err("bad \\u escape"))?);
+                        }
+                        _ => return Err(self.err("bad escape")),
+                    }
+                }
+                _ => return Err(self.err("unterminated string")),
             }
         }
-        Value::String(s) => PyString::new(py, s).into_any(),
-        Value::Array(xs) => {
-            let items = xs.iter().map(|x| to_py(py, x)).collect::<PyResult<Vec<_>>>()?;
-            PyList::new(py, items)?.into_any()
-        }
-        Value::Object(m) => {
-            let d = PyDict::new(py);
-            for (k, x) in m {
-                d.set_item(k, to_py(py, x)?)?;
-            }
-            d.into_any()
-        }
-    })
+    }
+
+    fn hex4(&mut self) -> PyResult<u32> {
+        let s = self.b.get(self.i..self.i + 4).ok_or_else(|| self.err("short \\u escape"))?;
+        let s = std::str::from_utf8(s).map_err(|_| self.err("bad \\u escape"))?;
+        let v = u32::from_str_radix(s, 16).map_err(|_| self.err("bad \\u escape"))?;
+        self.i += 4;
+        Ok(v)
+    }
 }
