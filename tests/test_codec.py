@@ -23,6 +23,7 @@ from typing import Any, Generic, Literal, NamedTuple, Optional, TypedDict, TypeV
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from tideflow.codec import JSONValue, TypeCodec, codec_for, describe, step_hints, to_jsonable
 from tideflow.errors import CodecError
 

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+
 from tideflow import Context, Engine, Status, Workflow, step
 
 from .conftest import Runner

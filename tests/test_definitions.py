@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tideflow import Context, DefinitionError, Engine, Retry, TideflowError, Workflow, step
 
 

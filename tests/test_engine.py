@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 import tideflow
 from tideflow import (
     CodecError,

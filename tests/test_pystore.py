@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tideflow import Context, Engine, StoreError, Workflow, step
 from tideflow.stores.base import Store
 

@@ -6,6 +6,7 @@ import itertools
 from datetime import timedelta
 
 import pytest
+
 from tideflow import Context, Retry, Status, VirtualClock, Workflow, WorkflowFailed, step
 
 from .conftest import Runner

@@ -10,6 +10,7 @@ import re
 from datetime import timedelta
 
 import pytest
+
 from tideflow import (
     Context,
     Retry,
