@@ -15,6 +15,7 @@ from tideflow.errors import (
     DefinitionError,
     StepTimeout,
     TideflowError,
+    UnknownInstance,
     VersionMismatch,
     WorkflowFailed,
 )
@@ -242,7 +243,12 @@ class Engine:
             spec = ("sqlite", self.store.path, self.store.durability)
         elif not isinstance(self.store, MemoryStore):
             py_store = self.store
-        self._core = _core.Engine(to_jsonable, _run_coroutine, clock, spec, py_store)
+        self._notify: Any = None
+        if observer is not None:
+            from tideflow.observe import notifier
+
+            self._notify = notifier(observer)
+        self._core = _core.Engine(to_jsonable, _run_coroutine, clock, spec, py_store, self._notify)
         self.clock = clock
         self.observer = observer
         self._by_name: dict[str, CompiledWorkflow] = {}
@@ -279,8 +285,9 @@ class Engine:
                 "event loop; use `await engine.run_async(...)` there"
             )
         iid = _new_id() if id is None else _check_id(id)
+        announce = self._announce(iid, c.name)
         outcome = self._core.run(c.core, iid, input)
-        return self._run_of(iid, c.name, outcome, c.hash)
+        return self._observed(self._run_of(iid, c.name, outcome, c.hash), announce)
 
     async def run_async(
         self, workflow: Workflow, input: Any = None, *, id: str | None = None
@@ -290,9 +297,10 @@ class Engine:
         iid = _new_id() if id is None else _check_id(id)
         from tideflow._async import drive
 
+        announce = self._announce(iid, c.name)
         handle = _core.AsyncRun(self._core, c.core, iid, input)
         await drive(self, handle, iid)
-        return self._run_of(iid, c.name, handle.outcome(), c.hash)
+        return self._observed(self._run_of(iid, c.name, handle.outcome(), c.hash), announce)
 
     def get(self, id: str) -> Run:
         """The stored state of instance ``id``; raises UnknownInstance if there is none."""
@@ -323,7 +331,10 @@ class Engine:
         if outcome is None:  # the driver in this process finishes the cancellation
             return self.get(iid)
         info = self._core.get(iid)
-        return self._run_of(iid, info[1], outcome, info[7])
+        run = self._run_of(iid, info[1], outcome, info[7])
+        if self._notify is not None and run.status is Status.CANCELLED:
+            self._notify("workflow_cancelled", iid, info[1])
+        return run
 
     def run_due(self, limit: int | None = None) -> list[Run]:
         """Continues, in this thread, every suspended instance whose signal or timer is ready, until
@@ -342,9 +353,35 @@ class Engine:
     def resume(self, id: str) -> Run:
         """Continues stored instance ``id`` in this thread until it finishes or suspends again."""
         iid = _check_id(id)
-        outcome = self._core.resume(iid)
         info = self._core.get(iid)
-        return self._run_of(iid, info[1], outcome, info[7])
+        announce = self._announce(iid, info[1])
+        outcome = self._core.resume(iid)
+        return self._observed(self._run_of(iid, info[1], outcome, info[7]), announce)
+
+    def _announce(self, iid: str, workflow: str) -> bool:
+        """Tells the observer an instance starts running here, unless it already finished."""
+        if self._notify is None:
+            return False
+        try:
+            if Status(self._core.get(iid)[2]).finished:
+                return False
+        except UnknownInstance:
+            pass
+        self._notify("workflow_started", iid, workflow)
+        return True
+
+    def _observed(self, run: Run, announced: bool) -> Run:
+        """Tells the observer how a run it was told about ended up."""
+        if announced:
+            if run.status is Status.COMPLETED:
+                self._notify("workflow_completed", run.id, run.workflow, run.output)
+            elif run.status is Status.FAILED:
+                self._notify("workflow_failed", run.id, run.workflow, run.error)
+            elif run.status is Status.CANCELLED:
+                self._notify("workflow_cancelled", run.id, run.workflow)
+            elif run.status is Status.SUSPENDED:
+                self._notify("workflow_suspended", run.id, run.workflow)
+        return run
 
     def recover(self) -> list[Run]:
         """Resumes every unfinished instance in the store whose workflow this engine registered,

@@ -59,6 +59,7 @@ impl AsyncRun {
             let entry = &wf.steps[task.step as usize];
             st.next_id += 1;
             let ctx = d.context(py, &task)?;
+            d.observe_start(py, engine, &task)?;
             let item = PyTuple::new(
                 py,
                 [

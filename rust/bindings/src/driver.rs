@@ -99,6 +99,7 @@ impl Driver {
         let now = engine.clock.now(py)?;
         let wf = self.wf.get();
         let entry = &wf.steps[task.step as usize];
+        let observed = engine.notify.as_ref().map(|n| (n, task.key.clone(), task.attempt, entry.name.clone_ref(py)));
         let mut result = result;
         if let (Some(limit), Ok(_)) = (entry.timeout, &result) {
             if now - started > limit {
@@ -115,6 +116,10 @@ impl Driver {
                 Ok(payload) => {
                     let mut host = host!(self, py, engine);
                     self.inst.complete(task, out.unbind(), payload, now, &mut host);
+                    if let Some((n, key, attempt, name)) = observed {
+                        let args = ("step_completed", self.id.clone_ref(py), name, attempt, key, now - started);
+                        n.bind(py).call1(args)?;
+                    }
                 }
                 Err(e) => {
                     let mut f = failure(py, &e);
@@ -123,7 +128,9 @@ impl Driver {
                         "step {:?} returned a value that cannot be checkpointed: {}",
                         wf.plan.steps[task.step as usize].name, f.message
                     );
-                    self.inst.fail(task, f, false, now);
+                    let text = format!("{}: {}", f.error_type, f.message);
+                    let retrying = self.inst.fail(task, f, false, now).is_some();
+                    self.observe_failure(py, observed, now - started, text, retrying)?;
                 }
             },
             Err(e) => {
@@ -136,8 +143,35 @@ impl Driver {
                     return Err(e);
                 }
                 let retryable = !matches(py, &e, entry.give_up_on.bind(py)) && matches(py, &e, entry.retry_on.bind(py));
-                self.inst.fail(task, failure(py, &e), retryable, now);
+                let f = failure(py, &e);
+                let text = format!("{}: {}", f.error_type, f.message);
+                let retrying = self.inst.fail(task, f, retryable, now).is_some();
+                self.observe_failure(py, observed, now - started, text, retrying)?;
             }
+        }
+        Ok(())
+    }
+
+    fn observe_failure(
+        &self,
+        py: Python<'_>,
+        observed: Option<(&Py<PyAny>, String, u32, Py<PyString>)>,
+        duration: f64,
+        error: String,
+        retrying: bool,
+    ) -> PyResult<()> {
+        if let Some((n, key, attempt, name)) = observed {
+            let args = ("step_failed", self.id.clone_ref(py), name, attempt, key, duration, error, retrying);
+            n.bind(py).call1(args)?;
+        }
+        Ok(())
+    }
+
+    /// Tells the observer (if any) that `task` is about to run.
+    pub fn observe_start(&self, py: Python<'_>, engine: &Engine, task: &Task<Py<PyAny>>) -> PyResult<()> {
+        if let Some(n) = &engine.notify {
+            let name = self.wf.get().steps[task.step as usize].name.clone_ref(py);
+            n.bind(py).call1(("step_started", self.id.clone_ref(py), name, task.attempt, task.key.as_str()))?;
         }
         Ok(())
     }
@@ -147,6 +181,7 @@ impl Driver {
         let wf = self.wf.get();
         let entry = &wf.steps[task.step as usize];
         let ctx = self.context(py, &task)?;
+        self.observe_start(py, engine, &task)?;
         let started = engine.clock.now(py)?;
         let mut result = entry.func.bind(py).call1((ctx, task.input.bind(py)));
         if entry.is_async {

@@ -35,6 +35,8 @@ pub struct Engine {
     workflows: Mutex<HashMap<String, Vec<Py<Compiled>>>>,
     /// Cancellation states of the instances driven in this process.
     active: Mutex<HashMap<String, Arc<CancelState>>>,
+    /// `notify(event, *args)` of the observer, if there is one.
+    pub notify: Option<Py<PyAny>>,
 }
 
 fn parse_statuses(py: Python<'_>, names: &[String]) -> PyResult<Vec<Status>> {
@@ -315,7 +317,8 @@ impl Engine {
 impl Engine {
     /// A native engine: `store` is None (memory) or `("sqlite", path, "normal" | "full")`.
     #[new]
-    #[pyo3(signature = (fallback, coro_runner, clock=None, store=None, py_store=None))]
+    #[pyo3(signature = (fallback, coro_runner, clock=None, store=None, py_store=None, notify=None))]
+    #[allow(clippy::too_many_arguments)] // mirrors the Python constructor's keyword arguments
     fn new(
         py: Python<'_>,
         fallback: Py<PyAny>,
@@ -323,6 +326,7 @@ impl Engine {
         clock: Option<Bound<'_, PyAny>>,
         store: Option<(String, String, String)>,
         py_store: Option<Bound<'_, PyAny>>,
+        notify: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let (store, on_disk): (Box<dyn Store>, bool) = match (store, py_store) {
             (_, Some(obj)) => (Box::new(PyStore::new(obj)?), false),
@@ -355,6 +359,7 @@ impl Engine {
             coro_runner,
             workflows: Mutex::new(HashMap::new()),
             active: Mutex::new(HashMap::new()),
+            notify: notify.filter(|n| !n.is_none(py)),
         })
     }
 
