@@ -27,6 +27,7 @@ build: venv
 
 demo: build
 	$(PY) examples/order_saga.py
+	$(PY) examples/approval.py
 
 test: build test-rust lint test-python
 
