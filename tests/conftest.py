@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from tideflow import Engine, Run, VirtualClock, Workflow
 
 Runner = Callable[..., Run]

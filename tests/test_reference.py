@@ -37,6 +37,7 @@ from typing import Any, Union
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+
 from tideflow import (
     Context,
     Engine,
@@ -475,25 +476,35 @@ def make_router(r: Router) -> Callable[[Any], str]:
     return router
 
 
-def build(r: Runnable, log: list[Obs]) -> Step[Any, Any] | Workflow:
+def build(
+    r: Runnable, log: list[Obs], built: dict[str, Any] | None = None
+) -> Step[Any, Any] | Workflow:
+    """The step or workflow for ``r``; a runnable used in several places is built once (the
+    same Step or Workflow object then stands at several positions)."""
+    built = {} if built is None else built
+    if r.name not in built:
+        built[r.name] = build_new(r, log, built)
+    return built[r.name]
+
+
+def build_new(r: Runnable, log: list[Obs], built: dict[str, Any]) -> Step[Any, Any] | Workflow:
     if isinstance(r, StepSpec):
         return make_step(r, log)
     if isinstance(r, Pipe):
         w = Workflow(r.name)
         for it in r.items:
             if isinstance(it, Then):
-                w = w.then(build(it.body, log))
+                w = w.then(build(it.body, log, built))
             elif isinstance(it, Par):
-                w = w.parallel(*(build(b, log) for b in it.bodies))
+                w = w.parallel(*(build(b, log, built) for b in it.bodies))
             elif isinstance(it, MapOf):
-                w = w.map(build(it.body, log), concurrency=it.concurrency)
+                w = w.map(build(it.body, log, built), concurrency=it.concurrency)
             elif isinstance(it, Branch):
-                other = None if it.otherwise is None else build(it.otherwise, log)
-                w = w.branch(make_cond(it.cond), then=build(it.then, log), otherwise=other)
+                other = None if it.otherwise is None else build(it.otherwise, log, built)
+                w = w.branch(make_cond(it.cond), then=build(it.then, log, built), otherwise=other)
             else:
-                w = w.loop(
-                    build(it.body, log), until=make_cond(it.until), max_iterations=it.max_iterations
-                )
+                body = build(it.body, log, built)
+                w = w.loop(body, until=make_cond(it.until), max_iterations=it.max_iterations)
         return w
     w = Workflow(r.name, start=r.start)
     for s in r.states:
@@ -506,7 +517,7 @@ def build(r: Runnable, log: list[Obs]) -> Step[Any, Any] | Workflow:
             nxt = dict(s.next.table)
         else:
             nxt = make_router(s.next)
-        w = w.state(s.name, build(s.body, log), next=nxt)
+        w = w.state(s.name, build(s.body, log, built), next=nxt)
     return w
 
 
@@ -533,6 +544,7 @@ CONDS = st.one_of(
 def plans(draw: st.DrawFn) -> Pipe | Machine:
     counter = itertools.count()
     steps_made = [0]
+    made: list[Runnable] = []
     # how often steps fail: never, now and then, or often (per plan, so that shrinking can drop it)
     fail_percent = draw(st.sampled_from([0, 10, 25]))
 
@@ -572,14 +584,15 @@ def plans(draw: st.DrawFn) -> Pipe | Machine:
         return depth >= MAX_DEPTH or steps_made[0] >= STEP_BUDGET
 
     def runnable(depth: int) -> Runnable:
+        if made and draw(st.integers(0, 9)) == 0:
+            return draw(st.sampled_from(made))  # the same step or sub-workflow, used again
         if leaf_only(depth):
-            return new_step()
-        kind = draw(st.sampled_from(["step", "step", "pipe", "machine"]))
-        if kind == "step":
-            return new_step()
-        if kind == "pipe":
-            return pipe(depth)
-        return machine(depth)
+            r: Runnable = new_step()
+        else:
+            kind = draw(st.sampled_from(["step", "step", "pipe", "machine"]))
+            r = new_step() if kind == "step" else pipe(depth) if kind == "pipe" else machine(depth)
+        made.append(r)
+        return r
 
     def pipe(depth: int, name: str | None = None) -> Pipe:
         items: list[Item] = []
@@ -656,7 +669,7 @@ def plans(draw: st.DrawFn) -> Pipe | Machine:
                     declared = draw(st.sampled_from([None, None, (hi, lo), (hi,)]))
                     nxt = Router(draw(st.integers(0, 3)), hi, lo, declared)
             states.append(State(sname, body, nxt))
-        start = names[0]
+        start = draw(st.sampled_from(names))
         # keep the states reachable from the start (the engine rejects unreachable ones)
         by_name = {s.name: s for s in states}
         seen: set[str] = set()
@@ -770,7 +783,9 @@ def check(ref: Reference, expected: Result, got: Outcome, iid: str, value: Any) 
     assert got.elapsed == expected.time
     end = expected.time
     # before the failing instant everything ran; after it nothing; in it, what the failure needed
-    surely = {i for i, e in enumerate(ref.execs) if e.time < end} | found[0].chain
+    # (failures that differ only in position read the same: trust only what they all needed)
+    surely = {i for i, e in enumerate(ref.execs) if e.time < end}
+    surely |= frozenset.intersection(*(c.chain for c in found))
     maybe = {i for i, e in enumerate(ref.execs) if e.time <= end}
     low = attempts(ref.execs[i] for i in surely)
     high = attempts(ref.execs[i] for i in maybe)

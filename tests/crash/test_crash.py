@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,10 +38,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tideflow import Engine, StepEvent, VirtualClock
 
 from tests.crash import worker
 from tests.crash.worker import build, describe, read_effects, store_url
+from tideflow import Engine, StepEvent, UnknownInstance, VirtualClock
 
 pytestmark = pytest.mark.crash
 
@@ -64,10 +65,12 @@ class Case:
     id: str = "X"
     durability: str = "normal"
     driver: str = "sync"
+    store: Path | None = None  # the SQLite file, when not dir/store.db (shared by several cases)
+    gate: dict[str, str] | None = None  # see the worker
 
     @property
     def db(self) -> Path:
-        return self.dir / "store.db"
+        return self.store or self.dir / "store.db"
 
     @property
     def effects(self) -> Path:
@@ -110,13 +113,14 @@ def reference(case: Case, driver: str | None = None) -> Ref:
         worker.configure(None)
 
 
-def spawn(
+def worker_command(
     case: Case,
     mode: str,
     kill: dict[str, Any] | None = None,
     driver: str | None = None,
     workflows: list[dict[str, Any]] | None = None,
-) -> subprocess.CompletedProcess[str]:
+) -> list[str]:
+    """The command line of a worker: ``mode`` is "run" (this case's instance) or "recover"."""
     cfg = {
         "db": str(case.db),
         "durability": case.durability,
@@ -127,9 +131,21 @@ def spawn(
         "driver": driver or case.driver,
         "run": {"workflow": case.name, "id": case.id, "input": case.input},
         "kill": kill,
+        "gate": case.gate,
     }
+    return [sys.executable, "-m", "tests.crash.worker", json.dumps(cfg)]
+
+
+def spawn(
+    case: Case,
+    mode: str,
+    kill: dict[str, Any] | None = None,
+    driver: str | None = None,
+    workflows: list[dict[str, Any]] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Runs a worker to its end (or its death)."""
     return subprocess.run(
-        [sys.executable, "-m", "tests.crash.worker", json.dumps(cfg)],
+        worker_command(case, mode, kill, driver, workflows),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -155,9 +171,23 @@ def resume(case: Case, mode: str = "run", driver: str | None = None) -> list[dic
     return [json.loads(line) for line in p.stdout.splitlines()]
 
 
-def stored(case: Case) -> tuple[dict[str, Any], list[StepEvent]]:
-    """The instance as a fresh engine in this process reads it from the file."""
-    engine = Engine(store=store_url(str(case.db), case.durability))
+def stored(case: Case, snapshot: bool = False) -> tuple[dict[str, Any], list[StepEvent]]:
+    """The instance as a fresh engine in this process reads it from the file.
+
+    With ``snapshot``, it reads a copy of the file (and of its WAL), so that the file a crashed
+    worker left is first opened, and recovered, by the worker that resumes it, not by this
+    process. Only for a file no process is writing to: the copy is not atomic."""
+    db = case.db
+    if snapshot:
+        copy = case.dir / f"snapshot-{case.id}"
+        shutil.rmtree(copy, ignore_errors=True)
+        copy.mkdir()
+        for suffix in ("", "-wal"):
+            src = case.db.with_name(case.db.name + suffix)
+            if src.exists():
+                shutil.copyfile(src, copy / src.name)
+        db = copy / case.db.name
+    engine = Engine(store=store_url(str(db), case.durability))
     engine.register(build(case.name, case.plan))
     return describe(engine.get(case.id)), engine.history(case.id)
 
@@ -178,36 +208,54 @@ def completed(history: list[StepEvent]) -> dict[str, int]:
 class Trial:
     case: Case
     ref: Ref
-    marker: dict[str, Any]
-    crash_state: dict[str, Any]
+    marker: dict[str, Any]  # the invocation the last crash killed (no position: outside a step)
+    crash_state: dict[str, Any]  # the instance as the last crash left it ("absent": not created)
     crash_hist: list[StepEvent]
-    before: list[tuple[str, int]]  # side effects when the worker died
-    after: list[tuple[str, int]]  # side effects after resuming
+    segments: list[list[tuple[str, int]]]  # the side effects of each crashed process, in order
+    after: list[tuple[str, int]]  # every side effect, after resuming
     result: dict[str, Any]  # what the resuming worker returned
     final: dict[str, Any]  # what a fresh engine reads from the file afterwards
     final_hist: list[StepEvent]
+
+    @property
+    def before(self) -> list[tuple[str, int]]:
+        """The side effects when the last crashed worker died."""
+        return [e for seg in self.segments for e in seg]
 
     @property
     def later(self) -> list[tuple[str, int]]:
         """The side effects of the resuming process."""
         return self.after[len(self.before) :]
 
-    def lines(self, position: str) -> list[tuple[str, int]]:
+    def lines(
+        self, position: str, of: list[tuple[str, int]] | None = None
+    ) -> list[tuple[str, int]]:
+        """The side-effect lines of one position (in ``of``, by default all of them)."""
         k = self.case.key(position)
-        return [e for e in self.after if e[0] == k]
+        return [e for e in (self.after if of is None else of) if e[0] == k]
 
 
 def crash_and_resume(
     case: Case,
-    kill: dict[str, Any],
+    kill: dict[str, Any] | list[dict[str, Any]],
     resume_mode: str = "run",
     resume_driver: str | None = None,
     ref: Ref | None = None,
+    snapshot: bool = True,
 ) -> Trial:
+    """Runs the case in a worker killed at ``kill`` (or in one worker per kill point, each killed
+    at its own), reads what the last one committed (from a copy of the file unless another
+    process may be writing to it), resumes it in a fresh worker, and checks the invariants."""
     ref = ref or reference(case)
-    marker = crash(case, kill)
-    crash_state, crash_hist = stored(case)
-    before = read_effects(case.effects)
+    segments = []
+    for k in kill if isinstance(kill, list) else [kill]:
+        seen = len(read_effects(case.effects))
+        marker = crash(case, k)
+        segments.append(read_effects(case.effects)[seen:])
+    try:
+        crash_state, crash_hist = stored(case, snapshot)
+    except UnknownInstance:  # killed before the instance was created
+        crash_state, crash_hist = {"id": case.id, "status": "absent"}, []
     results = resume(case, resume_mode, resume_driver)
     if resume_mode == "recover" and crash_state["status"] in ("completed", "failed"):
         assert results == [], "recover() resumed a finished instance"
@@ -216,7 +264,7 @@ def crash_and_resume(
     final, final_hist = stored(case)
     after = read_effects(case.effects)
     t = Trial(
-        case, ref, marker, crash_state, crash_hist, before, after, results[0], final, final_hist
+        case, ref, marker, crash_state, crash_hist, segments, after, results[0], final, final_hist
     )
     check_invariants(t)
     return t
@@ -230,7 +278,8 @@ def check_invariants(t: Trial) -> None:
 
     # Every position the uninterrupted run completed is completed exactly once. (Only when it
     # completed: when the instance fails, which other branches of a fan-out got to finish first
-    # depends on timing, e.g. on whether a flaky step needed its retry backoff.)
+    # depends on the order steps ran in, which a crash changes: e.g. a flaky step killed in its
+    # attempt 1 does not fail when it runs again as attempt 2, so its branch gets ahead.)
     done, ref_done = completed(t.final_hist), completed(ref.history)
     finished_ok = ref.result["status"] == "completed"
     if finished_ok:
@@ -247,20 +296,24 @@ def check_invariants(t: Trial) -> None:
     if finished_ok:
         assert {k for k, _ in t.after} == {k for k, _ in ref.effects}
 
-    # A step whose completion was committed before the crash never runs again: its side effect
-    # appears exactly once, written by the crashed process, with the committed attempt (1 for a
-    # plain step, as uninterrupted), and the final history keeps that attempt.
+    # A step whose completion was committed before the crash never runs again: its last side
+    # effect was written by a crashed process, with the committed attempt, and the final history
+    # keeps that attempt. After one crash that is its only side effect (exactly once), with the
+    # attempt of the uninterrupted run (1 for a plain step); after several, earlier crashed
+    # processes may have run it before the one that committed it, with lower attempts.
     pre_done = completed(t.crash_hist)
     for pos, attempt in pre_done.items():
-        assert t.lines(pos) == [(case.key(pos), attempt)], f"committed step {pos} ran again"
-        assert (case.key(pos), attempt) in t.before
-        assert attempt == ref_done.get(pos, attempt)
+        assert t.lines(pos, t.later) == [], f"committed step {pos} ran again"
+        assert t.lines(pos)[-1] == (case.key(pos), attempt)
         assert done[pos] == attempt
+        if len(t.segments) == 1:
+            assert t.lines(pos) == [(case.key(pos), attempt)]
+            assert attempt == ref_done.get(pos, attempt)
 
-    # Each process completes a position at most once, so with one crash a step's side effect
-    # appears at most twice; all its lines share its one key, and a re-run always has a higher
-    # attempt than any earlier run of that position.
-    for segment in (t.before, t.later):
+    # Each process completes a position at most once, so a step's side effect appears at most
+    # once per process (twice with one crash); all its lines share its one key, and a re-run
+    # always has a higher attempt than any earlier run of that position.
+    for segment in [*t.segments, t.later]:
         dupes = [k for k, n in Counter(k for k, _ in segment).items() if n > 1]
         assert not dupes, f"one process did the side effect of {dupes} twice"
     for k in {k for k, _ in t.after}:
@@ -271,24 +324,24 @@ def check_invariants(t: Trial) -> None:
     for pos, attempt in done.items():
         assert t.lines(pos)[-1] == (case.key(pos), attempt)
 
-    # The killed invocation: unless the kill raced past the commit, it was interrupted, so it ran
-    # again with the same key and a higher attempt: at most twice in all, once per process.
-    if m.get("position") is None:  # killed outside a step (the backoff kill point)
+    # The step the last crash killed: unless the kill raced past the commit, it was interrupted,
+    # so it ran again, once, with the same key and a higher attempt.
+    if m.get("position") is None:  # killed outside a step (backoff, open)
         return
     pos, key = m["position"], m["key"]
     assert key == case.key(pos)
     wrote = m["phase"] in ("end", "commit") and not m["fails"]
     if m["phase"] == "commit" and pre_done.get(pos) == m["attempt"]:
-        assert t.lines(pos) == [(key, m["attempt"])]
+        assert t.lines(pos, t.later) == []
         return
     assert pos not in pre_done
-    expected = [(key, m["attempt"])] if wrote else []
+    assert t.lines(pos, t.segments[-1]) == ([(key, m["attempt"])] if wrote else [])
     if pos not in done:  # the instance failed before it got to run it again
         assert not finished_ok
-        assert t.lines(pos) == expected
+        assert t.lines(pos, t.later) == []
         return
     assert done[pos] > m["attempt"], f"{pos} re-ran with attempt {done[pos]} after {m}"
-    assert t.lines(pos) == [*expected, (key, done[pos])]
+    assert t.lines(pos, t.later) == [(key, done[pos])]
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,9 +350,13 @@ def check_invariants(t: Trial) -> None:
 CHAIN = [["step"]] * 10
 
 
-@pytest.mark.parametrize("durability", ["normal", "full"])
-@pytest.mark.parametrize("phase", ["start", "end"])
-@pytest.mark.parametrize("k", range(10))
+# Every boundary on the default durability; the first, a middle and the last one on "full".
+CHAIN_KILLS = [(k, phase, "normal") for k in range(10) for phase in ("start", "end")] + [
+    (k, phase, "full") for k in (0, 5, 9) for phase in ("start", "end")
+]
+
+
+@pytest.mark.parametrize(("k", "phase", "durability"), CHAIN_KILLS)
 def test_chain_killed_at_every_step_boundary(
     tmp_path: Path, k: int, phase: str, durability: str
 ) -> None:
@@ -320,8 +377,10 @@ def test_chain_killed_at_every_step_boundary(
     ]
 
 
-@pytest.mark.parametrize("durability", ["normal", "full"])
-@pytest.mark.parametrize(("k", "delay_us"), [(0, 0), (3, 100), (6, 200), (9, 0), (9, 300)])
+@pytest.mark.parametrize(
+    ("k", "delay_us", "durability"),
+    [(0, 0, "normal"), (3, 100, "full"), (6, 200, "normal"), (9, 0, "full"), (9, 300, "normal")],
+)
 def test_chain_kill_racing_the_commit(
     tmp_path: Path, k: int, delay_us: int, durability: str
 ) -> None:
@@ -333,6 +392,17 @@ def test_chain_kill_racing_the_commit(
     t = crash_and_resume(case, {"phase": "commit", "position": str(k), "delay_us": delay_us})
     assert len(completed(t.crash_hist)) >= k
     assert t.crash_state["status"] in ("running", "completed")
+
+
+@pytest.mark.parametrize("delay_us", [0, 25_000, 60_000, 90_000, 130_000])
+def test_killed_while_creating_the_store_and_the_instance(tmp_path: Path, delay_us: int) -> None:
+    """A killer strikes ``delay_us`` after the worker starts opening a new SQLite file: the kill
+    lands while it creates the file and its schema, creates the instance, or runs its first steps.
+    Whatever it left behind, a fresh process opens the file and runs the instance to the same
+    result, re-running no committed step."""
+    case = Case(tmp_path, CHAIN, durability="full")
+    t = crash_and_resume(case, {"phase": "open", "delay_us": delay_us})
+    assert t.crash_state["status"] in ("absent", "running", "completed")
 
 
 # --------------------------------------------------------------------------------------------
@@ -361,9 +431,14 @@ FAN_OUT = [
 ]
 
 
-@pytest.mark.parametrize("driver", ["sync", "async"])
-@pytest.mark.parametrize("phase", ["start", "end"])
-@pytest.mark.parametrize("i", range(5))
+# Every branch step, both phases, on the sync driver (which commits a wave of branch steps at
+# once); on the async driver (which runs the async branches concurrently), one phase each.
+FAN_OUT_KILLS = [(i, phase, "sync") for i in range(5) for phase in ("start", "end")] + [
+    (i, ("start", "end")[i % 2], "async") for i in range(5)
+]
+
+
+@pytest.mark.parametrize(("i", "phase", "driver"), FAN_OUT_KILLS)
 def test_killed_during_a_parallel_fan_out(tmp_path: Path, i: int, phase: str, driver: str) -> None:
     case = Case(tmp_path, FAN_OUT, driver=driver)
     ref = reference(case)
@@ -437,7 +512,7 @@ def test_killed_inside_a_loop(tmp_path: Path, pos: str, phase: str) -> None:
 def test_killed_while_waiting_to_retry(tmp_path: Path) -> None:
     """Killed in the backoff after a failed attempt: the instance is stored as suspended with the
     failure; recover() waits out the backoff and runs attempt 2, once."""
-    case = Case(tmp_path, [["step"], ["flaky"], ["step"]])
+    case = Case(tmp_path, [["step"], ["backoff"], ["step"]])
     t = crash_and_resume(case, {"phase": "backoff"}, resume_mode="recover")
     assert t.crash_state["status"] == "suspended"
     assert [(e.position, e.attempt, e.status) for e in t.crash_hist] == [
@@ -455,33 +530,67 @@ def test_killed_while_waiting_to_retry(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("driver", ["sync", "async"])
 def test_killed_during_a_retry_attempt(tmp_path: Path, driver: str) -> None:
-    """Attempt 1 fails (committed), attempt 2 is killed: the re-run must be attempt 3."""
+    """Attempt 1 fails (committed), attempt 2 (handed out by the retry timer) is killed: the
+    re-run is attempt 3, same key."""
     case = Case(tmp_path, [["step"], ["flaky"], ["step"]], driver=driver)
-    crash(case, {"phase": "start", "position": "1", "attempt": 2})
-    resume(case)
+    t = crash_and_resume(case, {"phase": "start", "position": "1", "attempt": 2})
+    assert (t.marker["key"], t.marker["attempt"]) == ("X/1", 2)
+    assert t.after == [("X/0", 1), ("X/1", 3), ("X/2", 1)]
+    assert [(e.position, e.attempt, e.status) for e in t.final_hist] == [
+        ("0", 1, "completed"),
+        ("1", 1, "failed"),
+        ("1", 3, "completed"),
+        ("2", 1, "completed"),
+    ]
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_an_interrupted_attempt_counts_towards_the_retry_budget(
+    tmp_path: Path, driver: str
+) -> None:
+    """A step allowed 2 attempts is killed in attempt 1: after resuming it gets one more attempt
+    (2), and when that fails the instance fails, "after 2 attempts" (a step that keeps crashing
+    the process cannot retry forever)."""
+    case = Case(tmp_path, [["step"], ["doomed"], ["step"]], driver=driver)
+    crash(case, {"phase": "start", "position": "1", "attempt": 1})
+    [result] = resume(case)
+    assert result["status"] == "failed"
+    assert (
+        "step 'doomed2' failed after 2 attempts: Flaky: doomed2 fails on attempt 2"
+        in (result["error"])
+    )
+    assert stored(case)[0] == result
     _, hist = stored(case)
-    assert completed(hist)["1"] == 3
+    assert [(e.position, e.attempt, e.status) for e in hist] == [
+        ("0", 1, "completed"),
+        ("1", 2, "failed"),
+    ]
+    assert read_effects(case.effects) == [("X/0", 1)]
 
 
 @pytest.mark.parametrize("driver", ["sync", "async"])
 def test_killed_twice_in_the_same_step(tmp_path: Path, driver: str) -> None:
     """Two processes die in step 2 in a row: the third runs it with attempt 3, same key."""
     case = Case(tmp_path, [["step"]] * 5, driver=driver)
-    ref = reference(case)
-    first = crash(case, {"phase": "start", "position": "2"})
-    second = crash(case, {"phase": "start", "position": "2"})
-    assert resume(case) == [ref.result]
-    assert (first["key"], second["key"]) == ("X/2", "X/2")
-    assert second["attempt"] > first["attempt"]
-    _, hist = stored(case)
-    assert completed(hist)["2"] > second["attempt"]
-    assert read_effects(case.effects) == [
-        ("X/0", 1),
-        ("X/1", 1),
-        ("X/2", 3),
-        ("X/3", 1),
-        ("X/4", 1),
-    ]
+    kill = {"phase": "start", "position": "2"}
+    t = crash_and_resume(case, [kill, kill], resume_driver=driver)
+    first, second = (json.loads(line) for line in case.marker.read_text().splitlines())
+    assert (first["key"], first["attempt"]) == ("X/2", 1)
+    assert (second["key"], second["attempt"]) == ("X/2", 2)
+    assert t.segments == [[("X/0", 1), ("X/1", 1)], []]
+    assert t.later == [("X/2", 3), ("X/3", 1), ("X/4", 1)]
+
+
+@pytest.mark.parametrize("delay_us", [0, 1000, 3000, 6000])
+def test_killed_again_while_resuming(tmp_path: Path, delay_us: int) -> None:
+    """The first worker dies at the end of step 4 (its side effect done, not committed); the
+    worker resuming it is killed ``delay_us`` after it calls ``engine.run``: while it reads and
+    replays the records, records that it hands step 4 out again, or runs the next steps."""
+    case = Case(tmp_path, CHAIN)
+    kills = [{"phase": "end", "position": "4"}, {"phase": "run", "delay_us": delay_us}]
+    t = crash_and_resume(case, kills)
+    assert t.segments[0] == [(case.key(str(i)), 1) for i in range(5)]
+    assert len(completed(t.crash_hist)) >= 4
 
 
 # --------------------------------------------------------------------------------------------
@@ -512,6 +621,51 @@ def test_recover_resumes_every_unfinished_instance(tmp_path: Path) -> None:
     assert not [k for k, _ in later if k.startswith("done/")]
     assert Counter(k.split("/")[0] for k, _ in later) == {"c1": 6, "c2": 1, "f1": 6}
     assert ("c1/4", 2) in later and ("c2/9", 2) in later and ("f1/1.p1", 2) in later
+
+
+# --------------------------------------------------------------------------------------------
+# Several processes on one file
+
+
+@pytest.mark.parametrize(("durability", "delay_us"), [("normal", 0), ("full", 150)])
+def test_killed_while_another_process_commits_to_the_same_file(
+    tmp_path: Path, durability: str, delay_us: int
+) -> None:
+    """A worker is killed racing its own commit while another worker keeps committing another
+    instance to the same SQLite file: the survivor is not disturbed (it completes, each step once,
+    attempt 1), and the victim resumes as after any crash."""
+    shared = tmp_path / "shared.db"
+    (tmp_path / "s").mkdir()
+    (tmp_path / "v").mkdir()
+    n = 60
+    survivor = Case(
+        tmp_path / "s", [["step"]] * n, name="long", id="S", durability=durability, store=shared
+    )
+    # The victim starts its first step once the survivor is under way (10 of its steps done).
+    gate = {"position": "0", "effects": str(survivor.effects), "key": "S/10"}
+    victim = Case(tmp_path / "v", CHAIN, id="V", durability=durability, store=shared, gate=gate)
+    survivor_ref = reference(survivor)
+    bg = subprocess.Popen(
+        worker_command(survivor, "run"),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        kill = {"phase": "commit", "position": "3", "delay_us": delay_us}
+        t = crash_and_resume(victim, kill, snapshot=False)
+    finally:
+        out, err = bg.communicate(timeout=WORKER_TIMEOUT)
+    assert bg.returncode == 0, err
+    assert [json.loads(line) for line in out.splitlines()] == [survivor_ref.result]
+    assert read_effects(survivor.effects) == [(survivor.key(str(i)), 1) for i in range(n)]
+    _, survivor_hist = stored(survivor)
+    assert [(e.position, e.attempt) for e in survivor_hist] == [(str(i), 1) for i in range(n)]
+    # They did overlap, as the gate ensures: the survivor's step 9 finished before the victim's
+    # first step did (and the survivor was still running then, its step 10 writing the side
+    # effect the gate waited for).
+    assert survivor_hist[9].finished_at <= t.crash_hist[0].finished_at
 
 
 # --------------------------------------------------------------------------------------------
@@ -569,5 +723,9 @@ def test_random_plans_killed_at_random_points(
         return
     target = data.draw(st.sampled_from(ref.invocations), label="killed invocation")
     phase = data.draw(st.sampled_from(["start", "end", "commit"]), label="phase")
-    kill = {"phase": phase, "position": target["position"], "attempt": target["attempt"]}
-    crash_and_resume(case, kill, resume_mode, resume_driver, ref=ref)
+    kills = [{"phase": phase, "position": target["position"], "attempt": target["attempt"]}]
+    # Sometimes the first resuming worker is killed too, at a random instant of its run.
+    again = data.draw(st.none() | st.integers(0, 5000), label="kill the resume after (us)")
+    if again is not None:
+        kills.append({"phase": "run", "delay_us": again})
+    crash_and_resume(case, kills, resume_mode, resume_driver, ref=ref)

@@ -12,8 +12,10 @@ the step goes on, so the file reflects exactly how far each step got when the pr
 Plans are lists of nodes (a pipeline); a node is a JSON list:
 
 ``["step"]``, ``["astep"]`` (async), ``["inc"]`` (adds 1), ``["flaky"]`` (raises on attempt 1,
-retried after 20 ms) · ``["seq", [node, ...]]`` (a sub-workflow) · ``["par", [node, ...]]`` ·
-``["map", k, concurrency, node]`` (a step fanning out to ``k`` items, then a map) ·
+retried at once, up to 3 attempts), ``["backoff"]`` (the same, retried after 50 ms),
+``["doomed"]`` (always raises; 2 attempts, retried at once) · ``["seq", [node, ...]]``
+(a sub-workflow) · ``["par", [node, ...]]`` · ``["map", k, concurrency, node]`` (a step fanning
+out to ``k`` items, then a map) ·
 ``["loop", cond, max_iterations, node]`` · ``["branch", cond, then, otherwise_or_null]``, where
 ``cond`` is ``"even"`` or ``"five"`` (the folded value is even / a multiple of 5) ·
 ``["states", a, b]`` (a state machine: state ``a`` runs node ``a``, then a router goes to ``b``
@@ -32,8 +34,17 @@ last three may be left out; all given ones must match the step invocation):
   during or after it (or even in a later step). Tests must accept every outcome and use the
   committed history to tell which one happened.
 - ``backoff``: when the engine first waits on the clock (a retry backoff; sync driver only).
+- ``open``: like ``commit``, but the killer is woken before the worker opens the store, so the
+  kill lands (after ``delay_us``) while it creates or opens the SQLite file, creates the instance
+  or runs its first steps.
+- ``run``: the same, woken once the store is open, just before ``engine.run``/``recover()``: the
+  kill lands while the engine reads and replays the stored records, commits the tasks it hands
+  out again, or runs steps.
 
 Before killing, the worker writes the killed invocation to the ``marker`` file as JSON.
+
+A gate ``{"position": p, "effects": path, "key": k}`` makes the step at position ``p`` wait until
+another process has written the side effect of ``k`` to ``path`` (to overlap two processes).
 """
 
 from __future__ import annotations
@@ -72,13 +83,14 @@ class _State:
     kill: dict[str, Any] | None = None
     ordinal = 0
     log: list[Invocation] = []
-    killer: int | None = None  # the pipe to the killer process, when a commit kill is armed
+    gate: dict[str, str] | None = None  # {"position", "effects", "key"}: wait for another process
+    killer: int | None = None  # the pipe to the killer process (commit, open and run kills)
     fired = False
 
 
 _S = _State()
 
-#: How long a worker whose ``commit`` kill was fired waits for it before exiting (it never gets to
+#: How long a worker whose killer process was woken waits for it before exiting (it never gets to
 #: the end of that wait).
 WORKER_GRACE = 30.0
 
@@ -91,7 +103,7 @@ def configure(
     _S.ordinal = 0
     _S.log = []
     _S.killer = None
-    if kill is not None and kill.get("phase") == "commit":
+    if kill is not None and kill.get("phase") in ("commit", "open", "run"):
         _S.killer = _fork_killer(float(kill.get("delay_us", 0)) / 1e6)
 
 
@@ -117,6 +129,15 @@ def _fork_killer(delay: float) -> int:
     return w
 
 
+def _wait_for_effect(path: str, key: str, timeout: float = 30.0) -> None:
+    """Blocks until another process has written the side effect of ``key`` to ``path``."""
+    until = time.monotonic() + timeout
+    while not any(k == key for k, _ in read_effects(path)):
+        if time.monotonic() > until:
+            raise TimeoutError(f"no side effect of {key} in {path} after {timeout} s")
+        time.sleep(0.001)
+
+
 def invocations() -> list[Invocation]:
     """Every step invocation of this process since the last ``configure``, in order."""
     return list(_S.log)
@@ -135,8 +156,8 @@ def _die(phase: str, inv: Invocation) -> None:
     if _S.marker is not None:
         _write_synced(_S.marker, (json.dumps({**inv, "phase": phase}) + "\n").encode())
     _S.kill = None
-    if phase == "commit" and _S.killer is not None:
-        os.write(_S.killer, b"k")  # and return: the killer strikes while the engine commits
+    if phase in ("commit", "open", "run") and _S.killer is not None:
+        os.write(_S.killer, b"k")  # and return: the killer strikes while the engine works
         _S.fired = True
         return
     os.kill(os.getpid(), signal.SIGKILL)
@@ -176,12 +197,12 @@ def route(v: Any) -> str:
 
 
 class Flaky(Exception):
-    """What a ``flaky`` step raises on its first attempt."""
+    """What a ``flaky`` step raises on its first attempt (and a ``doomed`` one always)."""
 
 
 def _body(kind: str, name: str, arg: int, ctx: Any, value: Any) -> Any:
     _S.ordinal += 1
-    fails = kind == "flaky" and ctx.attempt == 1
+    fails = kind == "doomed" or (kind in ("flaky", "backoff") and ctx.attempt == 1)
     inv: Invocation = {
         "ordinal": _S.ordinal,
         "position": ctx.position,
@@ -191,6 +212,9 @@ def _body(kind: str, name: str, arg: int, ctx: Any, value: Any) -> Any:
         "fails": fails,
     }
     _S.log.append(inv)
+    gate = _S.gate
+    if gate is not None and gate["position"] == ctx.position:
+        _wait_for_effect(gate["effects"], gate["key"])
     _maybe_kill("start", inv)
     if kind == "inc":
         out: Any = fold(value) + 1
@@ -203,12 +227,21 @@ def _body(kind: str, name: str, arg: int, ctx: Any, value: Any) -> Any:
     _maybe_kill("end", inv)
     _maybe_kill("commit", inv)
     if fails:
-        raise Flaky(f"{name} fails on attempt 1")
+        raise Flaky(f"{name} fails on attempt {ctx.attempt}")
     return out
 
 
 def _make_step(kind: str, name: str, arg: int = 0) -> Step[Any, Any]:
-    retry = Retry(max_attempts=3, initial_delay=0.02) if kind == "flaky" else None
+    # Retries are due at once (no delay), so that when they run relative to other steps does not
+    # depend on how long steps take: a worker on the system clock then runs the steps of a plan in
+    # the same order as the reference run on a virtual clock, and reaches every kill point it did.
+    retry = None
+    if kind == "flaky":
+        retry = Retry(max_attempts=3, initial_delay=0)
+    elif kind == "doomed":
+        retry = Retry(max_attempts=2, initial_delay=0)
+    elif kind == "backoff":
+        retry = Retry(max_attempts=3, initial_delay=0.05)
     if kind == "astep":
 
         async def run_async(ctx: Any, value: Any) -> Any:
@@ -223,7 +256,7 @@ def _make_step(kind: str, name: str, arg: int = 0) -> Step[Any, Any]:
     return step(run, name=name, retry=retry)
 
 
-_LEAVES = ("step", "astep", "inc", "flaky")
+_LEAVES = ("step", "astep", "inc", "flaky", "doomed", "backoff")
 
 
 class _Builder:
@@ -335,9 +368,14 @@ class KillClock:
 def main(argv: list[str]) -> int:
     cfg = json.loads(argv[0])
     configure(cfg["effects"], cfg.get("kill"), cfg.get("marker"))
+    _S.gate = cfg.get("gate")
+    if _S.kill is not None and _S.kill["phase"] == "open":
+        _die("open", {})
     engine = Engine(store=store_url(cfg["db"], cfg.get("durability", "normal")), clock=KillClock())
     wfs = {w["name"]: build(w["name"], w["plan"]) for w in cfg["workflows"]}
     engine.register(*wfs.values())
+    if _S.kill is not None and _S.kill["phase"] == "run":
+        _die("run", {})
     if cfg["mode"] == "run":
         r = cfg["run"]
         wf = wfs[r["workflow"]]
@@ -350,7 +388,7 @@ def main(argv: list[str]) -> int:
     for run in runs:
         print(json.dumps(describe(run)), flush=True)
     if _S.fired:
-        time.sleep(WORKER_GRACE)  # a commit kill is on its way: wait for it
+        time.sleep(WORKER_GRACE)  # the killer is on its way: wait for it
     return 0
 
 
