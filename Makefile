@@ -7,7 +7,7 @@ PIP     := $(VENV)/bin/pip
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-TEST_DEPS := "maturin>=1.5,<2" pytest pytest-timeout hypothesis pytest-benchmark ruff mypy
+TEST_DEPS := "maturin>=1.5,<2" pytest pytest-timeout hypothesis pytest-benchmark ruff mypy pydantic msgspec
 
 .PHONY: all venv build demo test test-rust test-python lint stubtest bench services clean
 
