@@ -195,3 +195,36 @@ def test_import_does_not_pull_heavy_modules() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_a_failure_in_a_wave_stops_the_wave_under_both_drivers(run: Runner) -> None:
+    ran: list[str] = []
+
+    @step
+    def bad(ctx: Context, x: int) -> int:
+        raise ValueError("no")
+
+    @step
+    def side_effect(ctx: Context, x: int) -> int:
+        ran.append(ctx.instance_id)
+        return x
+
+    r = run(Workflow("w").parallel(bad, side_effect), 1)
+    assert r.status is Status.FAILED
+    assert ran == []
+
+
+def test_routing_errors_name_their_position(run: Runner) -> None:
+    @step
+    def label(ctx: Context, x: int) -> str:
+        return "nope"
+
+    wf = Workflow("s", start="a").state("a", label, next={"yes": "b"}).state("b", record)
+    r = run(wf, 1, id="pos")
+    assert "at position 'a#0'" in str(r.error)
+
+    def cond(x: int) -> bool:
+        raise KeyError("field")
+
+    r = run(Workflow("w").loop(record, until=cond, max_iterations=3), 1, id="lp")
+    assert "position '0 (loop check after iteration 1)'" in str(r.error)

@@ -53,6 +53,8 @@ async def drive(engine: Engine, handle: _core.AsyncRun, iid: str) -> None:
                 continue
             if ready:
                 for tid, fn, ctx, value, is_async, timeout in ready:
+                    if handle.finished:
+                        break  # a step of this wave failed the instance: run nothing more
                     if is_async:
                         fut = asyncio.ensure_future(_call(fn, ctx, value, timeout))
                         pending[fut] = (tid, ctx.position)

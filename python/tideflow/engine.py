@@ -146,6 +146,15 @@ class Run:
         return f"Run(id={self.id!r}, workflow={self.workflow!r}, status={self.status}{tail})"
 
 
+def _position(key: str) -> str:
+    """A decision's key as the position it belongs to (``"3.u2?"``: the loop at 3)."""
+    key = key.rstrip("?")
+    head, _, last = key.rpartition(".")
+    if last[:1] == "u" and last[1:].isdigit():  # a loop's check after iteration n
+        return f"{head or 'root'} (loop check after iteration {int(last[1:]) + 1})"
+    return key
+
+
 def _error_from(instance_id: str, data: bytes | None) -> TideflowError | None:
     if data is None:
         return None
@@ -157,11 +166,12 @@ def _error_from(instance_id: str, data: bytes | None) -> TideflowError | None:
         s = "" if attempts == 1 else "s"
         msg = f"step {step!r} failed after {attempts} attempt{s}: {etype}: {emsg}"
     elif kind == "definition":
-        msg = f"instance {instance_id!r}: {emsg}"
+        where = f" at position {_position(e.get('key'))!r}" if e.get("key") else ""
+        msg = f"instance {instance_id!r}{where}: {emsg}"
     elif kind == "codec" and step:
         msg = f"step {step!r}: {etype}: {emsg}"
     else:
-        where = f" at position {e.get('key')!r}" if e.get("key") else ""
+        where = f" at position {_position(e.get('key'))!r}" if e.get("key") else ""
         msg = f"{kind} failed{where}: {etype}: {emsg}"
     cls = InvalidTransition if kind == "definition" else WorkflowFailed
     return cls(

@@ -138,7 +138,12 @@ impl Driver {
                     // KeyboardInterrupt, SystemExit, Cancelled...: not a step failure. The
                     // instance stays as committed and can be resumed.
                     if self.cancel.requested() && e.value(py).get_type().name().is_ok_and(|n| n == "Cancelled") {
-                        return Ok(()); // a step that saw the cancellation and stopped: expected
+                        // a step that saw the cancellation and stopped: cancel now, and let the
+                        // attempt go (ignored, since the instance is cancelling or cancelled)
+                        let mut host = host!(self, py, engine);
+                        self.inst.cancel(&self.cancel.reason(), now, &mut host);
+                        self.inst.fail(task, failure(py, &e), false, now);
+                        return Ok(());
                     }
                     return Err(e);
                 }
