@@ -51,10 +51,16 @@ def reserve(ctx: Context, order: Order) -> Reservation:
     return Reservation(order.id, order.unit_price * order.qty, hold=f"hold-{ctx.idempotency_key}")
 
 
+_crash_at: set[str] = set()  # idempotency keys at which the demo simulates a crash
+
+
 @step
 async def charge(ctx: Context, r: Reservation) -> Receipt:
     """Charges the card; the idempotency key makes a retried charge safe."""
     await asyncio.sleep(0)  # a real payment API call would be awaited here
+    if ctx.idempotency_key in _crash_at:
+        _crash_at.discard(ctx.idempotency_key)
+        raise KeyboardInterrupt  # stands for the process being killed mid-step
     return Receipt(r.order_id, r.total, charge_id=f"ch-{ctx.idempotency_key}")
 
 
@@ -143,6 +149,21 @@ def main() -> int:
         reopened = Engine(store=f"sqlite:///{path}")
         reopened.register(checkout)
         print(f"  a fresh engine on the same file sees: {reopened.get('order-42').status.value}")
+
+        print("\n3. A crash in the middle of a step, then a restart:")
+        _crash_at.add("order-99/1")  # the process "dies" while charging order-99
+        try:
+            disk.run(checkout, Order("order-99", "desk", 1, Decimal("250")), id="order-99")
+        except KeyboardInterrupt:
+            print(
+                f"  the process died during 'charge'; stored status: {disk.get('order-99').status.value}"
+            )
+        restarted = Engine(store=f"sqlite:///{path}")
+        restarted.register(checkout)
+        (run,) = restarted.recover()  # resumes every unfinished instance it knows
+        print("  a new process recovers it: completed steps are read back, not run again;")
+        print("  the interrupted step runs again with the same idempotency key, attempt 2:")
+        show(run)
     return 0
 
 

@@ -14,6 +14,7 @@ from tideflow import (
     Status,
     TideflowError,
     UnknownInstance,
+    VirtualClock,
     Workflow,
     WorkflowFailed,
     step,
@@ -228,3 +229,19 @@ def test_routing_errors_name_their_position(run: Runner) -> None:
 
     r = run(Workflow("w").loop(record, until=cond, max_iterations=3), 1, id="lp")
     assert "position '0 (loop check after iteration 1)'" in str(r.error)
+
+
+def test_each_branch_of_a_wave_is_timed_on_its_own(clock: VirtualClock, engine: Engine) -> None:
+    @step
+    def a(ctx: Context, x: int) -> int:
+        clock.advance(5)
+        return 1
+
+    @step
+    def b(ctx: Context, x: int) -> int:
+        clock.advance(7)
+        return 2
+
+    engine.run(Workflow("w").parallel(a, b), 0, id="t")
+    durations = [(e.position, e.duration) for e in engine.history("t")]
+    assert durations == [("0.p0", 5.0), ("0.p1", 7.0)]

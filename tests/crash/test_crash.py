@@ -687,7 +687,7 @@ def _extend(children: st.SearchStrategy[list[Any]]) -> st.SearchStrategy[list[An
 
 
 PLANS = st.lists(st.recursive(LEAF, _extend, max_leaves=6), min_size=1, max_size=4)
-MAX_INVOCATIONS = 40
+MAX_INVOCATIONS = 30  # keeps an example cheap (most plans make under 10 invocations)
 
 
 @settings(

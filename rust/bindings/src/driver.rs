@@ -313,8 +313,10 @@ impl Driver {
                 // run, so that dying during them counts as an attempt
                 self.commit(py, engine)?;
             }
-            for _ in 0..n {
-                let Some(task) = self.inst.pop_ready(now) else { break };
+            for i in 0..n {
+                // each task of a wave is stamped when it starts, not when the wave did
+                let started = if i == 0 { now } else { engine.clock.now(py)? };
+                let Some(task) = self.inst.pop_ready(started) else { break };
                 self.run_task(py, engine, task)?;
             }
             self.commit(py, engine)?;
