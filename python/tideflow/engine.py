@@ -193,11 +193,7 @@ def _run_coroutine(coro: Any, timeout: float | None = None) -> Any:
     ``StepTimeout``, past the step's timeout)."""
     import asyncio
 
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
+    if _in_event_loop():
         coro.close()
         raise TideflowError(
             "engine.run() cannot run an async step inside a running event loop; "

@@ -172,36 +172,9 @@ impl AsyncRun {
         self.lock().driver.as_ref().is_some_and(|d| d.inst.is_cancelling() || d.cancel.requested())
     }
 
-    /// Whether the instance waits for a signal.
-    #[getter]
-    fn waiting(&self) -> bool {
-        self.lock().driver.as_ref().is_some_and(|d| d.inst.is_waiting())
-    }
-
-    /// The status stores index now.
-    #[getter]
-    fn status(&self) -> String {
-        let st = self.lock();
-        match (&st.done, &st.driver) {
-            (Some(o), _) => o.0.clone(),
-            (None, Some(d)) => d.status().as_str().to_string(),
-            (None, None) => "completed".into(),
-        }
-    }
-
     /// When the earliest pending timer (a retry, a sleep, a timeout) is due, if any.
     fn deadline(&self) -> Option<f64> {
         self.lock().driver.as_ref().and_then(|d| d.inst.next_deadline())
-    }
-
-    /// Tasks handed out and not yet returned.
-    fn inflight(&self) -> usize {
-        self.lock().inflight.len()
-    }
-
-    /// When the earliest retry is due, if any.
-    fn next_retry(&self) -> Option<f64> {
-        self.lock().driver.as_ref().and_then(|d| d.inst.next_retry())
     }
 
     /// Whether the instance completed or failed (or was already finished when opened).

@@ -233,7 +233,7 @@ impl Engine {
         id: &str,
         input: &Bound<'_, PyAny>,
     ) -> PyResult<Result<Driver, Outcome>> {
-        self.register_one(py, wf);
+        self.register_one(wf);
         if let Some(stored) = self.with_store(py, |s| s.get(id)).py_err(py)? {
             return self.reopen(py, stored);
         }
@@ -297,7 +297,7 @@ impl Engine {
         Ok(Ok(self.resume_driver(py, stored, header)?))
     }
 
-    fn register_one(&self, py: Python<'_>, wf: &Bound<'_, Compiled>) {
+    fn register_one(&self, wf: &Bound<'_, Compiled>) {
         let c = wf.get();
         let mut wfs = self.workflows.lock().unwrap_or_else(|e| e.into_inner());
         let versions = wfs.entry(c.plan.name.clone()).or_default();
@@ -309,7 +309,6 @@ impl Engine {
         } else {
             versions.push(wf.clone().unbind());
         }
-        let _ = py;
     }
 }
 
@@ -364,8 +363,8 @@ impl Engine {
     }
 
     /// Registers a compiled workflow (several versions of one name may be registered).
-    fn register(&self, py: Python<'_>, wf: &Bound<'_, Compiled>) {
-        self.register_one(py, wf);
+    fn register(&self, wf: &Bound<'_, Compiled>) {
+        self.register_one(wf);
     }
 
     /// Runs (or resumes, or returns the stored result of) instance `id` in this thread.
@@ -525,12 +524,5 @@ impl Engine {
     #[getter]
     fn virtual_clock(&self) -> bool {
         self.clock.is_virtual()
-    }
-
-    /// The store's description.
-    #[getter]
-    fn store_name(&self, py: Python<'_>) -> String {
-        let _ = py;
-        self.store.lock().unwrap_or_else(|e| e.into_inner()).describe()
     }
 }

@@ -1,7 +1,5 @@
 //! What the state machine needs from its surroundings, and how failures are described.
 
-use super::NodeId;
-
 /// An error raised by user code or by the host, as the core keeps it (text only).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
@@ -78,7 +76,3 @@ pub trait Host<V> {
     /// A text value (the reason handed to a compensation step).
     fn text(&mut self, s: &str) -> V;
 }
-
-/// Unused marker so the node id type is visible to implementors' docs.
-#[allow(dead_code)]
-type _Node = NodeId;
