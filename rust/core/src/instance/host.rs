@@ -28,7 +28,7 @@ impl Failure {
 /// Why an instance failed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ErrorInfo {
-    /// `step`, `condition`, `router`, `definition`, `loop` or `codec`.
+    /// `step`, `condition`, `router`, `definition`, `loop`, `map` (its input is not a list), `codec` or `timeout`.
     pub kind: &'static str,
     /// The step involved, if any.
     pub step: Option<String>,

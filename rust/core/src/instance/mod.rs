@@ -122,6 +122,8 @@ pub struct Instance<V> {
     inbox: Vec<(u64, String)>,
     consumed: HashSet<u64>,
     cancelling: bool,
+    /// When the workflow times out (its creation time plus the plan's timeout), if it can.
+    deadline: Option<f64>,
     running: usize,
     records: Vec<Record>,
     next: Vec<(String, u32)>,
@@ -183,6 +185,7 @@ impl<V: Clone> Instance<V> {
 
     fn begin(&mut self, input: V, created_at: f64, host: &mut dyn Host<V>) {
         if let Some(t) = self.plan.timeout {
+            self.deadline = Some(created_at + t);
             self.push_timer(created_at + t, Due::WorkflowTimeout);
         }
         let root = self.plan.root;
@@ -212,6 +215,7 @@ impl<V: Clone> Instance<V> {
             inbox: Vec::new(),
             consumed: HashSet::new(),
             cancelling: false,
+            deadline: None,
             running: 0,
             records: Vec::new(),
             next: Vec::new(),
@@ -287,8 +291,28 @@ impl<V: Clone> Instance<V> {
             outcome: Outcome::Completed(payload),
             next: Vec::new(),
         }));
+        if self.overdue(now) {
+            // the attempt finished past the workflow's deadline: it is recorded, and the
+            // workflow times out instead of going on
+            self.time_out_workflow();
+            return;
+        }
         self.events.push_back(Event::Finish { cont: task.cont, value: output });
         self.drive(host);
+    }
+
+    /// Whether `now` is past the workflow's deadline (a cancellation's compensation has none).
+    fn overdue(&self, now: f64) -> bool {
+        !self.cancelling && self.deadline.is_some_and(|d| now >= d)
+    }
+
+    /// The workflow's deadline, if it has a timeout and is not being cancelled.
+    pub fn workflow_deadline(&self) -> Option<f64> {
+        if self.cancelling || self.status.is_finished() {
+            None
+        } else {
+            self.deadline
+        }
     }
 
     /// Records that `task` raised. When `retryable` and the step's policy allows another attempt,
@@ -301,7 +325,8 @@ impl<V: Clone> Instance<V> {
         }
         let policy = self.plan.retry(task.step);
         let step_name = self.plan.steps[task.step as usize].name.clone();
-        let retry = retryable && policy.allows_retry(task.attempt);
+        let overdue = self.overdue(now);
+        let retry = retryable && !overdue && policy.allows_retry(task.attempt);
         let delay = if retry { Some(policy.delay(task.attempt, &format!("{}/{}", self.id, task.key))) } else { None };
         let retry_at = delay.map(|d| now + d);
         self.records.push(Record::Step(StepRecord {
@@ -313,6 +338,10 @@ impl<V: Clone> Instance<V> {
             outcome: Outcome::Failed { error: failure.to_json(), retry_at },
             next: Vec::new(),
         }));
+        if overdue {
+            self.time_out_workflow();
+            return None;
+        }
         match retry_at {
             Some(at) => {
                 task.attempt += 1;

@@ -573,6 +573,37 @@ fn the_workflow_timeout_counts_from_creation() {
 }
 
 #[test]
+fn a_step_that_finishes_past_the_workflow_deadline_times_the_workflow_out() {
+    let timed = |root: NodeSpec, n: usize, retry: Option<RetryPolicy>| {
+        let mut p = (*plan(root, n, retry)).clone();
+        p.timeout = Some(60.0);
+        Arc::new(p)
+    };
+    // the last step completes late: recorded, but the workflow fails instead of completing
+    let p = timed(seq(vec![step(0)]), 1, None);
+    let mut inst = Instance::start("x", p, json!(1), 0.0, &mut TestHost);
+    let t = inst.pop_ready(0.0).unwrap();
+    inst.complete(t, json!(3), b"3".to_vec(), 100.0, &mut TestHost);
+    assert_eq!(inst.status(), Status::Failed);
+    assert_eq!(inst.error().unwrap().kind, "timeout");
+    assert!(inst.take_records().iter().any(|r| matches!(r, Record::Step(s) if s.key == "0")));
+    // a late failure is not retried: the workflow's timeout wins over the step's policy
+    let p = timed(seq(vec![step(0)]), 1, policy(5));
+    let mut inst = Instance::start("y", p, json!(1), 0.0, &mut TestHost);
+    let t = inst.pop_ready(0.0).unwrap();
+    assert_eq!(inst.fail(t, Failure::new("IOError", "late"), true, 61.0), None);
+    assert_eq!((inst.status(), inst.error().unwrap().kind), (Status::Failed, "timeout"));
+    // in time, the same step completes the workflow
+    let p = timed(seq(vec![step(0)]), 1, None);
+    let mut inst = Instance::start("z", p, json!(1), 0.0, &mut TestHost);
+    assert_eq!(inst.workflow_deadline(), Some(60.0));
+    let t = inst.pop_ready(0.0).unwrap();
+    inst.complete(t, json!(3), b"3".to_vec(), 59.0, &mut TestHost);
+    assert_eq!(inst.status(), Status::Completed);
+    assert_eq!(inst.workflow_deadline(), None);
+}
+
+#[test]
 fn cancel_runs_the_compensation_with_the_reason_and_survives_a_restart() {
     let mut comp = (*plan(seq(vec![step(0), wait("never", None, None)]), 2, None)).clone();
     comp.compensation = Some(1);

@@ -81,23 +81,23 @@ impl<V: Clone> Instance<V> {
                 }
                 Some(Due::Sleep { cont, value }) => self.events.push_back(Event::Finish { cont, value }),
                 Some(Due::WaitTimeout { key }) => self.time_out_wait(&key),
-                Some(Due::WorkflowTimeout) => {
-                    let msg = format!(
-                        "workflow {:?} ran past its timeout of {}s",
-                        self.plan.name,
-                        self.plan.timeout.unwrap_or_default()
-                    );
-                    self.fail_instance(ErrorInfo {
-                        kind: "timeout",
-                        step: None,
-                        key: None,
-                        attempts: 0,
-                        failure: Failure::new("StepTimeout", msg),
-                    });
-                }
+                Some(Due::WorkflowTimeout) => self.time_out_workflow(),
             }
             self.drive(host);
         }
+    }
+
+    /// Fails the instance: it ran past its workflow timeout.
+    pub(super) fn time_out_workflow(&mut self) {
+        let msg =
+            format!("workflow {:?} ran past its timeout of {}s", self.plan.name, self.plan.timeout.unwrap_or_default());
+        self.fail_instance(ErrorInfo {
+            kind: "timeout",
+            step: None,
+            key: None,
+            attempts: 0,
+            failure: Failure::new("StepTimeout", msg),
+        });
     }
 
     fn time_out_wait(&mut self, key: &str) {

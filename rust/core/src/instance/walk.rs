@@ -54,7 +54,7 @@ impl<V: Clone> Instance<V> {
             Node::Map { body, concurrency } => {
                 let items = match host.items(&input) {
                     Ok(items) => items,
-                    Err(f) => return self.fail_with("codec", &key, f),
+                    Err(f) => return self.fail_with("map", &key, f),
                 };
                 if items.is_empty() {
                     let v = host.list(Vec::new());
