@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from tideflow.errors import StepTimeout
+from tideflow.errors import Cancelled, StepTimeout
 
 if TYPE_CHECKING:
     from tideflow import _core
@@ -46,7 +46,9 @@ async def drive(engine: Engine, handle: _core.AsyncRun, iid: str) -> None:
                 tid, fn, ctx, value, is_async, timeout = ready[0]
                 try:
                     out = await _call(fn, ctx, value, timeout) if is_async else fn(ctx, value)
-                except Exception as exc:
+                except (Exception, Cancelled) as exc:
+                    # Cancelled is a BaseException: the core takes it as the step stopping for a
+                    # cancellation that was asked for (and re-raises it otherwise)
                     ready = handle.fail(tid, exc)
                 else:
                     ready = handle.complete(tid, out)
@@ -61,10 +63,13 @@ async def drive(engine: Engine, handle: _core.AsyncRun, iid: str) -> None:
                         continue
                     try:
                         out = fn(ctx, value)
-                    except Exception as exc:
+                    except (Exception, Cancelled) as exc:
                         handle.fail(tid, exc, commit=False)
                     else:
                         handle.complete(tid, out, commit=False)
+                    # a sync step finishes alone: commit it now, so that a crash later in the
+                    # wave never runs it again
+                    handle.commit()
                 ready = handle.ready()
                 continue
             if handle.finished:
@@ -94,12 +99,14 @@ async def drive(engine: Engine, handle: _core.AsyncRun, iid: str) -> None:
                     continue
                 tid, _ = pending.pop(fut)
                 if fut.cancelled():
-                    handle.fail(tid, StepTimeout("the step was cancelled"), commit=False)
+                    # only this driver cancels its tasks: for a cancellation of the instance
+                    stopped = Cancelled("the step was cancelled with its instance")
+                    handle.fail(tid, stopped, commit=False)
                     continue
                 err = fut.exception()
                 if err is None:
                     handle.complete(tid, fut.result(), commit=False)
-                elif isinstance(err, Exception):
+                elif isinstance(err, (Exception, Cancelled)):
                     handle.fail(tid, err, commit=False)
                 else:
                     raise err

@@ -138,6 +138,8 @@ def test_an_interrupted_fan_out_keeps_the_branches_that_finished(stores: Stores)
     assert ("f/0.p1", 2) in rerun
     assert ("f/1", 1) in rerun
     assert len([k for k, _ in runs if k == "f/0.p1"]) == 2
+    # the branch that finished before the interruption is not run again
+    assert [k for k, _ in runs].count("f/0.p0") == 1
 
 
 def test_recover_resumes_every_unfinished_instance_it_knows(stores: Stores) -> None:

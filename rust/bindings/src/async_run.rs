@@ -68,7 +68,7 @@ impl AsyncRun {
                     ctx.into_any(),
                     task.input.bind(py).clone(),
                     PyBool::new(py, entry.is_async).to_owned().into_any(),
-                    entry.timeout.into_pyobject(py)?.into_any(),
+                    d.timeout_of(entry.timeout, now).into_pyobject(py)?.into_any(),
                 ],
             )?;
             out.append(item)?;
@@ -153,6 +153,15 @@ impl AsyncRun {
     ) -> PyResult<Bound<'py, PyList>> {
         let err = PyErr::from_value(exc);
         self.settle(py, task_id, Err(err), commit)
+    }
+
+    /// Commits what was handed back with `commit=False` (one transaction), popping no task.
+    fn commit(&self, py: Python<'_>) -> PyResult<()> {
+        let mut st = self.lock();
+        match st.driver.as_mut() {
+            Some(d) => d.commit(py, self.engine.get()),
+            None => Ok(()),
+        }
     }
 
     /// Reads new signals from the store, hands them to the waits, commits, and returns the tasks

@@ -14,7 +14,7 @@ use tideflow_core::store::Commit;
 use tideflow_core::Status;
 
 use crate::context::Context;
-use crate::engine::Engine;
+use crate::engine::{cancel_reason, Engine, CANCEL_SIGNAL};
 use crate::errors::{error, matches, IntoPy};
 use crate::host::{encode_value, failure, PyHost};
 use crate::workflow::Compiled;
@@ -97,6 +97,12 @@ impl Driver {
         started: f64,
     ) -> PyResult<()> {
         let now = engine.clock.now(py)?;
+        if self.cancel.requested() && !self.inst.is_cancelling() && !self.inst.status().is_finished() {
+            // cancellation was asked for while the step ran: it wins over whatever the step
+            // returned, so that a cancel() that came in time is never overtaken by completion
+            let mut host = host!(self, py, engine);
+            self.inst.cancel(&self.cancel.reason(), now, &mut host);
+        }
         let wf = self.wf.get();
         let entry = &wf.steps[task.step as usize];
         let observed = engine.notify.as_ref().map(|n| (n, task.key.clone(), task.attempt, entry.name.clone_ref(py)));
@@ -137,11 +143,10 @@ impl Driver {
                 if !e.is_instance_of::<pyo3::exceptions::PyException>(py) {
                     // KeyboardInterrupt, SystemExit, Cancelled...: not a step failure. The
                     // instance stays as committed and can be resumed.
-                    if self.cancel.requested() && e.value(py).get_type().name().is_ok_and(|n| n == "Cancelled") {
-                        // a step that saw the cancellation and stopped: cancel now, and let the
-                        // attempt go (ignored, since the instance is cancelling or cancelled)
-                        let mut host = host!(self, py, engine);
-                        self.inst.cancel(&self.cancel.reason(), now, &mut host);
+                    let cancelled = self.inst.is_cancelling() || self.inst.status() == Status::Cancelled;
+                    if cancelled && e.value(py).get_type().name().is_ok_and(|n| n == "Cancelled") {
+                        // a step that saw the cancellation and stopped (cancelled above): let
+                        // the attempt go (ignored, since the instance is cancelling or cancelled)
                         self.inst.fail(task, failure(py, &e), false, now);
                         return Ok(());
                     }
@@ -181,6 +186,16 @@ impl Driver {
         Ok(())
     }
 
+    /// How long an async step may run from `now`: its own timeout, capped by the time left until
+    /// the workflow's deadline (the step is cancelled then, and the workflow times out).
+    pub fn timeout_of(&self, step_timeout: Option<f64>, now: f64) -> Option<f64> {
+        match (step_timeout, self.inst.workflow_deadline()) {
+            (t, None) => t,
+            (None, Some(d)) => Some((d - now).max(0.0)),
+            (Some(t), Some(d)) => Some(t.min((d - now).max(0.0))),
+        }
+    }
+
     /// Runs one task in this thread (an async step on a private event loop).
     pub fn run_task(&mut self, py: Python<'_>, engine: &Engine, task: Task<Py<PyAny>>) -> PyResult<()> {
         let wf = self.wf.get();
@@ -190,7 +205,8 @@ impl Driver {
         let started = engine.clock.now(py)?;
         let mut result = entry.func.bind(py).call1((ctx, task.input.bind(py)));
         if entry.is_async {
-            result = result.and_then(|coro| engine.coro_runner.bind(py).call1((coro, entry.timeout)));
+            let timeout = self.timeout_of(entry.timeout, started);
+            result = result.and_then(|coro| engine.coro_runner.bind(py).call1((coro, timeout)));
         }
         self.settle(py, engine, task, result, started)
     }
@@ -218,12 +234,24 @@ impl Driver {
             }
             let sig = decode_signal(&raw)
                 .map_err(|e| error(py, "CorruptCheckpoint", format!("instance {id:?}, signal #{seq}: {e}")))?;
+            if sig.name == CANCEL_SIGNAL {
+                // a cancellation persisted by cancel(), perhaps in another process
+                if !self.cancel.requested() {
+                    self.cancel.request(&cancel_reason(&sig.payload));
+                }
+                self.inbox.insert(seq, Vec::new()); // seen
+                continue;
+            }
             self.inbox.insert(seq, sig.payload);
             fresh.push((seq, sig.name));
         }
+        let now = engine.clock.now(py)?;
+        if self.cancel.requested() && !self.inst.is_cancelling() && !self.inst.status().is_finished() {
+            let mut host = host!(self, py, engine);
+            self.inst.cancel(&self.cancel.reason(), now, &mut host);
+        }
         if !fresh.is_empty() {
             self.inst.add_signals(fresh);
-            let now = engine.clock.now(py)?;
             let mut host = host!(self, py, engine);
             self.inst.deliver(now, &mut host);
         }
@@ -318,8 +346,13 @@ impl Driver {
                 let started = if i == 0 { now } else { engine.clock.now(py)? };
                 let Some(task) = self.inst.pop_ready(started) else { break };
                 self.run_task(py, engine, task)?;
+                // the tasks of a wave run one after another in this thread: commit each as it
+                // finishes, so that a crash later in the wave never runs a finished one again
+                self.commit(py, engine)?;
+                if self.inst.status().is_finished() {
+                    break;
+                }
             }
-            self.commit(py, engine)?;
         }
     }
 }
