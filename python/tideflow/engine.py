@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from tideflow import _core
 from tideflow.errors import (
+    CodecError,
+    CorruptCheckpoint,
     DefinitionError,
     StepTimeout,
     TideflowError,
     UnknownInstance,
-    VersionMismatch,
     WorkflowFailed,
 )
 from tideflow.retry import Duration, to_seconds
@@ -328,9 +329,17 @@ class Engine:
         self._wake(id)
 
     def cancel(self, id: str, reason: str = "cancelled") -> Run:
-        """Cancels instance ``id``. If this process drives it, the driver stops at the next step
-        boundary (a running step sees ``ctx.cancelled``); otherwise the instance is cancelled here.
-        Either way the workflow's compensation step, if any, runs with ``reason`` as its input."""
+        """Cancels instance ``id``; the request is persisted first, so a crash cannot lose it.
+
+        If nothing in this process drives the instance, it is cancelled here, in this thread (its
+        compensation step, if any, runs with ``reason`` as its input) and the returned Run is
+        CANCELLED. If this process drives it (``run_async``, or ``run`` in another thread), that
+        driver finishes the cancellation at the step boundary it reaches next (a running step sees
+        ``ctx.cancelled``; whatever it returns is discarded) and the returned Run shows the
+        instance as it stands now; the driver's own Run (or a later ``get``) ends CANCELLED. A
+        driver in another process finds the request when it next looks at the instance's inbox.
+        Raises ``UnknownInstance``, or ``TideflowError`` for an instance that already completed or
+        failed."""
         iid = _check_id(id)
         outcome = self._core.cancel(iid, reason)
         self._wake(iid)
@@ -345,9 +354,32 @@ class Engine:
     def run_due(self, limit: int | None = None) -> list[Run]:
         """Continues, in this thread, every suspended instance whose signal or timer is ready, until
         each completes or suspends again; returns their Runs."""
-        runs = []
-        for iid in self._core.due(limit):
-            runs.append(self.resume(iid))
+        return self._resume_each(self._core.due(limit), "run_due")
+
+    def _resume_each(self, ids: Iterable[str], what: str) -> list[Run]:
+        """Resumes each instance; one that cannot be resumed (its plan is no longer registered, a
+        record is corrupt, a stored value no longer decodes) does not stop the others. Those are
+        reported together at the end by one exception of the first one's class, carrying
+        ``runs`` (what was resumed) and ``failures`` (instance id -> exception)."""
+        runs: list[Run] = []
+        failures: dict[str, TideflowError] = {}
+        for iid in ids:
+            try:
+                runs.append(self.resume(iid))
+            except TideflowError as e:
+                failures[iid] = e
+        if failures:
+            first = next(iter(failures.values()))
+            lines = "; ".join(str(e) for e in failures.values())
+            n = len(failures)
+            msg = f"{what}: {n} instance{'s' if n > 1 else ''} could not be resumed: {lines}"
+            try:
+                err = type(first)(msg)
+            except TypeError:  # a class whose constructor takes more than a message
+                err = TideflowError(msg)
+            err.runs = runs  # type: ignore[attr-defined]
+            err.failures = failures  # type: ignore[attr-defined]
+            raise err
         return runs
 
     def _wake(self, id: str) -> None:
@@ -391,20 +423,16 @@ class Engine:
 
     def recover(self) -> list[Run]:
         """Resumes every unfinished instance in the store whose workflow this engine registered,
-        in this thread, and returns their Runs. Instances pinned to a plan that is no longer
-        registered are left untouched and reported by one ``VersionMismatch`` raised at the end."""
-        mismatched: list[str] = []
-        runs: list[Run] = []
-        for iid, workflow, _status, _c, _u in self._core.list(["pending", "running", "suspended"]):
-            if workflow not in self._by_name:
-                continue
-            try:
-                runs.append(self.resume(iid))
-            except VersionMismatch as e:
-                mismatched.append(str(e))
-        if mismatched:
-            raise VersionMismatch("; ".join(mismatched))
-        return runs
+        in this thread, and returns their Runs.
+
+        An instance that cannot be resumed (pinned to a plan that is no longer registered, a
+        corrupt record, a stored value that no longer decodes) is left untouched and does not stop
+        the others; they are reported at the end by one exception (``VersionMismatch`` when that
+        is the first problem) whose ``runs`` holds the Runs that were resumed and ``failures`` maps
+        each instance id to its error. Until workers hold leases (a later release), call this
+        where no other live process is driving the same instances."""
+        rows = self._core.list(["pending", "running", "suspended"])
+        return self._resume_each([r[0] for r in rows if r[1] in self._by_name], "recover")
 
     def list(
         self,
@@ -412,13 +440,23 @@ class Engine:
         workflow: str | None = None,
         limit: int | None = None,
     ) -> list[Run]:
-        """Stored instances, newest first, filtered by status(es) and workflow name."""
+        """Stored instances, newest first, filtered by status(es) and workflow name.
+
+        An instance whose stored state cannot be read (a corrupt record, an output that no longer
+        decodes) is listed all the same, with its indexed status and the problem as ``run.error``,
+        so that one bad instance never hides the others."""
         statuses = _status_names(status)
         if limit is not None and (
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
         ):
             raise TideflowError(f"limit must be an int >= 0, got {limit!r}")
-        return [self.get(iid) for iid, *_ in self._core.list(statuses, workflow, limit)]
+        runs = []
+        for iid, wf, st, _created, _updated in self._core.list(statuses, workflow, limit):
+            try:
+                runs.append(self.get(iid))
+            except (CorruptCheckpoint, CodecError) as e:
+                runs.append(Run(iid, wf, Status(st), None, e, "", self))
+        return runs
 
     def purge(
         self,

@@ -46,8 +46,22 @@ fn parse_statuses(py: Python<'_>, names: &[String]) -> PyResult<Vec<Status>> {
         .collect()
 }
 
-/// An inbox as read: payloads by sequence number, and `(seq, name)` in arrival order.
-type Inbox = (HashMap<u64, Vec<u8>>, Vec<(u64, String)>);
+/// An inbox as read: payloads by sequence number, `(seq, name)` in arrival order, and the reason
+/// of a cancellation request found in it.
+type Inbox = (HashMap<u64, Vec<u8>>, Vec<(u64, String)>, Option<String>);
+
+/// The inbox name under which `cancel()` persists a cancellation request before anything else,
+/// so that it survives a crash and reaches a driver in another process. Signal names starting
+/// with `!` are reserved.
+pub const CANCEL_SIGNAL: &str = "!cancel";
+
+/// The reason carried by a cancellation request's payload (a JSON string).
+pub fn cancel_reason(payload: &[u8]) -> String {
+    match serde_json::from_slice::<serde_json::Value>(payload) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::from_utf8_lossy(payload).into_owned(),
+    }
+}
 
 /// One listed instance: (id, workflow, status, created_at, updated_at).
 pub type ListRow = (String, String, String, f64, f64);
@@ -112,6 +126,17 @@ impl Engine {
     pub fn resume_driver(&self, py: Python<'_>, stored: StoredInstance, header: Header) -> PyResult<Driver> {
         let id = stored.meta.id.clone();
         let Some(wf) = self.find(py, &header.workflow, &header.plan_hash) else {
+            if self.registered_hashes(&header.workflow).is_empty() {
+                return Err(error(
+                    py,
+                    "UnknownWorkflow",
+                    format!(
+                        "instance {id:?} runs workflow {:?}, which this engine has not registered; \
+                         register it (engine.register(...)) before resuming",
+                        header.workflow
+                    ),
+                ));
+            }
             let e = CoreError::VersionMismatch {
                 instance: id,
                 workflow: header.workflow.clone(),
@@ -133,18 +158,21 @@ impl Engine {
         let input = decode_value(py, compiled.input_decode.as_ref(), &header.input).map_err(|e| {
             error(
                 py,
-                "CorruptCheckpoint",
-                format!("instance {id:?}: its stored input no longer decodes: {}", e.value(py)),
+                "CodecError",
+                format!(
+                    "instance {id:?} (workflow {:?}): its stored input no longer decodes into the \
+                     workflow's input type: {}",
+                    header.workflow,
+                    e.value(py)
+                ),
             )
         })?;
-        let (inbox, names) = self.read_inbox(py, &id)?;
+        let (inbox, names, cancel) = self.read_inbox(py, &id)?;
         let fallback = self.fallback.bind(py);
         let now = self.clock.now(py)?;
         let mut host = PyHost { py, wf: compiled, fallback, inbox: &inbox };
         let plan = Arc::clone(&compiled.plan);
         let mut inst = Instance::resume(&id, plan, input.clone().unbind(), header.created_at, now, &records, &mut host);
-        inst.add_signals(names);
-        inst.deliver(now, &mut host);
         if let (Status::Failed, Some(e)) = (inst.status(), inst.error()) {
             // Rebuilding state failed (a stored output no longer decodes into its step's type):
             // raise and commit nothing, so the instance can resume once the code is fixed.
@@ -155,11 +183,19 @@ impl Engine {
                 format!("instance {id:?} cannot be resumed: {}: {}", e.failure.error_type, e.failure.message),
             ));
         }
+        // new signals are the outside world's input, not rebuilt state: one that does not decode
+        // into its wait's type fails the instance (committed by the driver), like any bad input
+        inst.add_signals(names);
+        inst.deliver(now, &mut host);
+        let cancel_state = self.cancel_state(&id);
+        if let Some(reason) = cancel {
+            cancel_state.request(&reason);
+        }
         Ok(Driver {
             inst,
             wf,
             id: PyString::new(py, &id).unbind(),
-            cancel: self.cancel_state(&id),
+            cancel: cancel_state,
             id_str: id,
             input: input.unbind(),
             header,
@@ -174,13 +210,29 @@ impl Engine {
         let raw = self.with_store(py, |s| s.signals(id)).py_err(py)?;
         let mut inbox = HashMap::new();
         let mut names = Vec::new();
+        let mut cancel = None;
         for (seq, r) in raw {
             let sig = decode_signal(&r)
                 .map_err(|e| error(py, "CorruptCheckpoint", format!("instance {id:?}, signal #{seq}: {e}")))?;
+            if sig.name == CANCEL_SIGNAL {
+                cancel.get_or_insert_with(|| cancel_reason(&sig.payload));
+                continue;
+            }
             inbox.insert(seq, sig.payload);
             names.push((seq, sig.name));
         }
-        Ok((inbox, names))
+        Ok((inbox, names, cancel))
+    }
+
+    /// Persists a signal record (its own transaction) and marks the instance due.
+    fn persist_signal(&self, py: Python<'_>, id: &str, name: &str, payload: Vec<u8>) -> PyResult<u64> {
+        let now = self.clock.now(py)?;
+        let record = encode_signal(&Signal { name: name.to_string(), payload, sent_at: now });
+        self.with_store(py, |s| s.send_signal(id, &record, now)).map_err(|e| match e {
+            CoreError::UnknownInstance(_) => error(py, "SignalError", format!("no workflow instance with id {id:?}")),
+            CoreError::InvalidState(m) => error(py, "SignalError", m),
+            other => crate::errors::core_error(py, other),
+        })
     }
 
     /// The cancellation state shared by everything driving `id` in this process.
@@ -213,7 +265,21 @@ impl Engine {
             Some(p) => {
                 let dec = self.find(py, &header.workflow, &header.plan_hash);
                 let dec = dec.as_ref().and_then(|w| w.get().output_decode.as_ref().map(|d| d.clone_ref(py)));
-                decode_value(py, dec.as_ref(), p)?.unbind()
+                decode_value(py, dec.as_ref(), p)
+                    .map_err(|e| {
+                        error(
+                            py,
+                            "CodecError",
+                            format!(
+                                "instance {:?} (workflow {:?}): its stored output no longer decodes \
+                                 into the workflow's output type: {}",
+                                stored.meta.id,
+                                header.workflow,
+                                e.value(py)
+                            ),
+                        )
+                    })?
+                    .unbind()
             }
             None => py.None(),
         };
@@ -235,7 +301,7 @@ impl Engine {
     ) -> PyResult<Result<Driver, Outcome>> {
         self.register_one(wf);
         if let Some(stored) = self.with_store(py, |s| s.get(id)).py_err(py)? {
-            return self.reopen(py, stored);
+            return self.reopen_as(py, stored, &wf.get().plan.name);
         }
         let compiled = wf.get();
         let fallback = self.fallback.bind(py);
@@ -283,8 +349,24 @@ impl Engine {
                 inbox: HashMap::new(),
                 cancel: self.cancel_state(id),
             })),
-            Created::Existing(stored) => self.reopen(py, stored),
+            Created::Existing(stored) => self.reopen_as(py, stored, &compiled.plan.name),
         }
+    }
+
+    /// `reopen`, for a caller that asked for workflow `workflow`: an id taken by an instance of
+    /// another workflow is an error, not that instance.
+    fn reopen_as(&self, py: Python<'_>, stored: StoredInstance, workflow: &str) -> PyResult<Result<Driver, Outcome>> {
+        if stored.meta.workflow != workflow {
+            return Err(error(
+                py,
+                "TideflowError",
+                format!(
+                    "instance id {:?} is taken by an instance of workflow {:?}, not {workflow:?}",
+                    stored.meta.id, stored.meta.workflow
+                ),
+            ));
+        }
+        self.reopen(py, stored)
     }
 
     fn reopen(&self, py: Python<'_>, stored: StoredInstance) -> PyResult<Result<Driver, Outcome>> {
@@ -391,16 +473,13 @@ impl Engine {
         if name.is_empty() {
             return Err(error(py, "SignalError", "a signal needs a non-empty name"));
         }
+        if name.starts_with('!') {
+            return Err(error(py, "SignalError", format!("signal names starting with '!' are reserved, got {name:?}")));
+        }
         let payload = encode_value(py, None, self.fallback.bind(py), payload).map_err(|e| {
             error(py, "SignalError", format!("the payload of signal {name:?} cannot be encoded: {}", e.value(py)))
         })?;
-        let now = self.clock.now(py)?;
-        let record = encode_signal(&Signal { name: name.to_string(), payload, sent_at: now });
-        self.with_store(py, |s| s.send_signal(id, &record, now)).map_err(|e| match e {
-            CoreError::UnknownInstance(_) => error(py, "SignalError", format!("no workflow instance with id {id:?}")),
-            CoreError::InvalidState(m) => error(py, "SignalError", m),
-            other => crate::errors::core_error(py, other),
-        })
+        self.persist_signal(py, id, name, payload)
     }
 
     /// Cancels instance `id` with `reason`. An instance driven in this process is told (its
@@ -419,6 +498,10 @@ impl Engine {
                 format!("instance {id:?} is already {}", stored.meta.status.as_str()),
             ));
         }
+        // persisted first: a crash from here on cannot lose the request, and a driver in another
+        // process finds it in the inbox
+        let payload = serde_json::to_vec(reason).map_err(|e| error(py, "TideflowError", e.to_string()))?;
+        self.persist_signal(py, id, CANCEL_SIGNAL, payload)?;
         let driven = {
             let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
             active.get(id).map(Arc::clone)
