@@ -1,20 +1,49 @@
-"""The store fixture: the conformance suite runs once per store.
+"""The store fixtures: the conformance suite runs once per store.
 
-Each parameter gives a `Stores` handle whose `engine()` opens an engine on the store under test;
-`engine(fresh=True)` stands for a restarted process (a new engine on the same data where the store
-outlives an engine; the same engine for the in-memory store, whose data lives in it). Stores
-that need a server (PostgreSQL, Redis, MongoDB) will be added here; a missing server will skip
-locally and fail under CI=true.
+Each parameter of `stores` gives a `Stores` handle whose `engine()` opens an engine on the store
+under test; `engine(fresh=True)` stands for a restarted process (a new engine on the same data where
+the store outlives an engine; the same engine for the in-memory store, whose data lives in it).
+`durable` is the same over the stores whose data outlives an engine.
+
+Stores written in Python are listed once, in `PYTHON_STORES`: name -> factory. A factory is a
+context manager that takes the test's `tmp_path`, yields a new, empty store and cleans it up on
+exit. Every store listed there runs the whole engine-level suite (through `stores` and `durable`)
+and the store-protocol tests of `test_store_contract.py` (through `py_store`), unchanged. To add
+one, e.g. PostgreSQL:
+
+    @contextmanager
+    def _postgres(tmp: Path) -> Iterator[Store]:
+        from tideflow.stores.postgres import PostgresStore
+
+        dsn = os.environ.get("TIDEFLOW_TEST_POSTGRES")
+        if not dsn:  # a missing server skips locally and fails under CI=true
+            if os.environ.get("CI") == "true":
+                pytest.fail("TIDEFLOW_TEST_POSTGRES is not set (scripts/services.sh starts one)")
+            pytest.skip("no PostgreSQL server: set TIDEFLOW_TEST_POSTGRES")
+        store = PostgresStore(dsn, schema=f"t_{os.urandom(6).hex()}")  # isolated per test
+        try:
+            yield store
+        finally:
+            store.drop_schema()
+            store.close()
+
+    PYTHON_STORES["postgres"] = _postgres
+
+The store must be empty when yielded (each test starts from nothing) and must not share data with
+another test; a store reached over the network should use a fresh schema, key prefix or database
+per test rather than wiping a shared one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
 
 from tideflow import Engine, VirtualClock
+from tideflow.stores.base import Store
 
 
 class Stores:
@@ -34,35 +63,52 @@ class Stores:
         return self._current
 
 
-def _sqlite(tmp: Path) -> Callable[[VirtualClock], Engine]:
-    path = tmp / "conformance.db"
-    return lambda clock: Engine(store=f"sqlite:///{path}", clock=clock)
+@contextmanager
+def _dict_store(tmp: Path) -> Iterator[Store]:
+    from .dict_store import DictStore
+
+    yield DictStore()
 
 
-STORES = ["memory", "sqlite", "python"]
-DURABLE = ["sqlite", "python"]
+#: The stores written in Python, by name: a factory each (see the module docstring).
+PYTHON_STORES: dict[str, Callable[[Path], AbstractContextManager[Store]]] = {
+    "python": _dict_store,  # the reference implementation, on dicts
+}
+
+STORES = ["memory", "sqlite", *PYTHON_STORES]
+DURABLE = ["sqlite", *PYTHON_STORES]
 
 
 @pytest.fixture(params=STORES)
-def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Stores:
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
     """A handle on the store under test."""
-    return _open(request.param, tmp_path)
+    with _open(request.param, tmp_path) as handle:
+        yield handle
 
 
 @pytest.fixture(params=DURABLE)
-def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Stores:
+def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
     """A handle on a store whose data outlives an engine (a restart is a new engine)."""
-    return _open(request.param, tmp_path)
+    with _open(request.param, tmp_path) as handle:
+        yield handle
 
 
-def _open(name: str, tmp_path: Path) -> Stores:
+@pytest.fixture(params=list(PYTHON_STORES))
+def py_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A new, empty store written in Python, called directly through the store protocol."""
+    with PYTHON_STORES[request.param](tmp_path) as store:
+        yield store
+
+
+@contextmanager
+def _open(name: str, tmp_path: Path) -> Iterator[Stores]:
     if name == "memory":
-        return Stores(name, lambda clock: Engine(clock=clock), durable=False)
-    if name == "sqlite":
-        return Stores(name, _sqlite(tmp_path), durable=True)
-    if name == "python":
-        from .dict_store import DictStore
-
-        data = DictStore()  # outlives each engine, like a database would
-        return Stores(name, lambda clock: Engine(store=data, clock=clock), durable=True)
-    raise ValueError(f"unknown store {name!r} in the conformance parameters")
+        yield Stores(name, lambda clock: Engine(clock=clock), durable=False)
+    elif name == "sqlite":
+        path = tmp_path / "conformance.db"
+        yield Stores(name, lambda clock: Engine(store=f"sqlite:///{path}", clock=clock), True)
+    elif name in PYTHON_STORES:
+        with PYTHON_STORES[name](tmp_path) as data:  # outlives each engine, like a database
+            yield Stores(name, lambda clock: Engine(store=data, clock=clock), durable=True)
+    else:
+        raise ValueError(f"unknown store {name!r} in the conformance parameters")
