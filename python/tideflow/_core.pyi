@@ -2,6 +2,7 @@
 
 import builtins
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any, final
 
 __all__ = [
@@ -70,10 +71,11 @@ class VirtualClock:
     def __new__(cls, start: float = 1704067200.0) -> VirtualClock: ...
     def now(self) -> float:
         """The current virtual time, seconds since the epoch."""
-    def sleep(self, seconds: float) -> None:
-        """Advances time by ``seconds`` at once."""
-    def advance(self, seconds: float) -> None:
-        """Moves time forward by ``seconds``."""
+    def sleep(self, seconds: float | timedelta) -> None:
+        """Advances time by ``seconds`` (int, float or timedelta) at once; raises
+        ``tideflow.InvalidArgument`` for a negative, NaN or infinite duration or another type."""
+    def advance(self, seconds: float | timedelta) -> None:
+        """Moves time forward by ``seconds`` (int, float or timedelta)."""
 
 @final
 class Plan:

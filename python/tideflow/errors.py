@@ -11,6 +11,7 @@ __all__ = [
     "CodecError",
     "CorruptCheckpoint",
     "DefinitionError",
+    "InvalidArgument",
     "SignalError",
     "StepTimeout",
     "StoreError",
@@ -28,6 +29,15 @@ class TideflowError(Exception):
 
 class DefinitionError(TideflowError):
     """A workflow definition is invalid (found when it is built or registered, not while it runs)."""
+
+
+class InvalidArgument(TideflowError, ValueError, TypeError):
+    """A value passed to the API is out of range or of the wrong kind (a negative or NaN duration,
+    a clock without ``now()`` and ``sleep()``).
+
+    Also a ``ValueError`` and a ``TypeError``, so code that catches the built-in class Python would
+    raise for the same mistake keeps working.
+    """
 
 
 class CodecError(TideflowError, TypeError):

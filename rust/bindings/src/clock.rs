@@ -3,8 +3,10 @@
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyFloat, PyInt};
+
+use crate::errors::error;
 
 /// A clock whose time only moves when told to (or when the engine waits on it): tests never sleep.
 #[pyclass(module = "tideflow", name = "VirtualClock", frozen)]
@@ -21,11 +23,44 @@ impl VirtualClock {
     }
 }
 
-fn check_seconds(seconds: f64) -> PyResult<f64> {
-    if seconds.is_finite() && seconds >= 0.0 {
-        Ok(seconds)
+/// Seconds from a duration argument: an int or float (not a bool) or a `datetime.timedelta`,
+/// finite and >= 0; anything else is a `tideflow.InvalidArgument`.
+fn duration_seconds(value: &Bound<'_, PyAny>) -> PyResult<f64> {
+    let py = value.py();
+    let seconds = if value.is_instance_of::<PyFloat>()
+        || (value.is_instance_of::<PyInt>() && !value.is_instance_of::<PyBool>())
+    {
+        value.extract::<f64>().ok() // an int too large for a float is not finite either
+    } else if is_timedelta(value)? {
+        Some(value.call_method0("total_seconds")?.extract::<f64>()?)
     } else {
-        Err(PyValueError::new_err(format!("a duration must be a finite number of seconds >= 0, got {seconds}")))
+        let tn = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        return Err(error(
+            py,
+            "InvalidArgument",
+            format!("a duration must be seconds (int or float) or a timedelta, got {tn}"),
+        ));
+    };
+    match seconds {
+        Some(s) if s.is_finite() && s >= 0.0 => Ok(s),
+        _ => {
+            let shown = value.repr().map(|r| r.to_string()).unwrap_or_default();
+            Err(error(
+                py,
+                "InvalidArgument",
+                format!("a duration must be a finite number of seconds >= 0, got {shown}"),
+            ))
+        }
+    }
+}
+
+/// Whether `value` is a `datetime.timedelta` (without importing `datetime`: if it is not loaded,
+/// no timedelta exists).
+fn is_timedelta(value: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let modules = value.py().import("sys")?.getattr("modules")?;
+    match modules.get_item("datetime") {
+        Ok(dt) => value.is_instance(&dt.getattr("timedelta")?),
+        Err(_) => Ok(false),
     }
 }
 
@@ -43,14 +78,15 @@ impl VirtualClock {
         self.get()
     }
 
-    /// Advances time by `seconds` at once (what the engine calls instead of really sleeping).
-    fn sleep(&self, seconds: f64) -> PyResult<()> {
-        self.add(check_seconds(seconds)?);
+    /// Advances time by `seconds` (int, float or timedelta) at once (what the engine calls
+    /// instead of really sleeping).
+    fn sleep(&self, seconds: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.add(duration_seconds(seconds)?);
         Ok(())
     }
 
-    /// Moves time forward by `seconds`.
-    fn advance(&self, seconds: f64) -> PyResult<()> {
+    /// Moves time forward by `seconds` (int, float or timedelta).
+    fn advance(&self, seconds: &Bound<'_, PyAny>) -> PyResult<()> {
         self.sleep(seconds)
     }
 
@@ -78,7 +114,12 @@ impl Clock {
                     if o.hasattr("now")? && o.hasattr("sleep")? {
                         Ok(Clock::Custom(o.unbind()))
                     } else {
-                        Err(PyValueError::new_err("a clock needs now() -> float and sleep(seconds) methods"))
+                        let tn = o.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+                        Err(error(
+                            o.py(),
+                            "InvalidArgument",
+                            format!("a clock needs now() -> float and sleep(seconds) methods, got {tn}"),
+                        ))
                     }
                 }
             },
