@@ -1,12 +1,14 @@
 //! Opening a SQLite store: the schema and its migrations, and refusing files that are not ours.
 
 use std::fmt;
+use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
-use super::{Fail, SqliteStore, WriteTxn};
+use super::{has_moved, Fail, SqliteStore, WriteTxn};
 use crate::error::{CoreError, Result};
 
 /// The `PRAGMA application_id` of every tideflow database ("TFLW").
@@ -73,6 +75,23 @@ pub enum Durability {
     Normal,
     /// `synchronous=FULL`: every commit is synced to disk before it returns.
     Full,
+}
+
+/// The first 16 bytes of every SQLite database file.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Refuses a non-empty file that does not start with [`SQLITE_MAGIC`]. SQLite itself takes a file
+/// shorter than its header for an empty database and overwrites it; an empty file is a new one.
+fn check_magic(file: &File, path: &Path) -> Result<()> {
+    let mut head = Vec::with_capacity(SQLITE_MAGIC.len());
+    file.take(SQLITE_MAGIC.len() as u64).read_to_end(&mut head).map_err(|e| open_err(path, e))?;
+    if head.is_empty() || head == SQLITE_MAGIC {
+        return Ok(());
+    }
+    Err(CoreError::Store(format!(
+        "{} is not a tideflow database: file is not a database (it does not start with the SQLite header)",
+        path.display()
+    )))
 }
 
 /// What [`inspect`] found in a file.
@@ -176,13 +195,17 @@ impl SqliteStore {
     pub fn open(path: &Path, durability: Durability) -> Result<SqliteStore> {
         // Touch the file through the OS first: a missing directory or a read-only file then
         // reports the OS's reason instead of SQLite's generic "unable to open database file".
-        std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(path)
             .map_err(|e| open_err(path, e))?;
+        check_magic(&file, path)?;
+        // (closed before SQLite locks the file: closing a descriptor drops every POSIX lock the
+        // process holds on it)
+        drop(file);
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| open_sql_err(path, e))?;
         let sql = |e| open_sql_err(path, e);
@@ -210,7 +233,7 @@ impl SqliteStore {
     /// Opens an existing, current tideflow database for reading only (inspection tools, or a
     /// file the process may not write); every write fails with [`CoreError::Store`].
     pub fn open_read_only(path: &Path) -> Result<SqliteStore> {
-        std::fs::File::open(path).map_err(|e| open_err(path, e))?;
+        check_magic(&File::open(path).map_err(|e| open_err(path, e))?, path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| open_sql_err(path, e))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| open_sql_err(path, e))?;
@@ -248,7 +271,21 @@ impl SqliteStore {
         match f {
             Fail::Core(e) => e,
             Fail::Sql(e) => CoreError::Store(format!("{}: {what} failed: {e}", self.label)),
+            Fail::Moved => CoreError::Store(format!(
+                "{}: {what} failed: the database file was deleted or moved away while the store had it open, \
+                 so nothing is written to it (it would be lost); put the file back or open the store again",
+                self.label
+            )),
         }
+    }
+
+    /// Fails a read with [`Fail::Moved`] when the file is gone (see [`has_moved`]): it would
+    /// answer from data that no longer has a name.
+    pub(super) fn check_in_place(&self, what: &str) -> Result<()> {
+        if has_moved(&self.conn) {
+            return Err(self.fail(what, Fail::Moved));
+        }
+        Ok(())
     }
 
     pub(super) fn corrupt_status(&self, id: &str, status: &str) -> CoreError {
