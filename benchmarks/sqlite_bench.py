@@ -1,9 +1,12 @@
 """SQLite figures for benchmarks/run.py: tideflow's per-step cost in both durability modes beside
 the raw cost of one INSERT + COMMIT (Python's sqlite3, same WAL/synchronous settings), measured in
-the same run, and a 1,000-way fan-out."""
+the same run, and a 1,000-way fan-out: with `engine.run` (the branches run one after another and
+each is committed as it finishes) and with `run_async` over async steps (the branches that finish
+together are committed together: one commit, and in full mode one sync, per wave)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from pathlib import Path
@@ -59,10 +62,16 @@ def measure(tmp: Path) -> dict[str, Any]:
         return sum(xs)
 
     fan = Workflow("sqlite-fan").parallel(*[s] * FAN).then(total)
+
+    @step(name="ainc")
+    async def ainc(ctx: Context, x: int) -> int:
+        return x + 1
+
+    afan = Workflow("sqlite-fan-async").parallel(*[ainc] * FAN).then(total)
     out: dict[str, Any] = {"sqlite_steps": N}
     counter = 0
     for mode, sync in (("normal", "NORMAL"), ("full", "FULL")):
-        raw, ours, fans = [], [], []
+        raw, ours, fans, afans = [], [], [], []
         for _ in range(REPEAT):
             counter += 1
             raw.append(_raw_commits(tmp / f"raw{counter}.db", sync))
@@ -73,10 +82,14 @@ def measure(tmp: Path) -> dict[str, Any]:
             t = time.perf_counter()
             assert engine.run(fan, 0).output == FAN
             fans.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            assert asyncio.run(engine.run_async(afan, 0)).output == FAN
+            afans.append(time.perf_counter() - t)
         out[f"sqlite_{mode}_raw_insert_commit_us"] = min(raw) * 1e6
         out[f"sqlite_{mode}_us_per_step"] = min(ours) * 1e6
         out[f"sqlite_{mode}_ratio_to_raw_commit"] = min(ours) / min(raw)
         out[f"sqlite_{mode}_parallel_1000_ms"] = min(fans) * 1e3
+        out[f"sqlite_{mode}_parallel_1000_async_ms"] = min(afans) * 1e3
     return out
 
 

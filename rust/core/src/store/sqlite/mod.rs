@@ -38,6 +38,16 @@ const INSTANCE_COLUMNS: &str = "id, workflow, status,
 pub struct SqliteStore {
     pub(super) conn: Connection,
     pub(super) label: String,
+    /// The open file's identity in this process's registry (see `open::held`).
+    pub(super) held: Option<open::held::FileId>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Some(key) = self.held.take() {
+            open::held::remove(key);
+        }
+    }
 }
 
 impl fmt::Debug for SqliteStore {
@@ -409,6 +419,22 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stores_of_one_process_on_one_file_are_known_until_the_last_is_dropped() {
+        let dir = std::env::temp_dir().join(format!("tideflow-held-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("held.db");
+        assert!(!open::held::contains(&path));
+        let a = SqliteStore::open(&path, Durability::Normal).unwrap();
+        assert!(open::held::contains(&path));
+        let b = SqliteStore::open(&path, Durability::Normal).unwrap(); // no descriptor of its own
+        drop(a);
+        assert!(open::held::contains(&path), "b still holds the file");
+        drop(b);
+        assert!(!open::held::contains(&path));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn plan(conn: &Connection, sql: &str) -> String {
         let sql = format!("EXPLAIN QUERY PLAN {sql}");

@@ -195,17 +195,19 @@ impl SqliteStore {
     pub fn open(path: &Path, durability: Durability) -> Result<SqliteStore> {
         // Touch the file through the OS first: a missing directory or a read-only file then
         // reports the OS's reason instead of SQLite's generic "unable to open database file".
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| open_err(path, e))?;
-        check_magic(&file, path)?;
-        // (closed before SQLite locks the file: closing a descriptor drops every POSIX lock the
-        // process holds on it)
-        drop(file);
+        // Closing that descriptor drops every POSIX lock this process holds on the file, so it is
+        // skipped when another store of this process already has the file open (it is ours then).
+        if !held::contains(path) {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(|e| open_err(path, e))?;
+            check_magic(&file, path)?;
+            drop(file);
+        }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| open_sql_err(path, e))?;
         let sql = |e| open_sql_err(path, e);
@@ -233,7 +235,9 @@ impl SqliteStore {
     /// Opens an existing, current tideflow database for reading only (inspection tools, or a
     /// file the process may not write); every write fails with [`CoreError::Store`].
     pub fn open_read_only(path: &Path) -> Result<SqliteStore> {
-        check_magic(&File::open(path).map_err(|e| open_err(path, e))?, path)?;
+        if !held::contains(path) {
+            check_magic(&File::open(path).map_err(|e| open_err(path, e))?, path)?;
+        }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| open_sql_err(path, e))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| open_sql_err(path, e))?;
@@ -263,7 +267,7 @@ impl SqliteStore {
     pub(super) fn wrap(conn: Connection, path: &Path) -> SqliteStore {
         // list/purge build a few SQL variants; keep them all cached next to the hot statements.
         conn.set_prepared_statement_cache_capacity(64);
-        SqliteStore { conn, label: format!("sqlite:{}", path.display()) }
+        SqliteStore { conn, label: format!("sqlite:{}", path.display()), held: held::add(path) }
     }
 
     /// Attaches the store's name to a failure.
@@ -290,5 +294,49 @@ impl SqliteStore {
 
     pub(super) fn corrupt_status(&self, id: &str, status: &str) -> CoreError {
         CoreError::Corrupt(format!("{}: instance {id:?} has unknown status {status:?}", self.label))
+    }
+}
+
+/// The database files (by device and inode) that stores of this process hold open, so that
+/// opening another store on one of them never opens and closes a descriptor of its own on it.
+pub(super) mod held {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    /// A file's identity: (device, inode).
+    pub type FileId = (u64, u64);
+
+    static HELD: Mutex<Option<HashMap<FileId, usize>>> = Mutex::new(None);
+
+    fn id(path: &Path) -> Option<FileId> {
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+
+    /// Whether a store of this process holds the file at `path` open.
+    pub fn contains(path: &Path) -> bool {
+        let Some(key) = id(path) else { return false };
+        HELD.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|m| m.contains_key(&key))
+    }
+
+    /// Records that a store holds the file at `path` open; its identity, for [`remove`].
+    pub fn add(path: &Path) -> Option<FileId> {
+        let key = id(path)?;
+        *HELD.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).entry(key).or_default() += 1;
+        Some(key)
+    }
+
+    /// Records that a store let go of a file.
+    pub fn remove(key: FileId) {
+        let mut guard = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = guard.as_mut() {
+            if let Some(n) = m.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&key);
+                }
+            }
+        }
     }
 }
