@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import math
 import sys
 import types
 from collections import abc
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
     _Fn = Callable[[Any], Any]
     _Fns = _Fn | list[_Fn | None] | dict[str, _Fn | None] | None  # one function, or one per item
 _NoneType = type(None)
+_INF = float("inf")
 _SCALARS = (_NoneType, bool, int, float, str)
 _WRAPPERS = {"Annotated", "Required", "NotRequired", "ReadOnly", "Final"}
 _SEQUENCES = (list, tuple, abc.Sequence, abc.MutableSequence)
@@ -238,7 +238,7 @@ def _to_json(v: Any) -> Any:
     if t is str or t is int or t is bool or v is None:
         return v
     if t is float:
-        if not math.isfinite(v):
+        if not -_INF < v < _INF:  # not math.isfinite: `math` is a shared library
             raise _Fail("cannot encode a non-finite float", _show(v))
         return v
     if t is list or t is tuple:

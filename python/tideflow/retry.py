@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 
 from tideflow.errors import DefinitionError
@@ -31,6 +30,9 @@ else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+_INF = float("inf")  # (not math.inf: `math` is a shared library, ~90 KB to load)
+
+
 def to_seconds(value: Duration, what: str) -> float:
     """Converts a duration (seconds or ``timedelta``) to float seconds, rejecting bad values."""
     dt = sys.modules.get("datetime")  # not imported here: a timedelta proves it is loaded
@@ -42,7 +44,7 @@ def to_seconds(value: Duration, what: str) -> float:
         raise DefinitionError(
             f"{what} must be seconds (int or float) or a timedelta, got {type(value).__name__}"
         )
-    if not math.isfinite(seconds) or seconds < 0:
+    if not 0 <= seconds < _INF:  # also false for NaN
         raise DefinitionError(f"{what} must be a finite duration >= 0, got {value!r}")
     return seconds
 
