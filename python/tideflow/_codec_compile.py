@@ -23,20 +23,22 @@ from .codec import (
     _WRAPPERS,
     JSONValue,
     _bad,
-    _Building,
     _Fail,
-    _Fn,
     _is_dataclass,
     _map_dict,
     _map_list,
     _name,
     _Node,
     _NoneType,
+    _scalar,
     _show,
     _sort,
     _Unsupported,
     describe,
 )
+
+if typing.TYPE_CHECKING:
+    from .codec import _Building, _Fn
 
 __all__ = ["compile_hint"]
 
@@ -106,22 +108,6 @@ def _named(
     finally:
         del b[hint]
     return ref[0]
-
-
-def _scalar(cls: type) -> _Node:
-    what = "None" if cls is _NoneType else cls.__name__
-
-    def dec(v: Any) -> Any:
-        if type(v) is cls or (cls is not bool and isinstance(v, cls) and not isinstance(v, bool)):
-            return v
-        if cls is float and isinstance(v, int) and not isinstance(v, bool):
-            try:
-                return float(v)
-            except OverflowError:
-                pass
-        raise _bad(what, v)
-
-    return _Node(None, dec, (float, int) if cls is float else (cls,))
 
 
 def _container(hint: Any, origin: Any, args: tuple[Any, ...], b: _Building) -> _Node:
@@ -226,10 +212,10 @@ def _union(hint: Any, members: list[_Node]) -> _Node:
         e1, d1 = others[0].enc, others[0].dec
 
         def opt_enc(v: Any) -> Any:
-            return None if v is None else typing.cast(_Fn, e1)(v)
+            return None if v is None else typing.cast("_Fn", e1)(v)
 
         def opt_dec(v: Any) -> Any:
-            return None if v is None else typing.cast(_Fn, d1)(v)
+            return None if v is None else typing.cast("_Fn", d1)(v)
 
         kinds = (_NoneType, *others[0].kinds)
         return _Node(opt_enc if e1 else None, opt_dec if d1 else None, kinds)

@@ -3,13 +3,19 @@ to this process's callables and their typed codecs."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
-from typing import Any, Union
 
 from tideflow import _core
-from tideflow.codec import codec_for, step_hints
+from tideflow.codec import _step_hints, codec_for
 from tideflow.errors import CodecError, DefinitionError
-from tideflow.workflow import Node, Step, WaitSignal, Workflow
+from tideflow.workflow import Step, WaitSignal, Workflow
+
+TYPE_CHECKING = False  # (see tideflow.retry)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from tideflow.workflow import Node
 
 __all__ = ["CompiledWorkflow", "compile_workflow"]
 
@@ -150,51 +156,75 @@ class _Compiler:
         raise DefinitionError(f"unknown node kind {kind!r}")  # pragma: no cover - builder invariant
 
 
-def _node_hints(n: Node) -> tuple[Any, Any]:
+#: Stands for "no annotation" while hints are combined: typing.Any, which it is equivalent to,
+#: would import `typing` for a workflow that has no type hints at all.
+_NOHINT = object()
+
+
+def _untyped(*hints: object) -> bool:
+    typing = sys.modules.get("typing")  # an Any can only exist once typing is loaded
+    return any(h is _NOHINT or (typing is not None and h is typing.Any) for h in hints)
+
+
+def _union(a: object, b: object) -> object:
+    from typing import Union
+
+    return Union[a, b]
+
+
+def _node_hints(n: Node) -> tuple[object, object]:
     """(input hint, output hint) of a node, from its steps' annotations."""
     kind = n[0]
     if kind == "step":
-        return step_hints(n[1].fn)
+        return _step_hints(n[1].fn, _NOHINT)
     if kind == "sub":
         return _workflow_hints(n[1])
     if kind == "parallel":
         hints = [_node_hints(c) for c in n[1]]
         outs = tuple(h[1] for h in hints)
-        return hints[0][0], (Any if Any in outs else tuple.__class_getitem__(outs))
+        return hints[0][0], (_NOHINT if _untyped(*outs) else tuple.__class_getitem__(outs))
     if kind == "map":
         i, o = _node_hints(n[1])
-        return (Any if i is Any else list[i]), (Any if o is Any else list[o])  # type: ignore[valid-type]
+        return (_NOHINT if _untyped(i) else list[i]), (_NOHINT if _untyped(o) else list[o])  # type: ignore[valid-type]
     if kind == "branch":
         ti, to = _node_hints(n[2])
-        oo = Any if n[3] is None else _node_hints(n[3])[1]
-        return ti, (Any if Any in (to, oo) else Union[to, oo])
+        oo = _NOHINT if n[3] is None else _node_hints(n[3])[1]
+        return ti, (_NOHINT if _untyped(to, oo) else _union(to, oo))
     if kind == "loop":
         return _node_hints(n[1])
     if kind == "wait":
-        out = Any if n[1].type is None else n[1].type
+        out = _NOHINT if n[1].type is None else n[1].type
         if n[1].on_timeout is not None:
             alt = _node_hints(n[1].on_timeout)[1]
-            out = Any if Any in (out, alt) else Union[out, alt]
-        return Any, out
-    return Any, Any  # sleep passes its input through: its type is the previous node's
+            out = _NOHINT if _untyped(out, alt) else _union(out, alt)
+        return _NOHINT, out
+    return _NOHINT, _NOHINT  # sleep passes its input through: its type is the previous node's
 
 
-def _workflow_hints(w: Workflow) -> tuple[Any, Any]:
+def _workflow_hints(w: Workflow) -> tuple[object, object]:
     if w.start is not None:
         for name, node, _ in w.states():
             if name == w.start:
-                return _node_hints(node)[0], Any
-        return Any, Any
+                return _node_hints(node)[0], _NOHINT
+        return _NOHINT, _NOHINT
     nodes = w.nodes()
     # a sleep passes its input through: look past it for the types at either end
     first = next((n for n in nodes if n[0] != "sleep"), None)
     last = next((n for n in reversed(nodes) if n[0] != "sleep"), None)
     if first is None or last is None:
-        return Any, Any
+        return _NOHINT, _NOHINT
     return _node_hints(first)[0], _node_hints(last)[1]
 
 
-def _codec(hint: Any, what: str) -> Any:
+class _NoCodec:
+    """What ``codec_for(Any)`` gives: values pass through unconverted."""
+
+    encode = decode = None
+
+
+def _codec(hint: object, what: str) -> Any:
+    if _untyped(hint):
+        return _NoCodec
     try:
         return codec_for(hint)
     except CodecError as e:
@@ -225,7 +255,7 @@ def compile_workflow(w: Workflow) -> CompiledWorkflow:
     plan = _core.Plan(_core.encode_json(spec).decode())
     bound = []
     for s in c.steps:
-        out_codec = _codec(step_hints(s.fn)[1], f"the return type of step {s.name!r}")
+        out_codec = _codec(_step_hints(s.fn, _NOHINT)[1], f"the return type of step {s.name!r}")
         retry_on = s.retry.retry_on if s.retry is not None else (Exception,)
         give_up_on = s.retry.give_up_on if s.retry is not None else ()
         bound.append((s.fn, s.is_async, out_codec.encode, out_codec.decode, retry_on, give_up_on))

@@ -3,32 +3,36 @@
 The Rust core serializes JSON-native values (None, bool, int, float, str, list, tuple, dict with str
 keys) itself; this module turns richer values (dataclasses, enums, datetimes, ...) into such values
 before a checkpoint, and JSON-native values back into typed values on replay. Nothing is pickled
-or evaluated. ``datetime``, ``decimal``, ``uuid`` and ``base64`` are imported only when needed.
+or evaluated. ``datetime``, ``decimal``, ``uuid`` and ``base64`` are imported only when needed,
+and so is ``typing``: converting by runtime type, and the codecs of None, bool, int, float and
+str, need neither it nor the hint compiler (``tideflow._codec_compile``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import functools
-import math
 import sys
 import types
-import typing
 from collections import abc
 from collections.abc import Callable
-from typing import Any, Literal, TypeAlias, Union, get_args, get_origin
 
 from .errors import CodecError
 
 __all__ = ["JSONValue", "TypeCodec", "codec_for", "describe", "step_hints", "to_jsonable"]
 
+TYPE_CHECKING = False  # (see tideflow.retry)
+if TYPE_CHECKING:
+    from typing import Any, TypeAlias
+
 JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
 """A JSON-native Python value, as the Rust core serializes and parses it."""
 
-_Fn = Callable[[Any], Any]
-_Fns = _Fn | list[_Fn | None] | dict[str, _Fn | None] | None  # one function, or one per item
+if TYPE_CHECKING:
+    _Fn = Callable[[Any], Any]
+    _Fns = _Fn | list[_Fn | None] | dict[str, _Fn | None] | None  # one function, or one per item
 _NoneType = type(None)
+_INF = float("inf")
 _SCALARS = (_NoneType, bool, int, float, str)
 _WRAPPERS = {"Annotated", "Required", "NotRequired", "ReadOnly", "Final"}
 _SEQUENCES = (list, tuple, abc.Sequence, abc.MutableSequence)
@@ -101,11 +105,28 @@ class _Node:
         self.kinds = kinds  # runtime classes of the hint's values (to pick a Union member)
 
 
-_Building = dict[object, list[_Node]]  # types being compiled -> their node, once built
+if TYPE_CHECKING:
+    _Building = dict[object, list[_Node]]  # types being compiled -> their node, once built
 
 
 _ANY = _Node(None, None, (object,))
 _CACHE: dict[object, TypeCodec] = {}
+
+
+def _scalar(cls: type) -> _Node:
+    what = "None" if cls is _NoneType else cls.__name__
+
+    def dec(v: Any) -> Any:
+        if type(v) is cls or (cls is not bool and isinstance(v, cls) and not isinstance(v, bool)):
+            return v
+        if cls is float and isinstance(v, int) and not isinstance(v, bool):
+            try:
+                return float(v)
+            except OverflowError:
+                pass
+        raise _bad(what, v)
+
+    return _Node(None, dec, (float, int) if cls is float else (cls,))
 
 
 def _show(v: object) -> str:
@@ -133,8 +154,9 @@ def _map_list(v: Any, f: _Fns) -> list[Any]:
             for x, g in zip(v, f, strict=False):
                 add(x if g is None else g(x))
         else:
+            fn: Any = f
             for x in v:
-                add(typing.cast(_Fn, f)(x))
+                add(fn(x))
     except _Fail as e:
         e.path.append(f"[{len(out)}]")  # the index of the item that failed
         raise
@@ -155,16 +177,18 @@ def _map_dict(v: Any, fk: _Fn | None, fv: _Fns) -> dict[Any, Any]:
 
 
 def _sort(out: list[Any]) -> list[Any]:
-    with contextlib.suppress(TypeError):  # a set's order varies between runs: sort if we can
+    try:  # a set's order varies between runs: sort if we can
         out.sort()
+    except TypeError:
+        return out  # (items that do not compare keep their order)
     return out
 
 
 def _public(f: _Fn | None) -> _Fn | None:
-    if f is None:
-        return None
-    fn = f
+    return None if f is None else _checked(f)
 
+
+def _checked(fn: _Fn) -> _Fn:
     def run(value: Any) -> Any:
         try:
             return fn(value)
@@ -186,14 +210,17 @@ def codec_for(hint: object) -> TypeCodec:
         key, cached = None, None
     if cached is not None:
         return cached
-    from ._codec_compile import compile_hint  # the compiler needs this module's building blocks
+    if hint is None or (type(hint) is type and hint in _SCALARS):
+        node = _scalar(_NoneType if hint is None else hint)  # (what the compiler would make)
+    else:
+        from ._codec_compile import compile_hint  # the compiler uses this module's building blocks
 
-    try:
-        node = compile_hint(hint, {})
-    except _Unsupported as e:
-        if e.hint is hint:
-            raise
-        raise CodecError(f"{e} (in {describe(hint)})") from None
+        try:
+            node = compile_hint(hint, {})
+        except _Unsupported as e:
+            if e.hint is hint:
+                raise
+            raise CodecError(f"{e} (in {describe(hint)})") from None
     codec = TypeCodec(hint, _public(node.enc), _public(node.dec))
     if key is not None:
         _CACHE[key] = codec
@@ -202,7 +229,8 @@ def codec_for(hint: object) -> TypeCodec:
 
 def to_jsonable(value: object) -> JSONValue:
     """Convert a value to JSON-native form by its runtime type (the fallback without a hint)."""
-    return typing.cast(JSONValue, _to_json_checked(value))
+    out: JSONValue = _to_json_checked(value)
+    return out
 
 
 def _to_json(v: Any) -> Any:
@@ -210,7 +238,7 @@ def _to_json(v: Any) -> Any:
     if t is str or t is int or t is bool or v is None:
         return v
     if t is float:
-        if not math.isfinite(v):
+        if not -_INF < v < _INF:  # not math.isfinite: `math` is a shared library
             raise _Fail("cannot encode a non-finite float", _show(v))
         return v
     if t is list or t is tuple:
@@ -256,7 +284,7 @@ def _to_json(v: Any) -> Any:
     raise _Fail(f"cannot encode values of type {_name(t)}")
 
 
-_to_json_checked = typing.cast(_Fn, _public(_to_json))
+_to_json_checked = _checked(_to_json)
 
 
 def _json_key(k: Any) -> str:
@@ -269,6 +297,9 @@ def _json_key(k: Any) -> str:
 
 def describe(hint: object) -> str:
     """Return a short readable name of a type hint for error messages, e.g. ``list[Order]``."""
+    import typing
+    from typing import Any, Literal, Union, get_args, get_origin
+
     if hint is None or hint is _NoneType:
         return "None"
     if hint is Any or hint is Ellipsis:
@@ -293,42 +324,53 @@ def describe(hint: object) -> str:
     return name if isinstance(name, str) else repr(hint).replace("typing.", "")
 
 
-def _resolve_one(fn: types.FunctionType, name: str, ann: object) -> object:
-    """Resolves one annotation of a plain function (string annotations included), or Any."""
-    if not isinstance(ann, (str, typing.ForwardRef)):
-        return ann
+def _resolve_one(fn: types.FunctionType, ann: object, missing: object) -> object:
+    """Resolves one annotation of a plain function (string annotations included), or ``missing``."""
+    if not isinstance(ann, str):
+        t = sys.modules.get("typing")  # a ForwardRef proves that typing is loaded
+        if t is None or not isinstance(ann, t.ForwardRef):
+            return ann
+    import typing
 
     def shim() -> None: ...
 
     shim.__annotations__ = {"return": ann}
     try:
-        return typing.get_type_hints(shim, globalns=fn.__globals__).get("return", Any)
+        return typing.get_type_hints(shim, globalns=fn.__globals__).get("return", missing)
     except Exception:
-        return Any
+        return missing
 
 
 def step_hints(fn: Callable[..., object]) -> tuple[object, object]:
     """Return a step's (input hint, return hint); the input is its second positional parameter."""
+    from typing import Any
+
+    return _step_hints(fn, Any)
+
+
+def _step_hints(fn: Callable[..., object], missing: object) -> tuple[object, object]:
+    """``step_hints``, with ``missing`` (which stands for ``Any``) where there is no annotation."""
     if type(fn) is types.FunctionType and not hasattr(fn, "__wrapped__"):
         # the common case, without `inspect` (importing it costs ~10 ms and ~1 MB)
         code = fn.__code__
         names = code.co_varnames[: code.co_argcount]
         anns = fn.__annotations__
         if not anns:
-            return Any, Any
+            return missing, missing
         if len(names) < 2 or names[1] not in anns:
             if "return" not in anns:
-                return Any, Any
-            return Any, _resolve_one(fn, "return", anns["return"])
-        arg = _resolve_one(fn, names[1], anns[names[1]])
-        ret = _resolve_one(fn, "return", anns["return"]) if "return" in anns else Any
+                return missing, missing
+            return missing, _resolve_one(fn, anns["return"], missing)
+        arg = _resolve_one(fn, anns[names[1]], missing)
+        ret = _resolve_one(fn, anns["return"], missing) if "return" in anns else missing
         return arg, ret
     import inspect
+    import typing
 
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
-        return Any, Any
+        return missing, missing
     positional = []
     for p in sig.parameters.values():
         if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
@@ -347,7 +389,7 @@ def step_hints(fn: Callable[..., object]) -> tuple[object, object]:
 
     def slot(name: str, ann: object) -> object:
         if ann is inspect.Parameter.empty:
-            return Any
+            return missing
         if name in resolved:
             return resolved[name]
 
@@ -355,9 +397,9 @@ def step_hints(fn: Callable[..., object]) -> tuple[object, object]:
 
         shim.__annotations__ = {"return": ann}
         try:  # resolve this one annotation alone: another one failing must not hide it
-            return typing.get_type_hints(shim, globalns=globalns).get("return", Any)
+            return typing.get_type_hints(shim, globalns=globalns).get("return", missing)
         except Exception:
-            return Any
+            return missing
 
-    arg = slot(positional[1].name, positional[1].annotation) if len(positional) > 1 else Any
+    arg = slot(positional[1].name, positional[1].annotation) if len(positional) > 1 else missing
     return arg, slot("return", sig.return_annotation)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import enum
 import os
 import sys
-from typing import TYPE_CHECKING, Any
 
 from tideflow import _core
 from tideflow.errors import (
@@ -20,13 +19,15 @@ from tideflow.errors import (
     UnknownInstance,
     WorkflowFailed,
 )
-from tideflow.retry import Duration, to_seconds
+from tideflow.retry import TYPE_CHECKING, to_seconds  # TYPE_CHECKING: False, keeps typing unloaded
 from tideflow.workflow import Workflow
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from typing import Any
 
     from tideflow._compile import CompiledWorkflow
+    from tideflow.retry import Duration
 
 __all__ = ["Context", "Engine", "InvalidTransition", "Run", "Status", "StepEvent", "VirtualClock"]
 

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
-import math
 import sys
-from typing import TYPE_CHECKING, Union
 
 from tideflow.errors import DefinitionError
 
 __all__ = ["Duration", "Retry", "to_seconds"]
 
+# `typing` is kept off the import path (with what it pulls in it costs ~1 MB and several ms):
+# names used only in annotations are imported for type checkers alone. mypy treats a constant
+# named TYPE_CHECKING as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from datetime import timedelta
+    from typing import Union
 
-#: A duration: seconds (int or float) or a ``datetime.timedelta``.
-Duration = Union[int, float, "timedelta"]
+    #: A duration: seconds (int or float) or a ``datetime.timedelta``.
+    Duration = Union[int, float, "timedelta"]
+else:
+
+    def __getattr__(name: str) -> object:
+        """Builds ``Duration`` (the same alias as for type checkers) when it is asked for."""
+        if name == "Duration":
+            from typing import Union
+
+            globals()[name] = value = Union[int, float, "timedelta"]
+            return value
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_INF = float("inf")  # (not math.inf: `math` is a shared library, ~90 KB to load)
 
 
 def to_seconds(value: Duration, what: str) -> float:
@@ -28,7 +44,7 @@ def to_seconds(value: Duration, what: str) -> float:
         raise DefinitionError(
             f"{what} must be seconds (int or float) or a timedelta, got {type(value).__name__}"
         )
-    if not math.isfinite(seconds) or seconds < 0:
+    if not 0 <= seconds < _INF:  # also false for NaN
         raise DefinitionError(f"{what} must be a finite duration >= 0, got {value!r}")
     return seconds
 

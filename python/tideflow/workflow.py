@@ -8,25 +8,59 @@ while building: the definition compiles to a plan (data) when it is registered, 
 from __future__ import annotations
 
 import functools
+import types
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union, overload
 
 from tideflow.errors import DefinitionError
-from tideflow.retry import Duration, Retry, to_seconds
-
-if TYPE_CHECKING:
-    from tideflow._compile import CompiledWorkflow
+from tideflow.retry import Retry, to_seconds
 
 __all__ = ["Sleep", "Step", "WaitSignal", "Workflow", "sleep", "sleep_until", "step", "wait_signal"]
 
-In = TypeVar("In")
-Out = TypeVar("Out")
+# `typing` is kept off the import path (see tideflow.retry): type checkers see the aliases and a
+# generic Step; at run time the aliases are built on first access and Step[I, O] is a
+# types.GenericAlias.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Generic, TypeVar, Union, overload
 
-#: Something that can stand where a step stands: a step, a whole workflow (inlined), a wait for
-#: a signal or a durable sleep.
-Runnable = Union["Step[Any, Any]", "Workflow", "WaitSignal", "Sleep"]
-#: Where an explicit state goes next: a state name, a {label: state} table, or a router function.
-Next = Union[str, Mapping[str, str], Callable[[Any], str], None]
+    from tideflow._compile import CompiledWorkflow
+    from tideflow.retry import Duration
+
+    In = TypeVar("In")
+    Out = TypeVar("Out")
+
+    #: Something that can stand where a step stands: a step, a whole workflow (inlined), a wait
+    #: for a signal or a durable sleep.
+    Runnable = Union["Step[Any, Any]", "Workflow", "WaitSignal", "Sleep"]
+    #: Where an explicit state goes next: a state name, a {label: state} table, or a router.
+    Next = Union[str, Mapping[str, str], Callable[[Any], str], None]
+    # Node forms (plain tuples, compiled by tideflow._compile):
+    #   ("step", Step) · ("sub", Workflow) · ("parallel", [node]) · ("map", node, concurrency)
+    #   ("branch", cond, node, node | None) · ("loop", node, until, max_iterations)
+    #   ("wait", WaitSignal) · ("sleep", Sleep)
+    Node = tuple[Any, ...]
+else:
+
+    class Generic:
+        """Stands in for ``typing.Generic`` at run time: ``Step[int, str]`` is a GenericAlias."""
+
+        __slots__ = ()
+
+        def __class_getitem__(cls, params):
+            return cls if cls is Generic else types.GenericAlias(cls, params)
+
+    In = Out = None
+
+    def __getattr__(name: str) -> object:
+        """Builds the type aliases (the same as type checkers see) when they are asked for."""
+        if name not in ("Runnable", "Next", "Node"):
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from typing import Any, Union
+
+        globals()["Runnable"] = Union["Step[Any, Any]", "Workflow", "WaitSignal", "Sleep"]
+        globals()["Next"] = Union[str, Mapping[str, str], Callable[[Any], str], None]
+        globals()["Node"] = tuple[Any, ...]
+        return globals()[name]
 
 
 class Step(Generic[In, Out]):
@@ -80,12 +114,14 @@ def _is_async(fn: object) -> bool:
     return bool(code is not None and code.co_flags & 0x80)  # CO_COROUTINE
 
 
-@overload
-def step(fn: Callable[..., Any], /) -> Step[Any, Any]: ...
-@overload
-def step(
-    *, name: str | None = None, retry: Retry | None = None, timeout: Duration | None = None
-) -> Callable[[Callable[..., Any]], Step[Any, Any]]: ...
+if TYPE_CHECKING:
+
+    @overload
+    def step(fn: Callable[..., Any], /) -> Step[Any, Any]: ...
+    @overload
+    def step(
+        *, name: str | None = None, retry: Retry | None = None, timeout: Duration | None = None
+    ) -> Callable[[Callable[..., Any]], Step[Any, Any]]: ...
 
 
 def step(
@@ -170,13 +206,6 @@ def sleep_until(moment: object) -> Sleep:
     if timestamp is None or getattr(moment, "utcoffset", lambda: None)() is None:
         raise DefinitionError(f"sleep_until() needs a timezone-aware datetime, got {moment!r}")
     return Sleep(until=float(timestamp()))
-
-
-# Node forms (plain tuples, compiled by tideflow._compile):
-#   ("step", Step) · ("sub", Workflow) · ("parallel", [node]) · ("map", node, concurrency)
-#   ("branch", cond, node, node | None) · ("loop", node, until, max_iterations)
-#   ("wait", WaitSignal) · ("sleep", Sleep)
-Node = tuple[Any, ...]
 
 
 def as_node(x: object, where: str) -> Node:
