@@ -19,9 +19,10 @@ from tideflow.errors import (
     UnknownInstance,
     WorkflowFailed,
 )
-from tideflow.retry import TYPE_CHECKING, to_seconds  # TYPE_CHECKING: False, keeps typing unloaded
+from tideflow.retry import to_seconds
 from tideflow.workflow import Workflow
 
+TYPE_CHECKING = False  # (see tideflow.retry)
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any

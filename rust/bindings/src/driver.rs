@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
-use tideflow_core::codec::{decode_signal, encode_header, encode_record, Header};
+use tideflow_core::codec::{encode_header, encode_record, Header};
 use tideflow_core::instance::{Instance, Task};
 use tideflow_core::store::Commit;
 use tideflow_core::Status;
 
 use crate::context::Context;
-use crate::engine::{cancel_reason, Engine, CANCEL_SIGNAL};
+use crate::engine::Engine;
 use crate::errors::{error, matches, IntoPy};
 use crate::host::{encode_value, failure, PyHost};
 use crate::workflow::Compiled;
@@ -97,12 +97,9 @@ impl Driver {
         started: f64,
     ) -> PyResult<()> {
         let now = engine.clock.now(py)?;
-        if self.cancel.requested() && !self.inst.is_cancelling() && !self.inst.status().is_finished() {
-            // cancellation was asked for while the step ran: it wins over whatever the step
-            // returned, so that a cancel() that came in time is never overtaken by completion
-            let mut host = host!(self, py, engine);
-            self.inst.cancel(&self.cancel.reason(), now, &mut host);
-        }
+        // a cancellation asked for while the step ran wins over whatever the step returned, so
+        // that a cancel() that came in time is never overtaken by completion
+        self.apply_cancel(py, engine, now);
         let wf = self.wf.get();
         let entry = &wf.steps[task.step as usize];
         let observed = engine.notify.as_ref().map(|n| (n, task.key.clone(), task.attempt, entry.name.clone_ref(py)));
@@ -211,47 +208,38 @@ impl Driver {
         self.settle(py, engine, task, result, started)
     }
 
-    /// Fires due timers, applies a pending cancellation, and hands waiting signals to their waits.
-    pub fn advance(&mut self, py: Python<'_>, engine: &Engine, now: f64) {
-        let mut host = host!(self, py, engine);
+    /// Starts the cancellation of the instance if one was asked for and it has not begun.
+    fn apply_cancel(&mut self, py: Python<'_>, engine: &Engine, now: f64) {
         if self.cancel.requested() && !self.inst.is_cancelling() && !self.inst.status().is_finished() {
+            let mut host = host!(self, py, engine);
             self.inst.cancel(&self.cancel.reason(), now, &mut host);
         }
+    }
+
+    /// Fires due timers, applies a pending cancellation, and hands waiting signals to their waits.
+    pub fn advance(&mut self, py: Python<'_>, engine: &Engine, now: f64) {
+        self.apply_cancel(py, engine, now);
+        let mut host = host!(self, py, engine);
         self.inst.fire_timers(now, &mut host);
         if self.inst.is_waiting() {
             self.inst.deliver(now, &mut host);
         }
     }
 
-    /// Reads signals that arrived since the last look and offers them to the waits.
+    /// Reads signals that arrived since the last look (and a persisted cancellation request) and
+    /// offers them to the waits.
     pub fn refresh_signals(&mut self, py: Python<'_>, engine: &Engine) -> PyResult<()> {
-        let id = self.id_str.clone();
-        let inbox = engine.with_store(py, |s| s.signals(&id)).py_err(py)?;
-        let mut fresh = Vec::new();
-        for (seq, raw) in inbox {
-            if self.inbox.contains_key(&seq) {
-                continue;
+        let fresh = engine.read_inbox(py, &self.id_str, |seq| self.inbox.contains_key(&seq))?;
+        if let Some(reason) = fresh.cancel {
+            if !self.cancel.requested() {
+                self.cancel.request(&reason); // perhaps from another process
             }
-            let sig = decode_signal(&raw)
-                .map_err(|e| error(py, "CorruptCheckpoint", format!("instance {id:?}, signal #{seq}: {e}")))?;
-            if sig.name == CANCEL_SIGNAL {
-                // a cancellation persisted by cancel(), perhaps in another process
-                if !self.cancel.requested() {
-                    self.cancel.request(&cancel_reason(&sig.payload));
-                }
-                self.inbox.insert(seq, Vec::new()); // seen
-                continue;
-            }
-            self.inbox.insert(seq, sig.payload);
-            fresh.push((seq, sig.name));
         }
         let now = engine.clock.now(py)?;
-        if self.cancel.requested() && !self.inst.is_cancelling() && !self.inst.status().is_finished() {
-            let mut host = host!(self, py, engine);
-            self.inst.cancel(&self.cancel.reason(), now, &mut host);
-        }
-        if !fresh.is_empty() {
-            self.inst.add_signals(fresh);
+        self.apply_cancel(py, engine, now);
+        if !fresh.arrivals.is_empty() {
+            self.inbox.extend(fresh.payloads);
+            self.inst.add_signals(fresh.arrivals);
             let mut host = host!(self, py, engine);
             self.inst.deliver(now, &mut host);
         }

@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 use tideflow_core::codec::{
-    decode_header, decode_record, decode_signal, encode_header, encode_record, encode_signal, Header,
-    Outcome as StepOutcome, Record, Signal,
+    decode_header, decode_record, encode_header, encode_record, Header, Outcome as StepOutcome, Record,
 };
 use tideflow_core::instance::Instance;
 use tideflow_core::store::memory::MemoryStore;
@@ -20,6 +19,7 @@ use crate::clock::Clock;
 use crate::driver::{CancelState, Driver, Outcome};
 use crate::errors::{error, IntoPy};
 use crate::host::{decode_value, encode_value, PyHost};
+use crate::inbox::Inbox;
 use crate::pystore::PyStore;
 use crate::workflow::Compiled;
 
@@ -44,23 +44,6 @@ fn parse_statuses(py: Python<'_>, names: &[String]) -> PyResult<Vec<Status>> {
         .iter()
         .map(|n| Status::parse(n).ok_or_else(|| error(py, "TideflowError", format!("unknown status {n:?}"))))
         .collect()
-}
-
-/// An inbox as read: payloads by sequence number, `(seq, name)` in arrival order, and the reason
-/// of a cancellation request found in it.
-type Inbox = (HashMap<u64, Vec<u8>>, Vec<(u64, String)>, Option<String>);
-
-/// The inbox name under which `cancel()` persists a cancellation request before anything else,
-/// so that it survives a crash and reaches a driver in another process. Signal names starting
-/// with `!` are reserved.
-pub const CANCEL_SIGNAL: &str = "!cancel";
-
-/// The reason carried by a cancellation request's payload (a JSON string).
-pub fn cancel_reason(payload: &[u8]) -> String {
-    match serde_json::from_slice::<serde_json::Value>(payload) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => String::from_utf8_lossy(payload).into_owned(),
-    }
 }
 
 /// One listed instance: (id, workflow, status, created_at, updated_at).
@@ -167,7 +150,7 @@ impl Engine {
                 ),
             )
         })?;
-        let (inbox, names, cancel) = self.read_inbox(py, &id)?;
+        let Inbox { payloads: inbox, arrivals, cancel } = self.read_inbox(py, &id, |_| false)?;
         let fallback = self.fallback.bind(py);
         let now = self.clock.now(py)?;
         let mut host = PyHost { py, wf: compiled, fallback, inbox: &inbox };
@@ -185,7 +168,7 @@ impl Engine {
         }
         // new signals are the outside world's input, not rebuilt state: one that does not decode
         // into its wait's type fails the instance (committed by the driver), like any bad input
-        inst.add_signals(names);
+        inst.add_signals(arrivals);
         inst.deliver(now, &mut host);
         let cancel_state = self.cancel_state(&id);
         if let Some(reason) = cancel {
@@ -202,36 +185,6 @@ impl Engine {
             version: stored.meta.version,
             stored_status: stored.meta.status,
             inbox,
-        })
-    }
-
-    /// The inbox of `id`: payloads by sequence number, and `(seq, name)` in arrival order.
-    fn read_inbox(&self, py: Python<'_>, id: &str) -> PyResult<Inbox> {
-        let raw = self.with_store(py, |s| s.signals(id)).py_err(py)?;
-        let mut inbox = HashMap::new();
-        let mut names = Vec::new();
-        let mut cancel = None;
-        for (seq, r) in raw {
-            let sig = decode_signal(&r)
-                .map_err(|e| error(py, "CorruptCheckpoint", format!("instance {id:?}, signal #{seq}: {e}")))?;
-            if sig.name == CANCEL_SIGNAL {
-                cancel.get_or_insert_with(|| cancel_reason(&sig.payload));
-                continue;
-            }
-            inbox.insert(seq, sig.payload);
-            names.push((seq, sig.name));
-        }
-        Ok((inbox, names, cancel))
-    }
-
-    /// Persists a signal record (its own transaction) and marks the instance due.
-    fn persist_signal(&self, py: Python<'_>, id: &str, name: &str, payload: Vec<u8>) -> PyResult<u64> {
-        let now = self.clock.now(py)?;
-        let record = encode_signal(&Signal { name: name.to_string(), payload, sent_at: now });
-        self.with_store(py, |s| s.send_signal(id, &record, now)).map_err(|e| match e {
-            CoreError::UnknownInstance(_) => error(py, "SignalError", format!("no workflow instance with id {id:?}")),
-            CoreError::InvalidState(m) => error(py, "SignalError", m),
-            other => crate::errors::core_error(py, other),
         })
     }
 
@@ -500,8 +453,7 @@ impl Engine {
         }
         // persisted first: a crash from here on cannot lose the request, and a driver in another
         // process finds it in the inbox
-        let payload = serde_json::to_vec(reason).map_err(|e| error(py, "TideflowError", e.to_string()))?;
-        self.persist_signal(py, id, CANCEL_SIGNAL, payload)?;
+        self.persist_cancel(py, id, reason)?;
         let driven = {
             let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
             active.get(id).map(Arc::clone)

@@ -10,6 +10,7 @@ mod driver;
 mod engine;
 mod errors;
 mod host;
+mod inbox;
 mod json;
 mod pystore;
 mod workflow;
