@@ -329,8 +329,6 @@ fn timing_moved_check() {
     // cargo test -p tideflow-core --release --test sqlite_files -- --ignored --nocapture timing
     // The check alone, and a step commit and a get through the store (which include it); rounds
     // of each alternate and the best round of each is reported (the machine is shared).
-    use rusqlite::ffi;
-    use std::ffi::{c_int, c_void};
     let dir = TempDir::new("timing-moved");
     let path = dir.join("t.db");
     let mut s = open(&path);
@@ -338,19 +336,7 @@ fn timing_moved_check() {
     let records = [vec![7u8; 200]];
     let conn = rusqlite::Connection::open(&path).unwrap();
     // the file control the store runs before every commit and read
-    let has_moved = || {
-        let mut moved: c_int = 0;
-        // SAFETY: a live handle, a NUL-terminated schema name, an int out-parameter.
-        let rc = unsafe {
-            ffi::sqlite3_file_control(
-                conn.handle(),
-                c"main".as_ptr(),
-                ffi::SQLITE_FCNTL_HAS_MOVED,
-                (&mut moved as *mut c_int).cast::<c_void>(),
-            )
-        };
-        rc == ffi::SQLITE_OK && moved != 0
-    };
+    let has_moved = || tideflow_core::store::sqlite::has_moved(&conn);
     let per = |start: Instant, n: u32| start.elapsed().as_secs_f64() / f64::from(n) * 1e6;
     let (mut check, mut commit_us, mut get_us) = (f64::MAX, f64::MAX, f64::MAX);
     let mut v = 1;

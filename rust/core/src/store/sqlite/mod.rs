@@ -121,7 +121,7 @@ impl Drop for WriteTxn<'_> {
 /// for there, and it is paid anyway, on every write transaction and every read: checking only
 /// every N commits or every T ms would leave a window in which commits "succeed" into a file that
 /// no longer has a name, which is the loss this check exists to prevent.
-fn has_moved(conn: &Connection) -> bool {
+pub fn has_moved(conn: &Connection) -> bool {
     let mut moved: c_int = 0;
     // SAFETY: the handle is live for the borrow of `conn`, which is not used concurrently (the
     // store is `&mut` or single-threaded); "main" is a NUL-terminated schema name; for this

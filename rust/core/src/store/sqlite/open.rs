@@ -300,15 +300,20 @@ impl SqliteStore {
 /// The database files (by device and inode) that stores of this process hold open, so that
 /// opening another store on one of them never opens and closes a descriptor of its own on it.
 pub(super) mod held {
-    use std::collections::HashMap;
+    use std::collections::BTreeMap;
     use std::os::unix::fs::MetadataExt;
     use std::path::Path;
-    use std::sync::Mutex;
+    use std::sync::{Mutex, MutexGuard};
 
     /// A file's identity: (device, inode).
     pub type FileId = (u64, u64);
 
-    static HELD: Mutex<Option<HashMap<FileId, usize>>> = Mutex::new(None);
+    /// How many stores of this process hold each file open.
+    static HELD: Mutex<BTreeMap<FileId, usize>> = Mutex::new(BTreeMap::new());
+
+    fn held() -> MutexGuard<'static, BTreeMap<FileId, usize>> {
+        HELD.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
     fn id(path: &Path) -> Option<FileId> {
         std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
@@ -316,26 +321,23 @@ pub(super) mod held {
 
     /// Whether a store of this process holds the file at `path` open.
     pub fn contains(path: &Path) -> bool {
-        let Some(key) = id(path) else { return false };
-        HELD.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|m| m.contains_key(&key))
+        id(path).is_some_and(|key| held().contains_key(&key))
     }
 
     /// Records that a store holds the file at `path` open; its identity, for [`remove`].
     pub fn add(path: &Path) -> Option<FileId> {
         let key = id(path)?;
-        *HELD.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).entry(key).or_default() += 1;
+        *held().entry(key).or_default() += 1;
         Some(key)
     }
 
     /// Records that a store let go of a file.
     pub fn remove(key: FileId) {
-        let mut guard = HELD.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = guard.as_mut() {
-            if let Some(n) = m.get_mut(&key) {
-                *n -= 1;
-                if *n == 0 {
-                    m.remove(&key);
-                }
+        let mut held = held();
+        if let Some(n) = held.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&key);
             }
         }
     }
