@@ -473,3 +473,5 @@ impl<V: Clone> Instance<V> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_waiting;
