@@ -266,12 +266,16 @@ impl<V: Clone> Instance<V> {
         self.running
     }
 
-    /// Takes the next ready task, stamping its start time.
+    /// Takes the next ready task, stamping its start time and noting that this attempt starts:
+    /// the note goes into the next [`Instance::take_records`], which the driver commits before it
+    /// runs the task. Only attempts handed out here count as started (a resume after a crash
+    /// charges them as interrupted); a task that stays ready was never charged.
     #[inline]
     pub fn pop_ready(&mut self, now: f64) -> Option<Task<V>> {
         let mut t = self.ready.pop_front()?;
         t.started_at = now;
         self.running += 1;
+        self.next.push((t.key.clone(), t.attempt));
         Some(t)
     }
 
@@ -369,9 +373,10 @@ impl<V: Clone> Instance<V> {
         delay
     }
 
-    /// Takes the records produced since the last call, for the driver to commit atomically. Tasks
-    /// enqueued meanwhile are attached to the last step record (or to an `Enqueued` record), so a
-    /// crash before they finish is seen on resume as an interrupted attempt.
+    /// Takes the records produced since the last call, for the driver to commit atomically. The
+    /// attempts started meanwhile ([`Instance::pop_ready`]) are attached to the last step record
+    /// (or to an `Enqueued` record), so a crash before they finish is seen on resume as an
+    /// interrupted attempt.
     pub fn take_records(&mut self) -> Vec<Record> {
         if !self.next.is_empty() {
             let next = std::mem::take(&mut self.next);
@@ -426,7 +431,7 @@ impl<V: Clone> Instance<V> {
         self.timers.clear();
         self.timer_items.clear();
         self.waits.clear();
-        self.next.clear();
+        // `next` stays: it notes attempts that did start, which a resume must still count
     }
 
     fn fail_instance(&mut self, info: ErrorInfo) {
@@ -473,5 +478,7 @@ impl<V: Clone> Instance<V> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_replay;
 #[cfg(test)]
 mod tests_waiting;

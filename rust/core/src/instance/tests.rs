@@ -389,12 +389,12 @@ fn non_retryable_failure_gives_up_at_once() {
 fn resume_after_a_crash_mid_step_bumps_the_attempt_and_keeps_the_key() {
     let p = plan(seq(vec![step(0), step(1), step(2)]), 3, None);
     let mut inst = Instance::start("x", p.clone(), json!(5), 0.0, &mut TestHost);
-    let mut records = inst.take_records();
     let t = inst.pop_ready(0.0).unwrap();
+    let mut records = inst.take_records(); // a driver commits a task's start before running it
     let out = apply(&fns(3)[0], &t.input);
     inst.complete(t, out, b"11".to_vec(), 1.0, &mut TestHost);
-    records.extend(inst.take_records());
     let t1 = inst.pop_ready(1.0).unwrap(); // step 1 "running" when we crash
+    records.extend(inst.take_records());
     assert_eq!((t1.key.as_str(), t1.attempt), ("1", 1));
     drop(inst);
 

@@ -166,8 +166,8 @@ fn cancel_runs_the_compensation_with_the_reason_and_survives_a_restart() {
     settle(&mut inst, 0.0);
     inst.cancel("customer asked", 1.0, &mut TestHost);
     assert!(inst.is_cancelling());
-    let records = inst.take_records();
     let t = inst.pop_ready(1.0).unwrap();
+    let records = inst.take_records(); // committed as it starts
     assert_eq!((t.key.as_str(), t.input.clone()), ("cancel", json!("customer asked")));
     drop(inst); // crash while compensating
     let mut again = Instance::resume("c", p.clone(), json!(1), 0.0, 2.0, &records, &mut TestHost);

@@ -29,12 +29,16 @@ impl Ord for Timer {
     }
 }
 
+/// The suffix of the decision key (`<sleep key>~`, value `"slept"`) recording that a durable
+/// sleep ended.
+pub(super) const SLEPT: &str = "~";
+
 /// What happens when a timer fires.
 pub(super) enum Due<V> {
     /// The next attempt of a failed step.
     Retry(Task<V>),
-    /// A durable sleep ends: its input flows on.
-    Sleep { cont: Cont, value: V },
+    /// A durable sleep at position `key` ends: its input flows on.
+    Sleep { key: String, cont: Cont, value: V },
     /// A wait for a signal times out (the waiter is found by its key).
     WaitTimeout { key: String },
     /// The whole workflow ran past its timeout.
@@ -75,11 +79,12 @@ impl<V: Clone> Instance<V> {
             let t = self.timers.pop().expect("peeked");
             match self.timer_items.remove(&t.seq) {
                 None => {}
-                Some(Due::Retry(task)) => {
-                    self.next.push((task.key.clone(), task.attempt));
-                    self.ready.push_back(task);
+                Some(Due::Retry(task)) => self.ready.push_back(task),
+                Some(Due::Sleep { key, cont, value }) => {
+                    // recorded, so that a resume replays past the sleep instead of stopping at it
+                    self.records.push(Record::Decision { key: format!("{key}{SLEPT}"), value: "slept".into() });
+                    self.events.push_back(Event::Finish { cont, value });
                 }
-                Some(Due::Sleep { cont, value }) => self.events.push_back(Event::Finish { cont, value }),
                 Some(Due::WaitTimeout { key }) => self.time_out_wait(&key),
                 Some(Due::WorkflowTimeout) => self.time_out_workflow(),
             }

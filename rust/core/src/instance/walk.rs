@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::timers::Due;
+use super::timers::{Due, SLEPT};
 use super::{child_key, Cont, ErrorInfo, Event, Failure, Frame, Host, Instance, Task, Waiter, CANCEL, ROOT};
 use crate::codec::Record;
 use crate::plan::{Next, Node, NodeId};
@@ -118,8 +118,13 @@ impl<V: Clone> Instance<V> {
                 self.events.push_back(Event::Enter { node: *body, input, cont, key });
             }
             Node::Sleep { seconds, until } => {
+                if self.replay.as_ref().is_some_and(|r| r.decisions.contains_key(&format!("{key}{SLEPT}"))) {
+                    // the sleep ended before: what was recorded after it is replayed too
+                    self.events.push_back(Event::Finish { cont, value: input });
+                    return;
+                }
                 let due = self.due_at(&key, seconds.map(|s| self.now + s).or(*until).unwrap_or(self.now));
-                self.push_timer(due, Due::Sleep { cont, value: input });
+                self.push_timer(due, Due::Sleep { key, cont, value: input });
             }
             Node::WaitSignal { name, wait, timeout, .. } => {
                 let (name, wait, timeout) = (name.clone(), *wait, *timeout);
@@ -151,7 +156,12 @@ impl<V: Clone> Instance<V> {
             let enq = r.enqueued.get(&key).copied().unwrap_or(0);
             let (failed, retry_at) = r.failed.get(&key).copied().unwrap_or((0, None));
             if enq > failed {
-                attempt = enq + 1; // handed out, never finished: it was interrupted
+                // started, never finished: the process died during attempt `enq`
+                let budget = self.plan.retry(step).max_attempts.max(2);
+                if enq >= budget {
+                    return self.fail_interrupted(step, key, enq, budget);
+                }
+                attempt = enq + 1;
             } else if failed > 0 {
                 attempt = failed + 1;
                 due = retry_at;
@@ -162,11 +172,26 @@ impl<V: Clone> Instance<V> {
             Some(at) => {
                 self.push_timer(at, Due::Retry(task));
             }
-            None => {
-                self.next.push((task.key.clone(), attempt));
-                self.ready.push_back(task);
-            }
+            None => self.ready.push_back(task),
         }
+    }
+
+    /// Fails the instance because step `step` at `key` was interrupted (its process died) during
+    /// attempt `attempts`, which used up `budget`: a poison step is not retried forever.
+    fn fail_interrupted(&mut self, step: u32, key: String, attempts: u32, budget: u32) {
+        let name = self.plan.steps[step as usize].name.clone();
+        let msg = format!(
+            "the process running step '{name}' at position '{key}' died during its last attempt \
+             (attempt {attempts}); interrupted attempts count against its retry budget of {budget} \
+             (max_attempts, at least 2 after an interruption), so it is not run again"
+        );
+        self.fail_instance(ErrorInfo {
+            kind: "interrupted",
+            step: Some(name),
+            key: Some(key),
+            attempts,
+            failure: Failure::new("StepInterrupted", msg),
+        });
     }
 
     /// When a timer at `key` is due: as recorded (on resume) or `fresh`, recorded now.
