@@ -54,23 +54,26 @@ async def drive(engine: Engine, handle: _core.AsyncRun, iid: str) -> None:
                     ready = handle.complete(tid, out)
                 continue
             if ready:
-                for tid, fn, ctx, value, is_async, timeout in ready:
-                    if handle.finished:
-                        break  # a step of this wave failed the instance: run nothing more
-                    if is_async:
-                        fut = asyncio.ensure_future(_call(fn, ctx, value, timeout))
-                        pending[fut] = (tid, ctx.position)
-                        continue
-                    try:
-                        out = fn(ctx, value)
-                    except (Exception, Cancelled) as exc:
-                        handle.fail(tid, exc, commit=False)
-                    else:
-                        handle.complete(tid, out, commit=False)
-                    # a sync step finishes alone: commit it now, so that a crash later in the
-                    # wave never runs it again
-                    handle.commit()
-                ready = handle.ready()
+                # the async steps of a wave start together; a sync one comes last (the core hands
+                # out at most one: they run one at a time, each committed as it finishes, so that
+                # a crash later in the wave never runs it again and never charges the ones that
+                # had not started yet)
+                *launched, last = ready
+                for tid, fn, ctx, value, _, timeout in launched:
+                    fut = asyncio.ensure_future(_call(fn, ctx, value, timeout))
+                    pending[fut] = (tid, ctx.position)
+                tid, fn, ctx, value, is_async, timeout = last
+                if is_async:
+                    fut = asyncio.ensure_future(_call(fn, ctx, value, timeout))
+                    pending[fut] = (tid, ctx.position)
+                    ready = []
+                    continue
+                try:
+                    out = fn(ctx, value)
+                except (Exception, Cancelled) as exc:
+                    ready = handle.fail(tid, exc)
+                else:
+                    ready = handle.complete(tid, out)
                 continue
             if handle.finished:
                 return

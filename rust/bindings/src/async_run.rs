@@ -16,7 +16,8 @@ use crate::workflow::Compiled;
 struct State {
     driver: Option<Driver>,
     done: Option<Outcome>,
-    inflight: HashMap<u64, (Task<Py<PyAny>>, f64)>,
+    /// Tasks handed out: the task, when it started, and the driver's epoch then.
+    inflight: HashMap<u64, (Task<Py<PyAny>>, f64, u64)>,
     next_id: u64,
 }
 
@@ -44,17 +45,34 @@ impl AsyncRun {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Pops every ready task into a list of `(task_id, func, ctx, input, is_async, timeout)`.
+    /// Takes the tasks to start now and returns them as `(task_id, func, ctx, input, is_async,
+    /// timeout)`: every ready async step (they run concurrently), up to and including the first
+    /// sync one (sync steps run one at a time, so the ones after it stay ready, and uncharged,
+    /// until it finished). What they start is committed, with anything recorded before, first.
     fn take_ready<'py>(&self, py: Python<'py>, st: &mut State) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
-        let Some(d) = st.driver.as_mut() else { return Ok(out) };
         let engine = self.engine.get();
-        let now = engine.clock.now(py)?;
-        d.advance(py, engine, now);
-        if d.inst.has_records() && d.inst.ready_len() > 0 {
-            d.commit(py, engine)?; // record that these tasks start before they run
-        }
-        while let Some(task) = d.inst.pop_ready(now) {
+        let (taken, now) = loop {
+            let Some(d) = st.driver.as_mut() else { return Ok(out) };
+            let now = engine.clock.now(py)?;
+            d.advance(py, engine, now);
+            let wf = d.wf.clone_ref(py);
+            let mut taken = Vec::new();
+            while let Some(task) = d.first.take().or_else(|| d.inst.pop_ready(now)) {
+                let sync = !wf.get().steps[task.step as usize].is_async;
+                taken.push(task);
+                if sync {
+                    break;
+                }
+            }
+            let epoch = d.epoch;
+            d.commit(py, engine)?;
+            if d.epoch == epoch {
+                break (taken, now);
+            } // reloaded from the store: those tasks were the old instance's; take again
+        };
+        let Some(d) = st.driver.as_mut() else { return Ok(out) };
+        for task in taken {
             let wf = d.wf.get();
             let entry = &wf.steps[task.step as usize];
             st.next_id += 1;
@@ -72,7 +90,7 @@ impl AsyncRun {
                 ],
             )?;
             out.append(item)?;
-            st.inflight.insert(st.next_id, (task, now));
+            st.inflight.insert(st.next_id, (task, now, d.epoch));
         }
         Ok(out)
     }
@@ -86,17 +104,18 @@ impl AsyncRun {
     ) -> PyResult<Bound<'py, PyList>> {
         let mut guard = self.lock();
         let st = &mut *guard;
-        let (task, started) = st
+        let (task, started, epoch) = st
             .inflight
             .remove(&task_id)
             .ok_or_else(|| error(py, "TideflowError", format!("task {task_id} is not running")))?;
         let engine = self.engine.get();
         let d = st.driver.as_mut().ok_or_else(|| error(py, "TideflowError", "the run is finished"))?;
-        d.settle(py, engine, task, result, started)?;
+        if epoch == d.epoch && d.settled.is_none() {
+            d.settle(py, engine, task, result, started)?;
+        } // else the instance was reloaded meanwhile: this attempt's result is not its to take
         if !commit {
             return Ok(PyList::empty(py));
         }
-        d.commit(py, engine)?;
         self.take_ready(py, st)
     }
 }
@@ -123,14 +142,11 @@ impl AsyncRun {
     /// included).
     fn ready<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let mut st = self.lock();
-        if let Some(d) = st.driver.as_mut() {
-            d.commit(py, self.engine.get())?;
-        }
         self.take_ready(py, &mut st)
     }
 
-    /// Hands back a step's return value; commits (unless `commit` is false, to group several
-    /// completions into one transaction) and returns the tasks that became ready.
+    /// Hands back a step's return value; unless `commit` is false (to group several completions
+    /// into one transaction), takes the next tasks and commits them with it, and returns them.
     #[pyo3(signature = (task_id, output, commit=true))]
     fn complete<'py>(
         &self,
@@ -170,7 +186,6 @@ impl AsyncRun {
         let mut st = self.lock();
         if let Some(d) = st.driver.as_mut() {
             d.refresh_signals(py, self.engine.get())?;
-            d.commit(py, self.engine.get())?;
         }
         self.take_ready(py, &mut st)
     }
@@ -183,14 +198,14 @@ impl AsyncRun {
 
     /// When the earliest pending timer (a retry, a sleep, a timeout) is due, if any.
     fn deadline(&self) -> Option<f64> {
-        self.lock().driver.as_ref().and_then(|d| d.inst.next_deadline())
+        self.lock().driver.as_ref().filter(|d| d.settled.is_none()).and_then(|d| d.inst.next_deadline())
     }
 
     /// Whether the instance completed or failed (or was already finished when opened).
     #[getter]
     fn finished(&self) -> bool {
         let st = self.lock();
-        st.done.is_some() || st.driver.as_ref().is_some_and(|d| d.inst.status().is_finished())
+        st.done.is_some() || st.driver.as_ref().is_some_and(Driver::finished)
     }
 
     /// Commits anything pending and returns `(status, output, error JSON)`.

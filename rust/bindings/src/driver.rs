@@ -11,7 +11,7 @@ use pyo3::types::{PyBytes, PyString};
 use tideflow_core::codec::{encode_header, encode_record, Header};
 use tideflow_core::instance::{Instance, Task};
 use tideflow_core::store::Commit;
-use tideflow_core::Status;
+use tideflow_core::{CoreError, Status};
 
 use crate::context::Context;
 use crate::engine::Engine;
@@ -56,6 +56,15 @@ pub struct Driver {
     /// Inbox payloads already read, by sequence number.
     pub inbox: HashMap<u64, Vec<u8>>,
     pub cancel: Arc<CancelState>,
+    /// The due time the store holds for the instance (as last loaded or committed).
+    pub stored_due: Option<f64>,
+    /// How many times the instance was reloaded from the store after another writer advanced it;
+    /// a task taken before a reload belongs to the instance as it was and is not run.
+    pub epoch: u64,
+    /// The stored result, when another writer finished the instance meanwhile.
+    pub settled: Option<Outcome>,
+    /// A task already taken (its start committed with the instance's creation), to run first.
+    pub first: Option<Task<Py<PyAny>>>,
 }
 
 /// What a finished or suspended run reports to Python: (status, output, error JSON).
@@ -246,6 +255,11 @@ impl Driver {
         Ok(())
     }
 
+    /// Whether the instance finished (here, or by another writer).
+    pub fn finished(&self) -> bool {
+        self.settled.is_some() || self.inst.status().is_finished()
+    }
+
     /// The status stores should index now.
     pub fn status(&self) -> Status {
         match self.inst.status() {
@@ -257,9 +271,20 @@ impl Driver {
 
     /// Commits what the state machine recorded since the last commit (one store transaction),
     /// with the new status; a no-op when nothing changed.
+    ///
+    /// When another writer advanced the instance first (a version conflict), nothing of this
+    /// driver's is written: it reloads the instance from the store and goes on from there (or
+    /// reports the stored result if that writer finished it); `epoch` tells the caller.
     pub fn commit(&mut self, py: Python<'_>, engine: &Engine) -> PyResult<()> {
+        if self.settled.is_some() {
+            return Ok(());
+        }
         let status = self.status();
-        if !self.inst.has_records() && status == self.stored_status {
+        let due_at = if status == Status::Suspended { self.inst.next_deadline() } else { None };
+        // a resume that moves nothing still corrects a due time that no longer holds (a signal
+        // that no wait takes yet made the instance due): otherwise it stays due and is resumed
+        // again and again
+        if !self.inst.has_records() && status == self.stored_status && due_at == self.stored_due {
             return Ok(());
         }
         let records: Vec<Vec<u8>> = self.inst.take_records().iter().map(encode_record).collect();
@@ -276,19 +301,39 @@ impl Driver {
             expected_version: self.version,
             status,
             updated_at: now,
-            due_at: if status == Status::Suspended { self.inst.next_deadline() } else { None },
+            due_at,
             header: header.as_deref(),
             records: &records,
             signals_seen: self.inst.signals_seen(),
         };
-        engine.with_store(py, |s| s.commit(&commit)).py_err(py)?;
+        match engine.with_store(py, |s| s.commit(&commit)) {
+            Ok(()) => {}
+            Err(CoreError::Conflict { .. }) => return self.reload(py, engine),
+            Err(e) => return Err(e).py_err(py),
+        }
         self.version += 1;
         self.stored_status = status;
+        self.stored_due = due_at;
+        Ok(())
+    }
+
+    /// Replaces this driver's instance with what the store holds (another writer advanced it):
+    /// rebuilt from its records, or the stored result if it finished.
+    fn reload(&mut self, py: Python<'_>, engine: &Engine) -> PyResult<()> {
+        let epoch = self.epoch + 1;
+        match engine.reload(py, &self.id_str)? {
+            Err(done) => self.settled = Some(done),
+            Ok(fresh) => *self = fresh,
+        }
+        self.epoch = epoch;
         Ok(())
     }
 
     /// The run's result for Python.
     pub fn outcome(&self, py: Python<'_>) -> Outcome {
+        if let Some((status, output, err)) = &self.settled {
+            return (status.clone(), output.clone_ref(py), err.clone_ref(py));
+        }
         let output = self.inst.output().map(|o| o.clone_ref(py)).unwrap_or_else(|| py.None());
         let err = match self.inst.error() {
             Some(e) => PyBytes::new(py, &e.to_json()).into_any().unbind(),
@@ -299,47 +344,43 @@ impl Driver {
 
     /// Advances the instance in this thread until it finishes or has nothing to do now but wait:
     /// retries are waited for here (on the engine's clock); durable sleeps, waits for signals and
-    /// timeouts leave the instance suspended, due when its next timer is. Each wave of ready
-    /// tasks is committed in one transaction.
+    /// timeouts leave the instance suspended, due when its next timer is. Tasks run one after
+    /// another: each is taken (which notes that its attempt starts), then committed together with
+    /// what the previous one recorded, then run; so a step costs one commit, a finished step never
+    /// runs again after a crash, and a task that never started is never charged an attempt.
     pub fn drive_sync(&mut self, py: Python<'_>, engine: &Engine) -> PyResult<()> {
         loop {
+            if self.settled.is_some() {
+                return Ok(()); // another writer finished the instance
+            }
             let now = engine.clock.now(py)?;
             self.advance(py, engine, now);
-            let n = self.inst.ready_len();
-            if n == 0 {
-                if !self.inst.status().is_finished() && self.inst.is_waiting() {
-                    self.refresh_signals(py, engine)?; // one last look before suspending
-                    if self.inst.ready_len() > 0 || self.inst.status().is_finished() {
-                        continue;
-                    }
-                }
+            if let Some(task) = self.first.take().or_else(|| self.inst.pop_ready(now)) {
+                let epoch = self.epoch;
                 self.commit(py, engine)?;
-                if self.inst.status().is_finished() {
-                    return Ok(());
-                }
-                match (self.inst.next_retry(), self.inst.next_deadline()) {
-                    (Some(retry), Some(first)) if retry <= first => engine.clock.sleep(py, retry - now)?,
-                    _ if self.inst.running() == 0 => return Ok(()), // suspended
-                    _ => return Err(error(py, "TideflowError", "tasks are running elsewhere; cannot drive")),
-                }
+                if self.epoch == epoch {
+                    self.run_task(py, engine, task)?;
+                } // else: the instance was reloaded from the store; that task is not its own
                 continue;
             }
-            if self.inst.has_records() {
-                // tasks handed out by a timer or a resume: record that they start before they
-                // run, so that dying during them counts as an attempt
-                self.commit(py, engine)?;
-            }
-            for i in 0..n {
-                // each task of a wave is stamped when it starts, not when the wave did
-                let started = if i == 0 { now } else { engine.clock.now(py)? };
-                let Some(task) = self.inst.pop_ready(started) else { break };
-                self.run_task(py, engine, task)?;
-                // the tasks of a wave run one after another in this thread: commit each as it
-                // finishes, so that a crash later in the wave never runs a finished one again
-                self.commit(py, engine)?;
-                if self.inst.status().is_finished() {
-                    break;
+            if !self.inst.status().is_finished() && self.inst.is_waiting() {
+                self.refresh_signals(py, engine)?; // one last look before suspending
+                if self.inst.ready_len() > 0 || self.inst.status().is_finished() {
+                    continue;
                 }
+            }
+            let epoch = self.epoch;
+            self.commit(py, engine)?;
+            if self.epoch != epoch {
+                continue;
+            }
+            if self.inst.status().is_finished() {
+                return Ok(());
+            }
+            match (self.inst.next_retry(), self.inst.next_deadline()) {
+                (Some(retry), Some(first)) if retry <= first => engine.clock.sleep(py, retry - now)?,
+                _ if self.inst.running() == 0 => return Ok(()), // suspended
+                _ => return Err(error(py, "TideflowError", "tasks are running elsewhere; cannot drive")),
             }
         }
     }

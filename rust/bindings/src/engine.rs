@@ -156,9 +156,10 @@ impl Engine {
         let mut host = PyHost { py, wf: compiled, fallback, inbox: &inbox };
         let plan = Arc::clone(&compiled.plan);
         let mut inst = Instance::resume(&id, plan, input.clone().unbind(), header.created_at, now, &records, &mut host);
-        if let (Status::Failed, Some(e)) = (inst.status(), inst.error()) {
+        if let (Status::Failed, Some(e)) = (inst.status(), inst.error().filter(|e| e.kind != "interrupted")) {
             // Rebuilding state failed (a stored output no longer decodes into its step's type):
-            // raise and commit nothing, so the instance can resume once the code is fixed.
+            // raise and commit nothing, so the instance can resume once the code is fixed. (A
+            // step interrupted past its retry budget fails the instance for good: committed.)
             let class = if e.kind == "codec" { "CodecError" } else { "CorruptCheckpoint" };
             return Err(error(
                 py,
@@ -184,7 +185,11 @@ impl Engine {
             header,
             version: stored.meta.version,
             stored_status: stored.meta.status,
+            stored_due: stored.meta.due_at,
             inbox,
+            epoch: 0,
+            settled: None,
+            first: None,
         })
     }
 
@@ -278,6 +283,9 @@ impl Engine {
         let no_signals = HashMap::new();
         let mut host = PyHost { py, wf: compiled, fallback, inbox: &no_signals };
         let mut inst = Instance::start(id, Arc::clone(&compiled.plan), input.clone().unbind(), now, &mut host);
+        // the first task is taken now, so that the create records that it starts (a step costs
+        // one commit from the first on); the driver runs it straight away
+        let first = inst.pop_ready(now);
         let records: Vec<Vec<u8>> = inst.take_records().iter().map(encode_record).collect();
         let meta = InstanceMeta {
             id: id.to_string(),
@@ -301,6 +309,10 @@ impl Engine {
                 stored_status: Status::Running,
                 inbox: HashMap::new(),
                 cancel: self.cancel_state(id),
+                stored_due: None,
+                epoch: 0,
+                settled: None,
+                first,
             })),
             Created::Existing(stored) => self.reopen_as(py, stored, &compiled.plan.name),
         }
@@ -319,6 +331,13 @@ impl Engine {
                 ),
             ));
         }
+        self.reopen(py, stored)
+    }
+
+    /// Loads instance `id` again (another writer advanced it): a driver to go on from what is
+    /// stored, or its stored result when it finished.
+    pub fn reload(&self, py: Python<'_>, id: &str) -> PyResult<Result<Driver, Outcome>> {
+        let (stored, _) = self.load(py, id)?;
         self.reopen(py, stored)
     }
 
