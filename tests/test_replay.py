@@ -91,8 +91,18 @@ def run_through_due(env: Env, wf: Workflow, value: Any, iid: str, tick: float) -
 def shapes() -> list[tuple[str, Callable[[], Workflow], list[tuple[str, Any]], Any]]:
     """(name, workflow, signals sent up front, expected output) of each shape the issue lists."""
     return [
-        ("sleep-step-sleep-step", lambda: Workflow("ssss").sleep(1).then(inc).sleep(1).then(inc), [], 2),
-        ("step-sleep-sleep-step", lambda: Workflow("sss2").then(inc).sleep(1).sleep(2).then(inc), [], 2),
+        (
+            "sleep-step-sleep-step",
+            lambda: Workflow("ssss").sleep(1).then(inc).sleep(1).then(inc),
+            [],
+            2,
+        ),
+        (
+            "step-sleep-sleep-step",
+            lambda: Workflow("sss2").then(inc).sleep(1).sleep(2).then(inc),
+            [],
+            2,
+        ),
         (
             "sleep-step-wait-step",
             lambda: Workflow("sws").sleep(1).then(inc).wait_signal("go", type=int).then(take),
@@ -101,11 +111,13 @@ def shapes() -> list[tuple[str, Callable[[], Workflow], list[tuple[str, Any]], A
         ),
         (
             "sleep-step-wait-timeout-step",
-            lambda: Workflow("swt")
-            .sleep(1)
-            .then(inc)
-            .wait_signal("never", timeout=3, type=int, on_timeout=escalate)
-            .then(inc),
+            lambda: (
+                Workflow("swt")
+                .sleep(1)
+                .then(inc)
+                .wait_signal("never", timeout=3, type=int, on_timeout=escalate)
+                .then(inc)
+            ),
             [],
             1002,
         ),
@@ -119,13 +131,15 @@ def shapes() -> list[tuple[str, Callable[[], Workflow], list[tuple[str, Any]], A
         ),
         (
             "two-signals-after-sleeps",
-            lambda: Workflow("sig")
-            .sleep(1)
-            .wait_signal("go", type=int)
-            .then(take)
-            .sleep(1)
-            .wait_signal("go", type=int)
-            .then(add),
+            lambda: (
+                Workflow("sig")
+                .sleep(1)
+                .wait_signal("go", type=int)
+                .then(take)
+                .sleep(1)
+                .wait_signal("go", type=int)
+                .then(add)
+            ),
             [("go", 1), ("go", 2)],
             102,
         ),
