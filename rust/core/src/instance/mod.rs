@@ -384,6 +384,7 @@ impl<V: Clone> Instance<V> {
                 Record::Step(s) => Some(s),
                 _ => None,
             }) {
+                Some(s) if s.next.is_empty() => s.next = next,
                 Some(s) => s.next.extend(next),
                 None => self.records.push(Record::Enqueued(next)),
             }
