@@ -102,12 +102,14 @@ def reference(case: Case, driver: str | None = None) -> Ref:
     effects.unlink(missing_ok=True)
     worker.configure(str(effects))
     try:
-        engine = Engine(clock=VirtualClock())
+        clock = VirtualClock()
+        engine = Engine(clock=clock)
         wf = build(case.name, case.plan)
         if (driver or case.driver) == "async":
             run = asyncio.run(engine.run_async(wf, case.input, id=case.id))
         else:
             run = engine.run(wf, case.input, id=case.id)
+            run = worker.finish(engine, run, lambda: clock.advance(worker.NAP / 4))
         return Ref(
             describe(run), engine.history(case.id), read_effects(effects), worker.invocations()
         )
@@ -736,7 +738,7 @@ def test_killed_while_another_process_commits_to_the_same_file(
 # --------------------------------------------------------------------------------------------
 # Random plans, random kill points
 
-LEAF = st.sampled_from([["step"], ["step"], ["astep"], ["inc"], ["flaky"]])
+LEAF = st.sampled_from([["step"], ["step"], ["astep"], ["inc"], ["flaky"], ["nap"], ["tmo"]])
 
 
 def _extend(children: st.SearchStrategy[list[Any]]) -> st.SearchStrategy[list[Any]]:

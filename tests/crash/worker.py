@@ -13,7 +13,9 @@ Plans are lists of nodes (a pipeline); a node is a JSON list:
 
 ``["step"]``, ``["astep"]`` (async), ``["inc"]`` (adds 1), ``["flaky"]`` (raises on attempt 1,
 retried at once, up to 3 attempts), ``["backoff"]`` (the same, retried after 50 ms),
-``["doomed"]`` (always raises; 2 attempts, retried at once) · ``["seq", [node, ...]]``
+``["doomed"]`` (always raises; 2 attempts, retried at once) · ``["nap"]`` (a durable sleep of
+``NAP`` seconds) · ``["tmo"]`` (a wait for a signal that never comes, timing out after ``NAP``
+seconds onto a step) · ``["seq", [node, ...]]``
 (a sub-workflow) · ``["par", [node, ...]]`` · ``["map", k, concurrency, node]`` (a step fanning
 out to ``k`` items, then a map) ·
 ``["loop", cond, max_iterations, node]`` · ``["branch", cond, then, otherwise_or_null]``, where
@@ -56,15 +58,18 @@ import signal
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from tideflow import Engine, Retry, Run, Step, Workflow, step
 
 __all__ = [
+    "NAP",
     "Invocation",
     "build",
     "configure",
     "describe",
+    "finish",
     "fold",
     "invocations",
     "main",
@@ -258,6 +263,9 @@ def _make_step(kind: str, name: str, arg: int = 0) -> Step[Any, Any]:
 
 _LEAVES = ("step", "astep", "inc", "flaky", "doomed", "backoff")
 
+#: The length of a ``nap`` (a durable sleep) and of a ``tmo`` wait's timeout, in seconds.
+NAP = 0.02
+
 
 class _Builder:
     def __init__(self) -> None:
@@ -283,7 +291,7 @@ class _Builder:
             return self.step(n[0])
         if n[0] == "seq":
             return self.sub(n[1])
-        return self.sub([n])
+        return self.sub([n])  # a nap or a tmo too: a one-node sub-workflow
 
     def append(self, wf: Workflow, n: list[Any]) -> Workflow:
         kind = n[0]
@@ -291,6 +299,10 @@ class _Builder:
             return wf.then(self.step(kind))
         if kind == "seq":
             return wf.then(self.sub(n[1]))
+        if kind == "nap":
+            return wf.sleep(NAP)
+        if kind == "tmo":
+            return wf.wait_signal("never", timeout=NAP, on_timeout=self.step("step"))
         if kind == "par":
             return wf.parallel(*[self.runnable(c) for c in n[1]])
         if kind == "map":
@@ -321,6 +333,18 @@ class _Builder:
 def build(name: str, plan: list[Any]) -> Workflow:
     """The workflow a plan describes (the same definition, and plan hash, in every process)."""
     return _Builder().pipeline(name, plan)
+
+
+def finish(engine: Engine, run: Run, pause: Callable[[], None]) -> Run:
+    """Drives a suspended run on to its end the way a service does: ``pause()`` (until its
+    timers are due), then ``run_due()``, as often as it takes."""
+    for _ in range(10_000):
+        if run.status.finished:
+            return run
+        pause()
+        engine.run_due()
+        run = engine.get(run.id)
+    raise RuntimeError(f"instance {run.id!r} never finished")
 
 
 def describe(run: Run) -> dict[str, Any]:
@@ -385,6 +409,8 @@ def main(argv: list[str]) -> int:
             runs = [engine.run(wf, r["input"], id=r["id"])]
     else:
         runs = engine.recover()
+    # a sync run stops at a durable sleep or a wait: go on through run_due, as a service would
+    runs = [finish(engine, run, lambda: time.sleep(NAP / 4)) for run in runs]
     for run in runs:
         print(json.dumps(describe(run)), flush=True)
     if _S.fired:
