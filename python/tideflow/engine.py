@@ -105,7 +105,7 @@ class StepEvent:
 class Run:
     """The state of one workflow instance: its status, and its output or error once finished."""
 
-    __slots__ = ("_engine", "error", "id", "output", "plan_hash", "status", "workflow")
+    __slots__ = ("_engine", "_untyped", "error", "id", "output", "plan_hash", "status", "workflow")
 
     def __init__(
         self,
@@ -124,16 +124,28 @@ class Run:
         self.error = error
         self.plan_hash = plan_hash
         self._engine = engine
+        self._untyped: TideflowError | None = None
 
     @property
     def ok(self) -> bool:
         """Whether the instance completed."""
         return self.status is Status.COMPLETED
 
+    @property
+    def typed(self) -> bool:
+        """Whether ``output`` was decoded with the workflow's types. False for an instance that
+        completed on a plan this process has not registered (another version of the workflow, or a
+        workflow it never registered): ``output`` is then the stored JSON, and ``result()`` raises
+        the ``VersionMismatch`` (or ``UnknownWorkflow``) that says why."""
+        return self._untyped is None
+
     def result(self) -> Any:
-        """The output if the instance completed; raises its error if it failed."""
+        """The output if the instance completed; raises its error if it failed, and the reason
+        if its output could not be typed (see ``typed``)."""
         if self.error is not None:
             raise self.error
+        if self._untyped is not None:
+            raise self._untyped
         if self.status is not Status.COMPLETED:
             raise TideflowError(f"instance {self.id!r} is {self.status.value}, not completed")
         return self.output
@@ -312,11 +324,17 @@ class Engine:
         return self._observed(self._run_of(iid, c.name, handle.outcome(), c.hash), announce)
 
     def get(self, id: str) -> Run:
-        """The stored state of instance ``id``; raises UnknownInstance if there is none."""
-        iid, workflow, status, output, err, _created, _updated, plan_hash = self._core.get(
+        """The stored state of instance ``id``; raises UnknownInstance if there is none. It never
+        raises for an instance whose plan is not registered: see ``Run.typed``."""
+        iid, workflow, status, output, err, _created, _updated, plan_hash, untyped = self._core.get(
             _check_id(id)
         )
-        return self._run_of(iid, workflow, (status, output, err), plan_hash)
+        run = self._run_of(iid, workflow, (status, output, err), plan_hash)
+        if untyped is not None:
+            from tideflow import errors
+
+            run._untyped = getattr(errors, untyped[0])(untyped[1])
+        return run
 
     def history(self, id: str) -> list[StepEvent]:
         """Every finished step attempt of instance ``id``, in commit order."""

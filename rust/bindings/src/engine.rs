@@ -10,6 +10,7 @@ use tideflow_core::codec::{
     decode_header, decode_record, encode_header, encode_record, Header, Outcome as StepOutcome, Record,
 };
 use tideflow_core::instance::Instance;
+use tideflow_core::plan_diff;
 use tideflow_core::store::memory::MemoryStore;
 use tideflow_core::store::sqlite::{Durability, SqliteStore};
 use tideflow_core::store::{Created, InstanceMeta, ListQuery, Store, StoredInstance};
@@ -63,9 +64,13 @@ fn failure_text(json: &[u8]) -> String {
     }
 }
 
-/// An instance's stored state as Python sees it:
-/// (id, workflow, status, output, error JSON, created_at, updated_at, plan hash).
-pub type InstanceInfo = (String, String, String, Py<PyAny>, Py<PyAny>, f64, f64, String);
+/// An instance's stored state as Python sees it: (id, workflow, status, output, error JSON,
+/// created_at, updated_at, plan hash, untyped). `untyped` is `(error class, message)` when the
+/// output is the stored JSON because the instance's plan is not registered here.
+pub type InstanceInfo = (String, String, String, Py<PyAny>, Py<PyAny>, f64, f64, String, Option<Untyped>);
+
+/// Why a finished instance's output cannot be decoded with its types: `(error class, message)`.
+pub type Untyped = (&'static str, String);
 
 impl Engine {
     /// Runs `f` on the store; for a disk store the GIL is released meanwhile (the inputs are
@@ -96,6 +101,29 @@ impl Engine {
         wfs.get(workflow).map(|v| v.iter().map(|c| c.get().plan.hash.clone()).collect()).unwrap_or_default()
     }
 
+    /// The `VersionMismatch` for a stored instance whose plan is not registered: it names both
+    /// hashes and, from the outline kept in the header, where each registered plan differs.
+    fn version_mismatch(&self, id: &str, header: &Header) -> CoreError {
+        let wfs = self.workflows.lock().unwrap_or_else(|e| e.into_inner());
+        let registered = wfs
+            .get(&header.workflow)
+            .map(|v| {
+                v.iter()
+                    .map(|c| {
+                        let plan = &c.get().plan;
+                        (plan.hash.clone(), plan_diff::explain(header.outline.as_deref(), plan))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        CoreError::VersionMismatch {
+            instance: id.to_string(),
+            workflow: header.workflow.clone(),
+            stored: header.plan_hash.clone(),
+            registered,
+        }
+    }
+
     fn load(&self, py: Python<'_>, id: &str) -> PyResult<(StoredInstance, Header)> {
         let stored = self.with_store(py, |s| s.get(id)).py_err(py)?;
         let stored =
@@ -120,13 +148,7 @@ impl Engine {
                     ),
                 ));
             }
-            let e = CoreError::VersionMismatch {
-                instance: id,
-                workflow: header.workflow.clone(),
-                stored: header.plan_hash.clone(),
-                registered: self.registered_hashes(&header.workflow),
-            };
-            return Err(crate::errors::core_error(py, e));
+            return Err(crate::errors::core_error(py, self.version_mismatch(&id, &header)));
         };
         let raw = self.with_store(py, |s| s.records(&id)).py_err(py)?;
         let records = raw
@@ -212,8 +234,32 @@ impl Engine {
         outcome
     }
 
-    /// The result of a finished stored instance, decoded with its workflow's output type.
-    fn finished_outcome(&self, py: Python<'_>, stored: &StoredInstance, header: &Header) -> PyResult<Outcome> {
+    /// Why the output of finished instance `id` cannot be typed here (its plan is not registered),
+    /// as the error that explains it; `None` when there is no output or its plan is registered.
+    fn untyped(&self, py: Python<'_>, id: &str, header: &Header) -> Option<Untyped> {
+        if header.output.is_none() || self.find(py, &header.workflow, &header.plan_hash).is_some() {
+            return None;
+        }
+        if self.registered_hashes(&header.workflow).is_empty() {
+            let msg = format!(
+                "instance {id:?} ran workflow {:?}, which this engine has not registered, so its output \
+                 is the stored JSON, not typed; register the workflow to decode it",
+                header.workflow
+            );
+            return Some(("UnknownWorkflow", msg));
+        }
+        Some(("VersionMismatch", self.version_mismatch(id, header).to_string()))
+    }
+
+    /// The result of a finished stored instance, decoded with its workflow's output type; when its
+    /// plan is not registered, the stored JSON and why it is not typed.
+    fn finished_outcome(
+        &self,
+        py: Python<'_>,
+        stored: &StoredInstance,
+        header: &Header,
+    ) -> PyResult<(Outcome, Option<Untyped>)> {
+        let untyped = self.untyped(py, &stored.meta.id, header);
         let output = match &header.output {
             Some(p) => {
                 let dec = self.find(py, &header.workflow, &header.plan_hash);
@@ -240,7 +286,7 @@ impl Engine {
             Some(e) => PyBytes::new(py, e).into_any().unbind(),
             None => py.None(),
         };
-        Ok((stored.meta.status.as_str().to_string(), output, err))
+        Ok(((stored.meta.status.as_str().to_string(), output, err), untyped))
     }
 
     /// Creates (or finds) the instance and returns a driver positioned to run it, or the stored
@@ -274,6 +320,7 @@ impl Engine {
             created_at: now,
             output: None,
             error: None,
+            outline: Some(compiled.plan.outline.clone()),
         };
         let no_signals = HashMap::new();
         let mut host = PyHost { py, wf: compiled, fallback, inbox: &no_signals };
@@ -327,7 +374,11 @@ impl Engine {
         let header = decode_header(&stored.header)
             .map_err(|e| error(py, "CorruptCheckpoint", format!("instance {id:?}: {e}")))?;
         if stored.meta.status.is_finished() {
-            return Ok(Err(self.finished_outcome(py, &stored, &header)?));
+            // running (or resuming) a finished instance returns its typed result, or says why not
+            return match self.finished_outcome(py, &stored, &header)? {
+                (_, Some((class, msg))) => Err(error(py, class, msg)),
+                (done, None) => Ok(Err(done)),
+            };
         }
         Ok(Ok(self.resume_driver(py, stored, header)?))
     }
@@ -443,7 +494,7 @@ impl Engine {
         let (stored, header) = self.load(py, id)?;
         if stored.meta.status.is_finished() {
             if stored.meta.status == Status::Cancelled {
-                return Ok(Some(self.finished_outcome(py, &stored, &header)?));
+                return Ok(Some(self.finished_outcome(py, &stored, &header)?.0));
             }
             return Err(error(
                 py,
@@ -508,10 +559,10 @@ impl Engine {
     /// The stored state of instance `id`.
     fn get(&self, py: Python<'_>, id: &str) -> PyResult<InstanceInfo> {
         let (stored, header) = self.load(py, id)?;
-        let (status, output, err) = if stored.meta.status.is_finished() {
+        let ((status, output, err), untyped) = if stored.meta.status.is_finished() {
             self.finished_outcome(py, &stored, &header)?
         } else {
-            (stored.meta.status.as_str().to_string(), py.None(), py.None())
+            ((stored.meta.status.as_str().to_string(), py.None(), py.None()), None)
         };
         Ok((
             id.to_string(),
@@ -522,6 +573,7 @@ impl Engine {
             stored.meta.created_at,
             stored.meta.updated_at,
             header.plan_hash,
+            untyped,
         ))
     }
 
