@@ -37,9 +37,12 @@ class CompiledWorkflow:
 
 
 def _fn_name(f: object) -> str:
-    module = getattr(f, "__module__", None) or "?"
-    qual = getattr(f, "__qualname__", None) or type(f).__qualname__
-    return f"{module}.{qual}"
+    """The name a condition or router has in the plan (and so in its hash, drawing and errors):
+    its qualified name without the module (``is_big``, ``Rules.check``, ``<lambda>``). The module
+    is left out because it depends on how the code was loaded (``__main__`` for a script, ``app``
+    for the worker that imports it), and the same source must give the same plan."""
+    qual = getattr(f, "__qualname__", None)
+    return qual if isinstance(qual, str) and qual else type(f).__qualname__
 
 
 class _Compiler:
