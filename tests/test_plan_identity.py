@@ -4,6 +4,7 @@ says where the stored plan and the registered one differ."""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -55,10 +56,9 @@ APP = textwrap.dedent(
         Workflow("checkout")
         .then(price)
         .branch(lambda total: total > 100, then=surcharge)
-        .wait_signal("go")
+        .wait_signal("go")  # the signal's payload is the total from here on
         .then(receipt)
     )
-    # the signal's payload is the total from here on
     CHECKOUT_DONE = Workflow("checkout-now").then(price).branch(lambda t: t > 100, then=surcharge).then(receipt)
 
 
@@ -170,7 +170,9 @@ def test_a_version_mismatch_names_the_position_and_both_condition_names(tmp_path
     message = str(err.value)
     assert old.plan_hash in message and new.plan_hash in message
     assert '"x"' in message and '"checkout"' in message
-    assert 'position 2: branch condition "is_big" (stored) vs branch condition "is_large"' in message
+    assert (
+        'position 2: branch condition "is_big" (stored) vs branch condition "is_large"' in message
+    )
 
 
 def test_a_version_mismatch_names_a_renamed_step(tmp_path: Path) -> None:
@@ -189,7 +191,7 @@ def test_a_version_mismatch_names_an_added_step(tmp_path: Path) -> None:
     engine = _restarted_on(tmp_path, old, "x")
     with pytest.raises(VersionMismatch) as err:
         engine.run(new, 1, id="x")
-    assert "position 2: nothing (stored) vs step \"b\" (registered)" in str(err.value)
+    assert 'position 2: nothing (stored) vs step "b" (registered)' in str(err.value)
 
 
 def test_a_finished_instance_of_an_unregistered_plan_is_not_silently_untyped(
@@ -205,8 +207,33 @@ def test_a_finished_instance_of_an_unregistered_plan_is_not_silently_untyped(
     got = later.get("x")  # an operator can still look at it
     assert got.status is Status.COMPLETED and got.output == 2
     assert got.plan_hash == old.plan_hash and not got.typed
+    assert [(r.id, r.output, r.typed) for r in later.list()] == [("x", 2, False)]
     with pytest.raises(VersionMismatch, match='branch condition "is_big"'):
         got.result()
     with pytest.raises(VersionMismatch, match='branch condition "is_big"'):
         later.run(new, 1, id="x")
     assert later.get("x").status is Status.COMPLETED
+
+
+class Charge:
+    """A step written as a callable object (no ``__name__``)."""
+
+    def __call__(self, ctx: Context, x: int) -> int:
+        return x
+
+
+def add(ctx: Context, x: int, y: int = 1) -> int:
+    return x + y
+
+
+def test_default_step_names_hold_no_module_or_address() -> None:
+    # a callable object or a partial has no __name__: its name was its repr, with an address
+    assert step(Charge()).name == "Charge"
+    assert step(functools.partial(add, y=2)).name == "add"
+    hashes = {Workflow("w").then(step(Charge())).plan_hash for _ in range(3)}
+    assert len(hashes) == 1
+
+
+def test_conditions_that_are_objects_or_partials_are_named_without_an_address() -> None:
+    wf = Workflow("w").branch(functools.partial(is_big), then=a).branch(Charge(), then=b)
+    assert json.loads(wf.to_json())["fns"] == ["is_big", "Charge"]

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from tideflow import _core
 from tideflow.codec import _step_hints, codec_for
 from tideflow.errors import CodecError, DefinitionError
-from tideflow.workflow import Step, WaitSignal, Workflow
+from tideflow.workflow import Step, WaitSignal, Workflow, code_name
 
 TYPE_CHECKING = False  # (see tideflow.retry)
 if TYPE_CHECKING:
@@ -41,8 +41,7 @@ def _fn_name(f: object) -> str:
     its qualified name without the module (``is_big``, ``Rules.check``, ``<lambda>``). The module
     is left out because it depends on how the code was loaded (``__main__`` for a script, ``app``
     for the worker that imports it), and the same source must give the same plan."""
-    qual = getattr(f, "__qualname__", None)
-    return qual if isinstance(qual, str) and qual else type(f).__qualname__
+    return code_name(f, "__qualname__")
 
 
 class _Compiler:

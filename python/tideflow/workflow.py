@@ -81,7 +81,7 @@ class Step(Generic[In, Out]):
         if retry is not None and not isinstance(retry, Retry):
             raise DefinitionError(f"retry= must be a tideflow.Retry, got {type(retry).__name__}")
         self.fn = fn
-        self.name: str = name if name is not None else getattr(fn, "__name__", repr(fn))
+        self.name: str = name if name is not None else code_name(fn, "__name__")
         if not isinstance(self.name, str) or not self.name:
             raise DefinitionError(f"a step name must be a non-empty str, got {self.name!r}")
         self.retry = retry
@@ -95,6 +95,16 @@ class Step(Generic[In, Out]):
 
     def __repr__(self) -> str:
         return f"<tideflow step {self.name}>"
+
+
+def code_name(fn: object, attr: str) -> str:
+    """The name of a callable as a plan knows it: its ``__name__`` (or ``__qualname__``), the
+    function's for a ``functools.partial``, the class's for a callable object. Never its module or
+    its repr (which holds an address): the same source must give the same plan in every process."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    name = getattr(fn, attr, None)
+    return name if isinstance(name, str) and name else type(fn).__qualname__
 
 
 def _is_async(fn: object) -> bool:

@@ -47,11 +47,10 @@ pub fn explain(stored: Option<&[u8]>, registered: &Plan) -> String {
                 (and computed plan hashes another way), so the plans cannot be compared"
             .into();
     };
-    let theirs = match outline::decode(bytes) {
-        Ok(s) => s,
-        Err(e) => return format!("the instance's stored outline cannot be read ({e})"),
+    let (theirs, ours) = match (outline::decode(bytes), outline::decode(&registered.outline)) {
+        (Ok(t), Ok(o)) => (t, o),
+        (Err(e), _) | (_, Err(e)) => return format!("the outlines cannot be compared ({e})"),
     };
-    let ours = outline::decode(&registered.outline).expect("a plan's own outline always decodes");
     match diff(&theirs, &ours) {
         Some(d) => format!("they differ {d}"),
         None => "their outlines are the same (the stored hash was computed another way)".into(),
