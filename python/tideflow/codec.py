@@ -385,7 +385,9 @@ def _resolve_one(fn: types.FunctionType, ann: object, missing: object) -> object
 
 
 def step_hints(fn: Callable[..., object]) -> tuple[object, object]:
-    """Return a step's (input hint, return hint); the input is its second positional parameter."""
+    """Return a step's (input hint, return hint); the input is its second positional parameter.
+    ``Any`` stands for a missing annotation; one that cannot be resolved is returned as it is
+    written (a str), so that compiling its codec raises an error naming it."""
     from typing import Any
 
     return _step_hints(fn, Any)

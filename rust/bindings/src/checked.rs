@@ -87,7 +87,13 @@ pub fn encode_checked(
             StrictError::NotNative(n) => untyped(py, value, n),
         });
     }
-    let payload = encode_value(py, encoder, fallback, value).map_err(Refusal::Encode)?;
+    // without a typed encoder the value must be JSON-native as it is: the fallback would turn
+    // bytes into a str that a `str` hint then accepts, although it is not the value returned
+    let payload = match encoder {
+        Some(_) => encode_value(py, encoder, fallback, value),
+        None => json::to_bytes(py, value, None),
+    }
+    .map_err(Refusal::Mismatch)?;
     if !check.fast(value) {
         if let Some(dec) = decoder {
             decode_value(py, Some(dec), &payload).map_err(Refusal::Mismatch)?;
@@ -99,12 +105,15 @@ pub fn encode_checked(
 /// Describes a refused untyped value, with a hint for the whole value that would restore it.
 fn untyped(py: Python<'_>, root: &Bound<'_, PyAny>, n: NotNative) -> Refusal {
     let bad = n.value.bind(py);
-    let tn = bad.get_type().qualname().map(|t| t.to_string()).unwrap_or_else(|_| "?".into());
+    let qual = bad.get_type().qualname().map(|t| t.to_string()).unwrap_or_else(|_| "?".into());
+    let tn = qual.rsplit("<locals>.").next().unwrap_or(&qual).to_string();
     let at = if n.path.is_empty() { String::new() } else { format!(" at ${}", n.path) };
     if n.is_key {
         return Refusal::Untyped { what: format!("a dict key of type {tn}"), at, hint: None };
     }
-    let article = if tn.starts_with(['a', 'e', 'i', 'o', 'u', 'A', 'E', 'I', 'O', 'U']) { "an" } else { "a" };
+    let acronym = tn.chars().all(|c| c.is_ascii_uppercase());
+    let vowel = tn.starts_with(['a', 'e', 'i', 'o', 'u', 'A', 'E', 'I', 'O', 'U']);
+    let article = if vowel && !acronym { "an" } else { "a" };
     let hint =
         py.import("tideflow.codec").and_then(|m| m.getattr("suggest_hint")?.call1((root,))?.extract::<String>()).ok();
     Refusal::Untyped { what: format!("{article} {tn}"), at, hint }
