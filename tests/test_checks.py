@@ -28,7 +28,6 @@ from tideflow import (
     Workflow,
     step,
 )
-from tideflow.codec import suggest_hint
 from tideflow.stores import SQLiteStore
 
 
@@ -194,6 +193,8 @@ def test_an_untyped_input_that_json_cannot_restore_is_refused_and_nothing_is_sto
 
 
 def test_suggest_hint_describes_a_value() -> None:
+    from tideflow.codec import suggest_hint
+
     assert suggest_hint((1, "a", None)) == "tuple[int, str, None]"
     assert suggest_hint({"k": [b"x"]}) == "dict[str, list[bytes]]"
     assert suggest_hint([]) == "list[Any]"
