@@ -122,7 +122,7 @@ def test_a_subclass_of_a_json_type_is_refused_without_a_hint(backend: Backend) -
 
     r = backend.run(Workflow("w").then(step(name="load")(_returns(Tags(["a"])))), 0)
     assert r.status is Status.FAILED and r.error is not None
-    assert 'returned a Tags without a return type hint' in str(r.error)
+    assert "returned a Tags without a return type hint" in str(r.error)
 
 
 @pytest.mark.parametrize("store", ["memory", "sqlite"])

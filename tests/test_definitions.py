@@ -193,8 +193,24 @@ class _CtxOnly:
 
 @pytest.mark.parametrize(
     "fn",
-    [lambda: 1, lambda ctx: 1, _kw_only, _kw_required, _three, _CtxOnly(), functools.partial(_three, 1, 2)],
-    ids=["no-params", "ctx-only", "kw-only", "kw-required", "three-required", "callable-ctx-only", "partial"],
+    [
+        lambda: 1,
+        lambda ctx: 1,
+        _kw_only,
+        _kw_required,
+        _three,
+        _CtxOnly(),
+        functools.partial(_three, 1, 2),
+    ],
+    ids=[
+        "no-params",
+        "ctx-only",
+        "kw-only",
+        "kw-required",
+        "three-required",
+        "callable-ctx-only",
+        "partial",
+    ],
 )
 def test_a_step_that_cannot_be_called_with_ctx_and_value_is_a_definition_error(fn: Any) -> None:
     with pytest.raises(DefinitionError, match=r"cannot be called as fn\(ctx, value\)"):
@@ -218,7 +234,14 @@ class _Callable:
 
 @pytest.mark.parametrize(
     "fn",
-    [_extra_default, _star_args, _kw_default, _Callable(), _Callable().method, functools.partial(_three, 1)],
+    [
+        _extra_default,
+        _star_args,
+        _kw_default,
+        _Callable(),
+        _Callable().method,
+        functools.partial(_three, 1),
+    ],
 )
 def test_steps_with_room_for_more_arguments_are_accepted(fn: Any) -> None:
     assert step(fn).fn is fn
@@ -235,7 +258,7 @@ def test_an_unresolvable_return_hint_is_a_definition_error_when_built() -> None:
     def make(ctx: object, value: int) -> Local:
         return Local(value)
 
-    with pytest.raises(DefinitionError, match="step 'make'.*Local.*unresolved forward reference"):
+    with pytest.raises(DefinitionError, match=r"step 'make'.*Local.*unresolved forward reference"):
         Workflow("local").then(make).compile()
 
 
@@ -248,5 +271,5 @@ def test_an_unresolvable_input_hint_is_a_definition_error_when_built() -> None:
     def take(ctx: object, value: Local) -> int:
         return 1
 
-    with pytest.raises(DefinitionError, match="input type of workflow 'local'.*Local"):
+    with pytest.raises(DefinitionError, match=r"input type of workflow 'local'.*Local"):
         Workflow("local").then(take).compile()

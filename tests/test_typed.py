@@ -123,7 +123,7 @@ def test_untyped_dataclass_output_is_refused(engine: Engine) -> None:
     r = engine.run(Workflow("l").then(loose), 2, id="l1")
     assert r.status is Status.FAILED and r.error is not None
     assert r.error.error_type == "CodecError"
-    assert "step \"loose\" returned a Line without a return type hint" in str(r.error)
+    assert 'step "loose" returned a Line without a return type hint' in str(r.error)
     assert engine.get("l1").status is Status.FAILED
 
 

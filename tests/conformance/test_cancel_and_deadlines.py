@@ -149,7 +149,7 @@ def test_a_signal_that_does_not_decode_is_refused_by_an_engine_that_knows_the_wa
     wf = Workflow("typed").wait_signal("amount", type=int)
     engine.run(wf, None, id="bad")
     engine.run(wf, None, id="good")
-    with pytest.raises(SignalError, match="amount.*expected int"):
+    with pytest.raises(SignalError, match=r"amount.*expected int"):
         engine.signal("bad", "amount", "not a number")  # stored nothing
     engine.signal("good", "amount", 42)
     runs = {r.id: r for r in engine.run_due()}
