@@ -26,6 +26,8 @@ StepBinding = tuple[
     Callable[[Any], Any] | None,
     tuple[type[BaseException], ...],
     tuple[type[BaseException], ...],
+    str,
+    str,
 ]
 Outcome = tuple[str, Any, bytes | None]
 ReadyTask = tuple[int, Callable[..., Any], Context, Any, bool, float | None]
@@ -104,6 +106,8 @@ class Compiled:
         input_decode: Callable[[Any], Any] | None = None,
         output_decode: Callable[[Any], Any] | None = None,
         waits: Sequence[Callable[[Any], Any] | None] = ...,
+        input_check: str = "untyped",
+        input_hint: str = "",
     ) -> Compiled: ...
     @property
     def hash(self) -> str: ...

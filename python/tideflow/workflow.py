@@ -87,6 +87,7 @@ class Step(Generic[In, Out]):
         self.retry = retry
         self.timeout = None if timeout is None else to_seconds(timeout, f"timeout of {self.name}")
         self.is_async = _is_async(fn)
+        _check_callable(fn, self.name)
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -105,6 +106,33 @@ def code_name(fn: object, attr: str) -> str:
         fn = fn.func
     name = getattr(fn, attr, None)
     return name if isinstance(name, str) and name else type(fn).__qualname__
+
+
+def _check_callable(fn: Callable[..., Any], name: str) -> None:
+    """Raises DefinitionError unless ``fn`` can be called as ``fn(ctx, value)``. Further positional
+    parameters are fine if they have defaults (or are ``*args``), and keyword-only ones if they do."""
+    code = getattr(fn, "__code__", None)
+    if type(fn) is types.FunctionType and code is not None:  # without `inspect` (slow to import)
+        n, flags = code.co_argcount, code.co_flags
+        required = n - len(fn.__defaults__ or ())
+        kwonly = code.co_varnames[n : n + code.co_kwonlyargcount]
+        missing_kw = [k for k in kwonly if k not in (fn.__kwdefaults__ or {})]
+        if required <= 2 and (n >= 2 or flags & 0x04) and not missing_kw:  # 0x04: CO_VARARGS
+            return
+    else:
+        import inspect
+
+        try:
+            inspect.signature(fn).bind(None, None)
+            return
+        except ValueError:  # no signature to read (some builtins): it may well work
+            return
+        except TypeError:
+            pass
+    raise DefinitionError(
+        f"step {name!r} cannot be called as fn(ctx, value): a step function takes the context and "
+        "the input value as its first two positional parameters (any others need defaults)"
+    )
 
 
 def _is_async(fn: object) -> bool:

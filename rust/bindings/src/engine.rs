@@ -16,6 +16,7 @@ use tideflow_core::store::sqlite::{Durability, SqliteStore};
 use tideflow_core::store::{Created, InstanceMeta, ListQuery, Store, StoredInstance};
 use tideflow_core::{CoreError, Status};
 
+use crate::checked;
 use crate::clock::Clock;
 use crate::driver::{CancelState, Driver, Outcome};
 use crate::errors::{error, IntoPy};
@@ -189,7 +190,7 @@ impl Engine {
             ));
         }
         // new signals are the outside world's input, not rebuilt state: one that does not decode
-        // into its wait's type fails the instance (committed by the driver), like any bad input
+        // into its wait's type is rejected (recorded, committed by the driver) and the wait goes on
         inst.add_signals(arrivals);
         inst.deliver(now, &mut host);
         let cancel_state = self.cancel_state(&id);
@@ -304,13 +305,7 @@ impl Engine {
         }
         let compiled = wf.get();
         let fallback = self.fallback.bind(py);
-        let payload = encode_value(py, compiled.input_encode.as_ref(), fallback, input).map_err(|e| {
-            error(
-                py,
-                "CodecError",
-                format!("the input of workflow {:?} cannot be encoded: {}", compiled.plan.name, e.value(py)),
-            )
-        })?;
+        let payload = checked::encode_input(py, compiled, fallback, input)?;
         let now = self.clock.now(py)?;
         let header = Header {
             workflow: compiled.plan.name.clone(),
@@ -480,10 +475,18 @@ impl Engine {
         if name.starts_with('!') {
             return Err(error(py, "SignalError", format!("signal names starting with '!' are reserved, got {name:?}")));
         }
-        let payload = encode_value(py, None, self.fallback.bind(py), payload).map_err(|e| {
+        let bytes = encode_value(py, None, self.fallback.bind(py), payload).map_err(|e| {
             error(py, "SignalError", format!("the payload of signal {name:?} cannot be encoded: {}", e.value(py)))
         })?;
-        self.persist_signal(py, id, name, payload)
+        // where this engine knows the instance's plan, a payload its wait cannot take is refused
+        // here, before it is stored (elsewhere the instance rejects it and goes on waiting)
+        let stored = self.with_store(py, |s| s.get(id)).py_err(py)?;
+        if let Some(header) = stored.and_then(|st| decode_header(&st.header).ok()) {
+            if let Some(wf) = self.find(py, &header.workflow, &header.plan_hash) {
+                checked::check_signal(py, wf.get(), name, payload, &bytes)?;
+            }
+        }
+        self.persist_signal(py, id, name, bytes)
     }
 
     /// Cancels instance `id` with `reason`. An instance driven in this process is told (its

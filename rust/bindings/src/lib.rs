@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 
 mod async_run;
+mod checked;
 mod clock;
 mod context;
 mod driver;

@@ -167,11 +167,14 @@ impl<V: Clone> Instance<V> {
     ) -> Self {
         let replay = Replay::from_records(records);
         let mut inst = Self::empty(id, plan, None, now);
+        // consumed: `<key>@` = seq; rejected (also never offered again): `<key>@r<seq>`
+        let rejected = replay.decisions.keys().filter_map(|k| k.rsplit_once("@r")?.1.parse::<u64>().ok());
         inst.consumed = replay
             .decisions
             .iter()
             .filter(|(k, _)| k.ends_with('@'))
             .filter_map(|(_, v)| v.parse::<u64>().ok())
+            .chain(rejected)
             .collect();
         let cancel = replay.decisions.get(CANCEL_DECISION).cloned();
         inst.replay = Some(replay);
@@ -473,5 +476,7 @@ impl<V: Clone> Instance<V> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_rejected;
 #[cfg(test)]
 mod tests_waiting;
