@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
+use super::space::{make_incremental, JOURNAL_SIZE_LIMIT, WAL_AUTOCHECKPOINT};
 use super::{has_moved, Fail, SqliteStore, WriteTxn};
 use crate::error::{CoreError, Result};
 
@@ -55,14 +56,6 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 /// The value of the `application` key in `tideflow_meta`.
 const MARKER: &str = "tideflow";
-
-/// WAL pages between automatic checkpoints (SQLite's default is 1000). A checkpoint copies each
-/// changed page once and syncs, so a longer interval amortises the hot pages (the instance row,
-/// the tail of its log) over more commits: about 1.2x faster step commits for a WAL of up to ~16 MB.
-const WAL_AUTOCHECKPOINT: i64 = 4000;
-
-/// The size the WAL file is truncated back to after a checkpoint that let it grow beyond it.
-const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// How long a call waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -242,6 +235,9 @@ impl SqliteStore {
         // Refuse foreign and newer files before changing anything in them (the journal mode
         // below is persistent).
         let found = inspect(&conn, path)?;
+        if matches!(found, Found::Empty) {
+            make_incremental(&conn).map_err(sql)?; // (see `space`)
+        }
         switch_to_wal(&conn, path)?;
         let sync = match durability {
             Durability::Normal => "NORMAL",
