@@ -2,9 +2,9 @@
 //! database file, and giving back to the file system the pages that purged instances leave free.
 //!
 //! A new file is made with `auto_vacuum=INCREMENTAL` (set before its first table: SQLite allows
-//! it only then, or with a `VACUUM`), so [`Store::purge`] can cut its free pages off the end of
+//! it only then, or with a `VACUUM`), so `purge` can cut its free pages off the end of
 //! the file in the same transaction. A file made before that keeps `auto_vacuum=NONE`, whose
-//! free pages are only reused, until [`Store::compact`] rewrites it once with a `VACUUM`, which
+//! free pages are only reused, until `compact` rewrites it once with a `VACUUM`, which
 //! also switches it to `INCREMENTAL`.
 
 use rusqlite::Connection;
