@@ -488,6 +488,15 @@ class Engine:
         age = to_seconds(older_than, "older_than")
         return self._core.purge(self._core.now() - age, _status_names(status))
 
+    def compact(self) -> None:
+        """Gives the disk space of purged and deleted instances back to the file system.
+
+        On SQLite, ``purge()`` already does this in a file created by this version; ``compact()``
+        also frees what ``delete()`` left, and rewrites a file made by an older tideflow once
+        (a ``VACUUM``: it holds the write lock meanwhile and needs as much free disk as the file
+        takes). A no-op on the other stores."""
+        self._core.compact()
+
     def delete(self, id: str) -> bool:
         """Deletes one instance and its history; whether it existed."""
         return self._core.delete(_check_id(id))

@@ -554,6 +554,11 @@ impl Engine {
         self.with_store(py, |s| s.purge(before, &statuses)).py_err(py)
     }
 
+    /// Gives the space of deleted instances back to the file system (SQLite); a no-op elsewhere.
+    fn compact(&self, py: Python<'_>) -> PyResult<()> {
+        self.with_store(py, |s| s.compact()).py_err(py)
+    }
+
     /// Deletes one instance and its history; whether it existed.
     fn delete(&self, py: Python<'_>, id: &str) -> PyResult<bool> {
         self.with_store(py, |s| s.delete(id)).py_err(py)
