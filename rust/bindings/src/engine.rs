@@ -462,6 +462,12 @@ impl Engine {
             state.request(reason);
             return Ok(None);
         }
+        if self.find(py, &header.workflow, &header.plan_hash).is_none() {
+            // this process cannot run the instance's plan (its workflow, or that version of it, is
+            // not registered here): the stored request is the success; whichever process drives
+            // the instance next applies it
+            return Ok(Some((stored.meta.status.as_str().to_string(), py.None(), py.None())));
+        }
         let d = self.resume_driver(py, stored, header)?;
         d.cancel.request(reason);
         self.drive(py, d).map(Some)
