@@ -9,10 +9,12 @@ import os
 import sys
 
 from tideflow import _core
+from tideflow._args import check_count, check_text
 from tideflow.errors import (
     CodecError,
     CorruptCheckpoint,
     DefinitionError,
+    InvalidArgument,
     StepTimeout,
     TideflowError,
     UnknownInstance,
@@ -95,10 +97,13 @@ class Engine:
         from tideflow.codec import to_jsonable
         from tideflow.stores import MemoryStore, SQLiteStore, parse_store
 
+        if isinstance(store, str):
+            check_text(store, "store", empty=True)
         self.store = parse_store(store)
         spec, py_store = None, None
         if isinstance(self.store, SQLiteStore):
-            spec = ("sqlite", self.store.path, self.store.durability)
+            path = check_text(self.store.path, "the SQLite store's path", empty=True)
+            spec = ("sqlite", path, self.store.durability)
         elif not isinstance(self.store, MemoryStore):
             py_store = self.store
         self._notify: Any = None
@@ -176,8 +181,9 @@ class Engine:
         wakes whatever drives the instance in this process. It runs no step in this thread. A signal
         sent before the instance waits for it is kept for it; each is consumed once, in order of
         arrival per name. Raises ``SignalError`` for an unknown, finished or cancelled instance."""
-        self._core.signal(_check_id(id), name, payload)
-        self._wake(id)
+        iid = _check_id(id)
+        self._core.signal(iid, check_text(name, "a signal name", empty=True), payload)
+        self._wake(iid)
 
     def cancel(self, id: str, reason: str = "cancelled") -> Run:
         """Cancels instance ``id``; the request is persisted first, so a crash cannot lose it.
@@ -189,10 +195,14 @@ class Engine:
         ``ctx.cancelled``; whatever it returns is discarded) and the returned Run shows the
         instance as it stands now; the driver's own Run (or a later ``get``) ends CANCELLED. A
         driver in another process finds the request when it next looks at the instance's inbox.
-        Raises ``UnknownInstance``, or ``TideflowError`` for an instance that already completed or
-        failed."""
+        If this process has not registered the instance's workflow (or the version it runs on),
+        the stored request is the success: the returned Run is the instance as stored (not
+        cancelled yet), and whichever process drives it next (``run_due``, ``resume``,
+        ``recover``) applies the cancellation. Raises ``UnknownInstance``, ``InvalidArgument``
+        for a ``reason`` that is not text, or ``TideflowError`` for an instance that already
+        completed or failed."""
         iid = _check_id(id)
-        outcome = self._core.cancel(iid, reason)
+        outcome = self._core.cancel(iid, check_text(reason, "a cancel reason", empty=True))
         self._wake(iid)
         if outcome is None:  # the driver in this process finishes the cancellation
             return self.get(iid)
@@ -205,6 +215,8 @@ class Engine:
     def run_due(self, limit: int | None = None) -> list[Run]:
         """Continues, in this thread, every suspended instance whose signal or timer is ready, until
         each completes or suspends again; returns their Runs."""
+        if limit is not None:
+            check_count(limit, "run_due(limit=)")
         return self._resume_each(self._core.due(limit), "run_due")
 
     def _resume_each(self, ids: Iterable[str], what: str) -> list[Run]:
@@ -297,10 +309,10 @@ class Engine:
         decodes) is listed all the same, with its indexed status and the problem as ``run.error``,
         so that one bad instance never hides the others."""
         statuses = _status_names(status)
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
-        ):
-            raise TideflowError(f"limit must be an int >= 0, got {limit!r}")
+        if workflow is not None:
+            check_text(workflow, "list(workflow=)")
+        if limit is not None:
+            check_count(limit, "list(limit=)")
         runs = []
         for iid, wf, st, _created, _updated in self._core.list(statuses, workflow, limit):
             try:
@@ -316,7 +328,7 @@ class Engine:
     ) -> int:
         """Deletes finished instances (of these statuses) last updated more than ``older_than``
         ago; returns how many were deleted. Unfinished instances are never purged."""
-        age = to_seconds(older_than, "older_than")
+        age = to_seconds(older_than, "purge(older_than=)", InvalidArgument)
         return self._core.purge(self._core.now() - age, _status_names(status))
 
     def delete(self, id: str) -> bool:
@@ -327,11 +339,24 @@ class Engine:
 def _status_names(status: Status | str | Iterable[Status | str] | None) -> list[str]:
     if status is None:
         return []
-    items = [status] if isinstance(status, (Status, str)) else list(status)
-    return [Status(s).value for s in items]
+    if isinstance(status, (Status, str)):
+        items: list[object] = [status]
+    else:
+        try:
+            items = list(status)
+        except TypeError:
+            items = [status]
+    names = []
+    for s in items:
+        try:
+            names.append(Status(s).value)
+        except ValueError:
+            allowed = ", ".join(repr(m.value) for m in Status)
+            raise InvalidArgument(
+                f"status must be a Status or one of {allowed} (or several), got {s!r}"
+            ) from None
+    return names
 
 
 def _check_id(id: object) -> str:
-    if not isinstance(id, str) or not id:
-        raise TideflowError(f"an instance id must be a non-empty str, got {id!r}")
-    return id
+    return check_text(id, "an instance id")

@@ -11,6 +11,7 @@ import functools
 import types
 from collections.abc import Callable, Mapping
 
+from tideflow._args import MAX_U32, check_count, check_text
 from tideflow.errors import DefinitionError
 from tideflow.retry import Retry, to_seconds
 
@@ -82,8 +83,7 @@ class Step(Generic[In, Out]):
             raise DefinitionError(f"retry= must be a tideflow.Retry, got {type(retry).__name__}")
         self.fn = fn
         self.name: str = name if name is not None else getattr(fn, "__name__", repr(fn))
-        if not isinstance(self.name, str) or not self.name:
-            raise DefinitionError(f"a step name must be a non-empty str, got {self.name!r}")
+        check_text(self.name, "a step name", error=DefinitionError)
         self.retry = retry
         self.timeout = None if timeout is None else to_seconds(timeout, f"timeout of {self.name}")
         self.is_async = _is_async(fn)
@@ -156,8 +156,7 @@ class WaitSignal:
         type: object = None,
         on_timeout: Runnable | None = None,
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise DefinitionError(f"a signal name must be a non-empty str, got {name!r}")
+        check_text(name, "a signal name", error=DefinitionError)
         self.name = name
         self.timeout = None if timeout is None else to_seconds(timeout, f"timeout of wait {name!r}")
         self.type = type
@@ -256,10 +255,11 @@ class Workflow:
         start: str | None = None,
         timeout: Duration | None = None,
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise DefinitionError(f"a workflow name must be a non-empty str, got {name!r}")
-        if version is not None and not isinstance(version, str):
-            raise DefinitionError(f"version must be a str, got {version!r}")
+        check_text(name, "a workflow name", error=DefinitionError)
+        if version is not None:
+            check_text(version, "version", error=DefinitionError, empty=True)
+        if start is not None:
+            check_text(start, "start", error=DefinitionError)
         self.name = name
         self.version = version
         self.start = start
@@ -299,10 +299,8 @@ class Workflow:
 
     def map(self, x: Runnable, concurrency: int | None = None) -> Workflow:
         """Runs ``x`` on each item of the previous output (a list); results stay in order."""
-        if concurrency is not None and (
-            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
-        ):
-            raise DefinitionError(f"map concurrency must be an int >= 1, got {concurrency!r}")
+        if concurrency is not None:
+            check_count(concurrency, "map concurrency", low=1, high=MAX_U32, error=DefinitionError)
         return self._append(("map", as_node(x, "map()"), concurrency))
 
     def branch(
@@ -330,12 +328,7 @@ class Workflow:
             raise DefinitionError(
                 f"a loop in workflow {self.name!r} has no bound: give it max_iterations"
             )
-        if (
-            isinstance(max_iterations, bool)
-            or not isinstance(max_iterations, int)
-            or max_iterations < 1
-        ):
-            raise DefinitionError(f"max_iterations must be an int >= 1, got {max_iterations!r}")
+        check_count(max_iterations, "max_iterations", low=1, high=MAX_U32, error=DefinitionError)
         return self._append(("loop", as_node(body, "loop()"), cond, max_iterations))
 
     def wait_signal(
@@ -374,8 +367,7 @@ class Workflow:
             raise DefinitionError(
                 f"workflow {self.name!r} has no start state: create it as Workflow(name, start=...)"
             )
-        if not isinstance(name, str) or not name:
-            raise DefinitionError(f"a state name must be a non-empty str, got {name!r}")
+        check_text(name, "a state name", error=DefinitionError)
         if any(s[0] == name for s in self._states):
             raise DefinitionError(f"workflow {self.name!r} defines state {name!r} twice")
         if next is not None and not isinstance(next, (str, Mapping)) and not callable(next):
@@ -405,7 +397,13 @@ class Workflow:
         if self._compiled is None:
             from tideflow._compile import compile_workflow
 
-            self._compiled = compile_workflow(self)
+            try:
+                self._compiled = compile_workflow(self)
+            except UnicodeEncodeError as e:  # a name or label no store could hold
+                raise DefinitionError(
+                    f"workflow {self.name!r}: a name or label must be text that UTF-8 can "
+                    f"encode, got {e.object[e.start : e.end]!r} in {e.object!r}"
+                ) from None
         return self._compiled
 
     @property
