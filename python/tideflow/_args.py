@@ -10,7 +10,7 @@ TYPE_CHECKING = False  # (see tideflow.retry)
 if TYPE_CHECKING:
     from tideflow.errors import TideflowError
 
-__all__ = ["MAX_COUNT", "MAX_U32", "check_count", "check_text"]
+__all__ = ["MAX_COUNT", "MAX_U32", "check_count", "check_text", "shown"]
 
 #: The largest bound a plan stores (attempts, iterations, concurrency): an unsigned 32-bit int.
 MAX_U32 = 2**32 - 1
@@ -28,14 +28,14 @@ def check_text(
     """``value`` if it is a str (non-empty unless ``empty``) that UTF-8 can encode (no lone
     surrogate such as ``"\\ud800"``: it could never be stored); ``error`` naming ``what`` if not."""
     if not isinstance(value, str):
-        raise error(f"{what} must be a str, got {type(value).__name__} {_short(value)}")
+        raise error(f"{what} must be a str, got {type(value).__name__} {shown(value)}")
     if not value and not empty:
         raise error(f"{what} must be a non-empty str")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as e:
         raise error(
-            f"{what} must be text that UTF-8 can encode, got {_short(value)} (a lone surrogate "
+            f"{what} must be text that UTF-8 can encode, got {shown(value)} (a lone surrogate "
             f"{value[e.start]!r} at index {e.start})"
         ) from None
     return value
@@ -51,9 +51,9 @@ def check_count(
 ) -> int:
     """``value`` if it is an int (not a bool) within ``[low, high]``; ``error`` naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise error(f"{what} must be an int, got {type(value).__name__} {_short(value)}")
+        raise error(f"{what} must be an int, got {type(value).__name__} {shown(value)}")
     if not low <= value <= high:
-        raise error(f"{what} must be an int in [{low}, {_bound(high)}], got {_short(value)}")
+        raise error(f"{what} must be an int in [{low}, {_bound(high)}], got {shown(value)}")
     return value
 
 
@@ -64,7 +64,7 @@ def _bound(n: int) -> str:
     return str(n)
 
 
-def _short(value: object) -> str:
+def shown(value: object) -> str:
     """A repr for a message, shortened (and never failing: a 5,000-digit int has no decimal repr
     under Python's default digit limit)."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:

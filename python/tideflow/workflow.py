@@ -11,7 +11,7 @@ import functools
 import types
 from collections.abc import Callable, Mapping
 
-from tideflow._args import MAX_U32, check_count, check_text
+from tideflow._args import MAX_U32, check_count, check_text, shown
 from tideflow.errors import DefinitionError
 from tideflow.retry import Retry, to_seconds
 
@@ -159,7 +159,7 @@ class WaitSignal:
         check_text(name, "a signal name", error=DefinitionError)
         self.name = name
         self.timeout = None if timeout is None else to_seconds(timeout, f"timeout of wait {name!r}")
-        self.type = type
+        self.type = None if type is None else _check_type(type, f"type= of the wait for {name!r}")
         if on_timeout is not None and self.timeout is None:
             raise DefinitionError(f"the wait for {name!r} has on_timeout= but no timeout=")
         self.on_timeout = None if on_timeout is None else as_node(on_timeout, "on_timeout=")
@@ -182,6 +182,20 @@ class Sleep:
         return f"<tideflow sleep {what}>"
 
 
+def _check_type(hint: object, what: str) -> object:
+    """``hint`` if the codec can handle it (compiled once, and cached); a DefinitionError naming
+    ``what`` if it is no type hint at all (``[1, 2]``, ``"x:"``) or one the codec cannot handle."""
+    from tideflow.codec import codec_for
+
+    try:
+        codec_for(hint)
+    except Exception as e:  # whatever a malformed hint makes `typing` raise
+        raise DefinitionError(
+            f"{what} must be a type the codec handles, got {shown(hint)}: {e}"
+        ) from None
+    return hint
+
+
 def wait_signal(
     name: str,
     timeout: Duration | None = None,
@@ -200,7 +214,15 @@ def sleep(duration: Duration) -> Sleep:
 def sleep_until(moment: object) -> Sleep:
     """A durable sleep until ``moment`` (a timezone-aware ``datetime``, or seconds since the epoch)."""
     if isinstance(moment, (int, float)) and not isinstance(moment, bool):
-        return Sleep(until=float(moment))
+        try:
+            until = float(moment)
+        except OverflowError:  # an int beyond a float's range
+            until = float("inf")
+        if not abs(until) < float("inf"):  # also false for NaN
+            raise DefinitionError(
+                f"sleep_until() needs a finite number of seconds since the epoch, got {shown(moment)}"
+            )
+        return Sleep(until=until)
     timestamp = getattr(moment, "timestamp", None)
     if timestamp is None or getattr(moment, "utcoffset", lambda: None)() is None:
         raise DefinitionError(f"sleep_until() needs a timezone-aware datetime, got {moment!r}")
