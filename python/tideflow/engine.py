@@ -19,6 +19,7 @@ from tideflow.errors import (
     TideflowError,
     UnknownInstance,
 )
+from tideflow.history import HistoryEvent, Waiting, events_from
 from tideflow.retry import to_seconds
 from tideflow.run import InvalidTransition, Run, Status, StepEvent, _error_from
 from tideflow.workflow import Workflow
@@ -167,14 +168,34 @@ class Engine:
 
     def get(self, id: str) -> Run:
         """The stored state of instance ``id``; raises UnknownInstance if there is none."""
-        iid, workflow, status, output, err, _created, _updated, plan_hash = self._core.get(
-            _check_id(id)
+        iid = _check_id(id)
+        _, workflow, status, output, err, _created, _updated, plan_hash = self._core.get(iid)
+        return Run(
+            iid,
+            workflow,
+            Status(status),
+            output,
+            _error_from(iid, err),
+            plan_hash,
+            self,
+            details=self._core.details(iid),
         )
-        return self._run_of(iid, workflow, (status, output, err), plan_hash)
 
-    def history(self, id: str) -> list[StepEvent]:
-        """Every finished step attempt of instance ``id``, in commit order."""
-        return [StepEvent(*row) for row in self._core.history(_check_id(id))]
+    def history(self, id: str) -> list[HistoryEvent]:
+        """What happened to instance ``id``, in the order it was recorded: step attempts
+        (``StepEvent``, ``InterruptedStep``), decisions, waits, sleeps and signals, cancellation
+        (see ``tideflow.history``). Runs nothing."""
+        return events_from(self._core.history(_check_id(id)))
+
+    def steps(self, id: str) -> list[StepEvent]:
+        """The finished step attempts of instance ``id`` (the ``StepEvent``s of its history)."""
+        return [e for e in self.history(id) if isinstance(e, StepEvent)]
+
+    def waiting_for(self, id: str) -> list[Waiting]:
+        """What instance ``id`` waits for now: signals, sleeps, retries, the workflow's timeout
+        (empty unless it is suspended). Rebuilt from its records without running user code;
+        raises ``UnknownWorkflow`` or ``VersionMismatch`` if this engine cannot read its plan."""
+        return [Waiting(*row) for row in self._core.waiting_for(_check_id(id))]
 
     def signal(self, id: str, name: str, payload: Any = None) -> None:
         """Persists signal ``name`` with ``payload`` for instance ``id``, before anything else, then

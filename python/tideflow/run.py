@@ -9,6 +9,7 @@ import enum
 
 from tideflow import _core
 from tideflow.errors import DefinitionError, TideflowError, WorkflowFailed
+from tideflow.history import HistoryEvent, StepEvent, Waiting
 
 TYPE_CHECKING = False  # (see tideflow.retry)
 if TYPE_CHECKING:
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from tideflow.engine import Engine
 
 __all__ = ["InvalidTransition", "Run", "Status", "StepEvent"]
+
+_UNREAD: Any = object()  # details not read from the store yet
 
 
 class Status(enum.Enum):
@@ -40,53 +43,15 @@ class InvalidTransition(DefinitionError, WorkflowFailed):
     returned an unknown state, or an output matched no label)."""
 
 
-class StepEvent:
-    """One finished attempt of one step, as the instance's history records it."""
-
-    __slots__ = ("attempt", "error", "finished_at", "position", "started_at", "status", "step")
-
-    def __init__(
-        self,
-        position: str,
-        step: str,
-        attempt: int,
-        status: str,
-        started_at: float,
-        finished_at: float,
-        error: str | None = None,
-    ) -> None:
-        self.position = position
-        self.step = step
-        self.attempt = attempt
-        self.status = status
-        self.started_at = started_at
-        self.finished_at = finished_at
-        self.error = error
-
-    @property
-    def duration(self) -> float:
-        """Seconds the attempt took."""
-        return self.finished_at - self.started_at
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, StepEvent):
-            return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in StepEvent.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        err = f", error={self.error!r}" if self.error else ""
-        return (
-            f"StepEvent(position={self.position!r}, step={self.step!r}, attempt={self.attempt}, "
-            f"status={self.status!r}, duration={self.duration:.6f}{err})"
-        )
-
-
 class Run:
-    """The state of one workflow instance: its status, and its output or error once finished."""
+    """The state of one workflow instance: its status, and its output or error once finished.
 
-    __slots__ = ("_engine", "error", "id", "output", "plan_hash", "status", "workflow")
+    ``input``, ``created_at``, ``updated_at`` and ``due_at`` come from the store: a Run that
+    ``get()`` or ``list()`` returned carries them as stored then; on a Run that ``run()``,
+    ``resume()``, ``run_due()`` or ``cancel()`` returned they are read the first time one of them
+    is asked for (one read for all four)."""
+
+    __slots__ = ("_details", "_engine", "error", "id", "output", "plan_hash", "status", "workflow")
 
     def __init__(
         self,
@@ -97,6 +62,8 @@ class Run:
         error: TideflowError | None = None,
         plan_hash: str = "",
         engine: Engine | None = None,
+        *,
+        details: tuple[Any, float, float, float | None] | None = None,
     ) -> None:
         self.id = id
         self.workflow = workflow
@@ -105,6 +72,7 @@ class Run:
         self.error = error
         self.plan_hash = plan_hash
         self._engine = engine
+        self._details = _UNREAD if details is None else details
 
     @property
     def ok(self) -> bool:
@@ -119,11 +87,51 @@ class Run:
             raise TideflowError(f"instance {self.id!r} is {self.status.value}, not completed")
         return self.output
 
-    def history(self) -> list[StepEvent]:
-        """Every finished step attempt of this instance, in the order they were committed."""
+    def _stored(self) -> tuple[Any, float, float, float | None]:
+        if self._details is _UNREAD:
+            self._details = self._attached()._core.details(self.id)
+        details: tuple[Any, float, float, float | None] = self._details
+        return details
+
+    @property
+    def input(self) -> Any:
+        """The workflow input the instance started with (decoded with the workflow's input type
+        when this engine registered it, else as stored JSON)."""
+        return self._stored()[0]
+
+    @property
+    def created_at(self) -> float:
+        """When the instance was created (seconds since the epoch, on the engine's clock)."""
+        return self._stored()[1]
+
+    @property
+    def updated_at(self) -> float:
+        """When the instance's last step boundary was committed."""
+        return self._stored()[2]
+
+    @property
+    def due_at(self) -> float | None:
+        """When a suspended instance next needs attention (a timer, a retry, a signal that
+        arrived), or None if nothing but a signal can move it."""
+        return self._stored()[3]
+
+    def history(self) -> list[HistoryEvent]:
+        """What happened to this instance, in the order it was recorded (see ``HistoryEvent``)."""
+        return self._attached().history(self.id)
+
+    def steps(self) -> list[StepEvent]:
+        """The finished step attempts of this instance (the ``StepEvent``s of its history)."""
+        return self._attached().steps(self.id)
+
+    def waiting_for(self) -> list[Waiting]:
+        """What the instance waits for now (empty unless it is suspended), rebuilt from its
+        records without running any user code."""
+        return self._attached().waiting_for(self.id)
+
+    def _attached(self) -> Engine:
         if self._engine is None:
             raise TideflowError("this Run is not attached to an engine")
-        return self._engine.history(self.id)
+        return self._engine
 
     def __repr__(self) -> str:
         tail = f", error={self.error!r}" if self.error is not None else f", output={self.output!r}"

@@ -9,6 +9,7 @@ mod context;
 mod driver;
 mod engine;
 mod errors;
+mod history;
 mod host;
 mod inbox;
 mod json;
