@@ -170,16 +170,7 @@ class Engine:
         """The stored state of instance ``id``; raises UnknownInstance if there is none."""
         iid = _check_id(id)
         _, workflow, status, output, err, _created, _updated, plan_hash = self._core.get(iid)
-        return Run(
-            iid,
-            workflow,
-            Status(status),
-            output,
-            _error_from(iid, err),
-            plan_hash,
-            self,
-            details=self._core.details(iid),
-        )
+        return self._run_of(iid, workflow, (status, output, err), plan_hash)
 
     def history(self, id: str) -> list[HistoryEvent]:
         """What happened to instance ``id``, in the order it was recorded: step attempts

@@ -46,10 +46,10 @@ class InvalidTransition(DefinitionError, WorkflowFailed):
 class Run:
     """The state of one workflow instance: its status, and its output or error once finished.
 
-    ``input``, ``created_at``, ``updated_at`` and ``due_at`` come from the store: a Run that
-    ``get()`` or ``list()`` returned carries them as stored then; on a Run that ``run()``,
-    ``resume()``, ``run_due()`` or ``cancel()`` returned they are read the first time one of them
-    is asked for (one read for all four)."""
+    ``input``, ``created_at``, ``updated_at`` and ``due_at`` are read from the store the first
+    time one of them is asked for (one read for all four, kept with the Run), so that a Run costs
+    no extra read unless they are used, and an input that no longer decodes (a ``CodecError``
+    when ``input`` is read) never stops ``get()`` or ``list()``."""
 
     __slots__ = ("_details", "_engine", "error", "id", "output", "plan_hash", "status", "workflow")
 
