@@ -112,7 +112,7 @@ def test_cancel_from_another_thread_during_a_step(stores: Stores) -> None:
     runner.join(10)
     assert result["run"].status is Status.CANCELLED
     assert compensated == ["from elsewhere"]
-    assert [e.position for e in engine.history("t1")] == ["cancel"]  # the discarded step is not
+    assert [e.position for e in engine.steps("t1")] == ["cancel"]  # the discarded step is not
 
 
 def test_a_cancel_is_persisted_before_the_driver_applies_it(durable: Stores) -> None:
@@ -191,7 +191,7 @@ def test_a_step_finishing_past_the_workflow_timeout_fails_the_workflow(stores: S
         assert run.status is Status.FAILED, wf.name
         assert run.error is not None and "timeout of 10" in str(run.error)
         # the late attempt is recorded: it ran and finished
-        assert [e.status for e in engine.history(run.id)] == ["completed"]
+        assert [e.status for e in engine.steps(run.id)] == ["completed"]
 
 
 def test_a_workflow_timeout_cancels_an_async_step_that_runs_past_it() -> None:

@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
-use tideflow_core::codec::{
-    decode_header, decode_record, encode_header, encode_record, Header, Outcome as StepOutcome, Record,
-};
+use tideflow_core::codec::{decode_header, decode_record, encode_header, encode_record, Header, Record};
 use tideflow_core::instance::Instance;
 use tideflow_core::plan_diff;
 use tideflow_core::store::memory::MemoryStore;
@@ -51,20 +49,6 @@ fn parse_statuses(py: Python<'_>, names: &[String]) -> PyResult<Vec<Status>> {
 /// One listed instance: (id, workflow, status, created_at, updated_at).
 pub type ListRow = (String, String, String, f64, f64);
 
-/// One finished step attempt: (position, step, attempt, status, started_at, finished_at, error).
-pub type HistoryRow = (String, String, u32, String, f64, f64, Option<String>);
-
-fn failure_text(json: &[u8]) -> String {
-    match serde_json::from_slice::<serde_json::Value>(json) {
-        Ok(v) => format!(
-            "{}: {}",
-            v.get("type").and_then(|t| t.as_str()).unwrap_or("Error"),
-            v.get("message").and_then(|t| t.as_str()).unwrap_or("")
-        ),
-        Err(_) => String::from_utf8_lossy(json).into_owned(),
-    }
-}
-
 /// An instance's stored state as Python sees it: (id, workflow, status, output, error JSON,
 /// created_at, updated_at, plan hash, untyped). `untyped` is `(error class, message)` when the
 /// output is the stored JSON because the instance's plan is not registered here.
@@ -92,7 +76,7 @@ impl Engine {
         }
     }
 
-    fn find(&self, py: Python<'_>, workflow: &str, hash: &str) -> Option<Py<Compiled>> {
+    pub(crate) fn find(&self, py: Python<'_>, workflow: &str, hash: &str) -> Option<Py<Compiled>> {
         let wfs = self.workflows.lock().unwrap_or_else(|e| e.into_inner());
         wfs.get(workflow)?.iter().find(|c| c.get().plan.hash == hash).map(|c| c.clone_ref(py))
     }
@@ -125,7 +109,7 @@ impl Engine {
         }
     }
 
-    fn load(&self, py: Python<'_>, id: &str) -> PyResult<(StoredInstance, Header)> {
+    pub(crate) fn load(&self, py: Python<'_>, id: &str) -> PyResult<(StoredInstance, Header)> {
         let stored = self.with_store(py, |s| s.get(id)).py_err(py)?;
         let stored =
             stored.ok_or_else(|| error(py, "UnknownInstance", format!("no workflow instance with id {id:?}")))?;
@@ -134,9 +118,10 @@ impl Engine {
         Ok((stored, header))
     }
 
-    /// Rebuilds a driver for a stored, unfinished instance from its records.
-    pub fn resume_driver(&self, py: Python<'_>, stored: StoredInstance, header: Header) -> PyResult<Driver> {
-        let id = stored.meta.id.clone();
+    /// The registered plan instance `id` runs on, or the `UnknownWorkflow` / `VersionMismatch`
+    /// that says why there is none.
+    pub(crate) fn compiled_for(&self, py: Python<'_>, id: &str, header: &Header) -> PyResult<Py<Compiled>> {
+        let id = id.to_string();
         let Some(wf) = self.find(py, &header.workflow, &header.plan_hash) else {
             if self.registered_hashes(&header.workflow).is_empty() {
                 return Err(error(
@@ -149,8 +134,15 @@ impl Engine {
                     ),
                 ));
             }
-            return Err(crate::errors::core_error(py, self.version_mismatch(&id, &header)));
+            return Err(crate::errors::core_error(py, self.version_mismatch(&id, header)));
         };
+        Ok(wf)
+    }
+
+    /// Rebuilds a driver for a stored, unfinished instance from its records.
+    pub fn resume_driver(&self, py: Python<'_>, stored: StoredInstance, header: Header) -> PyResult<Driver> {
+        let id = stored.meta.id.clone();
+        let wf = self.compiled_for(py, &id, &header)?;
         let raw = self.with_store(py, |s| s.records(&id)).py_err(py)?;
         let records = raw
             .iter()
@@ -516,6 +508,12 @@ impl Engine {
             state.request(reason);
             return Ok(None);
         }
+        if self.find(py, &header.workflow, &header.plan_hash).is_none() {
+            // this process cannot run the instance's plan (its workflow, or that version of it, is
+            // not registered here): the stored request is the success; whichever process drives
+            // the instance next applies it
+            return Ok(Some((stored.meta.status.as_str().to_string(), py.None(), py.None())));
+        }
         let d = self.resume_driver(py, stored, header)?;
         d.cancel.request(reason);
         self.drive(py, d).map(Some)
@@ -585,24 +583,20 @@ impl Engine {
         ))
     }
 
-    /// The step history of instance `id`: one `(position, step, attempt, status, started_at,
-    /// finished_at, error)` per finished attempt, in commit order.
-    fn history(&self, py: Python<'_>, id: &str) -> PyResult<Vec<HistoryRow>> {
-        self.load(py, id)?;
-        let raw = self.with_store(py, |s| s.records(id)).py_err(py)?;
-        let mut out = Vec::new();
-        for (i, r) in raw.iter().enumerate() {
-            let rec = decode_record(r)
-                .map_err(|e| error(py, "CorruptCheckpoint", format!("instance {id:?}, record #{i}: {e}")))?;
-            if let Record::Step(s) = rec {
-                let (status, err) = match &s.outcome {
-                    StepOutcome::Completed(_) => ("completed", None),
-                    StepOutcome::Failed { error, .. } => ("failed", Some(failure_text(error))),
-                };
-                out.push((s.key, s.step, s.attempt, status.to_string(), s.started_at, s.finished_at, err));
-            }
-        }
-        Ok(out)
+    /// The history of instance `id`: one `(kind, position, fields)` per event, in log order
+    /// (see `history.rs`).
+    fn history(&self, py: Python<'_>, id: &str) -> PyResult<Vec<crate::history::EventRow>> {
+        self.history_rows(py, id)
+    }
+
+    /// What suspended instance `id` waits for: `(kind, position, signal, step, until)` each.
+    fn waiting_for(&self, py: Python<'_>, id: &str) -> PyResult<Vec<crate::history::WaitingRow>> {
+        self.waiting_rows(py, id)
+    }
+
+    /// The stored input and times of instance `id`: `(input, created_at, updated_at, due_at)`.
+    fn details(&self, py: Python<'_>, id: &str) -> PyResult<crate::history::Details> {
+        self.details_of(py, id)
     }
 
     /// The current time on the engine's clock.

@@ -121,7 +121,10 @@ fn write(
     } else if let Ok(i) = obj.cast_exact::<PyInt>() {
         match i.extract::<i64>() {
             Ok(v) => out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
-            Err(_) => out.extend_from_slice(i.str()?.to_str()?.as_bytes()),
+            Err(_) => {
+                let text = without_digit_limit(py, || i.str().map(Bound::unbind))?;
+                out.extend_from_slice(text.bind(py).to_str()?.as_bytes())
+            }
         }
     } else if let Ok(f) = obj.cast_exact::<PyFloat>() {
         let v = f.value();
@@ -337,7 +340,8 @@ impl<'py> Parser<'_, 'py> {
         if text.is_empty() || text == "-" || !text.trim_start_matches('-').bytes().all(|c| c.is_ascii_digit()) {
             return Err(self.err("bad number"));
         }
-        py.get_type::<PyInt>().call1((text,)) // beyond 64 bits: Python ints have no limit
+        // beyond 64 bits: Python ints have no limit, and neither has the codec
+        without_digit_limit(py, || py.get_type::<PyInt>().call1((text,)).map(Bound::unbind)).map(|i| i.into_bound(py))
     }
 
     fn string(&mut self) -> PyResult<String> {
@@ -399,4 +403,20 @@ impl<'py> Parser<'_, 'py> {
         self.i += 4;
         Ok(v)
     }
+}
+
+/// Runs `f` (an int <-> decimal text conversion) with Python's limit on the digits of such
+/// conversions (`sys.set_int_max_str_digits`, 4300 by default) lifted, so that an integer of any
+/// size round-trips as the docs promise; the limit guards parsers of untrusted text, and the JSON
+/// read here is the engine's own. The GIL is held throughout, so no other thread sees the change.
+fn without_digit_limit<T>(py: Python<'_>, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    let sys = py.import("sys")?;
+    let Ok(get) = sys.getattr("get_int_max_str_digits") else {
+        return f(); // a Python without the limit
+    };
+    let limit = get.call0()?;
+    sys.call_method1("set_int_max_str_digits", (0,))?;
+    let result = f();
+    sys.call_method1("set_int_max_str_digits", (limit,))?;
+    result
 }

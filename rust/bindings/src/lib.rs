@@ -10,6 +10,7 @@ mod context;
 mod driver;
 mod engine;
 mod errors;
+mod history;
 mod host;
 mod inbox;
 mod json;

@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod history;
 pub mod instance;
 pub mod mermaid;
 pub mod outline;

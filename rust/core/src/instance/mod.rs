@@ -16,6 +16,7 @@ use crate::plan::{NodeId, Plan};
 use crate::status::Status;
 
 mod host;
+pub mod inspect;
 mod replay;
 mod timers;
 mod walk;
