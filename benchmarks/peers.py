@@ -121,7 +121,7 @@ def tideflow_trial(n: int, store: Callable[[Path], object]) -> Callable[[Path], 
         run = engine.run(wf, 0)
         took = time.perf_counter() - t
         assert run.status.value == "completed" and run.output == n, (run.status, run.output)
-        assert len(engine.history(run.id)) == n
+        assert len(engine.steps(run.id)) == n
         durability = getattr(engine.store, "durability", None)
         del engine, run
         if durability is None:

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
 
-from tideflow import Context, Engine, Status, VirtualClock, Workflow, step
+from tideflow import Context, Engine, Status, StepEvent, VirtualClock, WaitEvent, Workflow, step
 
 
 @dataclass
@@ -60,6 +60,20 @@ approval = (
 )
 
 
+def describe(e: object, t0: float) -> str:
+    """One history event as a line: steps, and what the wait did in between."""
+    if isinstance(e, StepEvent):
+        return f"day {(e.started_at - t0) / 86_400:.0f}: step {e.step} ({e.status})"
+    if isinstance(e, WaitEvent) and e.kind == "timer":
+        assert e.until is not None
+        return f"waits for 'decision', at most until day {(e.until - t0) / 86_400:.0f}"
+    if isinstance(e, WaitEvent) and e.kind == "signal":
+        return f"signal {e.signal!r} (number {e.seq} sent to the instance) was consumed"
+    if isinstance(e, WaitEvent) and e.kind == "timed_out":
+        return "nobody answered in time: the wait timed out, on_timeout runs"
+    return repr(e)
+
+
 def main() -> int:
     clock = VirtualClock()
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,7 +82,12 @@ def main() -> int:
         print("Two requests are filed; both wait for a manager:")
         for e in (Expense("exp-1", "ada", 320), Expense("exp-2", "bob", 4_200)):
             run = engine.run(approval, e, id=e.id)
-            print(f"  {e.id}: {run.status.value}")
+            (waiting,) = run.waiting_for()
+            days = (waiting.until - clock.now()) / 86_400
+            print(
+                f"  {e.id}: {run.status.value}, waiting for signal {waiting.signal!r} "
+                f"(escalates in {days:.0f} days)"
+            )
 
         clock.advance(timedelta(days=1).total_seconds())
         print("\nA day later the manager approves exp-1 (from another process: a fresh engine):")
@@ -85,10 +104,11 @@ def main() -> int:
 
         done = engine.list(status=Status.COMPLETED)
         print(f"\nCompleted: {sorted(r.id for r in done)}")
-        history = engine.history("exp-2")
-        for e in history:
-            day = (e.started_at - history[0].started_at) / 86_400
-            print(f"  exp-2 history: day {day:.0f}: {e.step} ({e.status})")
+        for iid in ("exp-1", "exp-2"):
+            print(f"  {iid} history:")
+            run = engine.get(iid)
+            for e in run.history():
+                print(f"    {describe(e, run.created_at)}")
     return 0
 
 

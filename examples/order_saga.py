@@ -13,7 +13,17 @@ import tempfile
 from dataclasses import dataclass
 from decimal import Decimal
 
-from tideflow import Context, Engine, Retry, Run, Workflow, step
+from tideflow import (
+    Context,
+    DecisionEvent,
+    Engine,
+    InterruptedStep,
+    Retry,
+    Run,
+    StepEvent,
+    Workflow,
+    step,
+)
 
 
 @dataclass
@@ -94,35 +104,67 @@ def finish(ctx: Context, done: tuple[str, str]) -> str:
     return " and ".join(done)
 
 
+def is_large_order(receipt: Receipt) -> bool:
+    """Orders above 1000 get a manual review (a named function: the plan drawing shows its name)."""
+    return receipt.total > 1000
+
+
 checkout = (
     Workflow("checkout")
     .then(reserve)
     .then(charge)
-    .branch(lambda r: r.total > 1000, then=manual_review, otherwise=auto_approve)
+    .branch(is_large_order, then=manual_review, otherwise=auto_approve)
     .parallel(send_email, update_ledger)
     .then(finish)
 )
 
 
+LEGEND = """\
+How to read a history line: the time since the first attempt started, ok or FAIL, the step, its
+attempt number and its position in the plan: `0` is the first node of the workflow, `1` the
+second; `2.t` is the `then` side of the branch at node 2 (`2.f` would be `otherwise`); `3.p0` and
+`3.p1` are the two branches of the parallel block at node 3. The position (with the instance id)
+makes `ctx.idempotency_key`, e.g. `order-42/1` for the charge. Lines starting with `->` are the
+decisions the engine checkpointed between steps, so that a resume takes the same path.
+
+`FAIL reserve attempt 1` is expected: the stand-in inventory service times out on its first call
+for each order, and the step's Retry policy runs it again 50 ms later (attempt 2 succeeds).
+"""
+
+
 def show(run: Run) -> None:
-    """Prints the instance's step history and its result."""
+    """Prints the instance's history (step attempts and decisions) and its result."""
     print(f"  instance {run.id}: {run.status.value}")
-    t0 = min((e.started_at for e in run.history()), default=0.0)
-    for e in run.history():
-        mark = "ok  " if e.status == "completed" else "FAIL"
-        extra = f"  ({e.error})" if e.error else ""
-        print(
-            f"    +{(e.started_at - t0) * 1000:7.2f} ms  {mark} {e.step:<14} attempt {e.attempt}"
-            f"  position {e.position:<5} {e.duration * 1e6:8.1f} µs{extra}"
-        )
+    history = run.history()
+    t0 = min((e.started_at for e in history if isinstance(e, StepEvent)), default=0.0)
+    for e in history:
+        if isinstance(e, StepEvent):
+            mark = "ok  " if e.status == "completed" else "FAIL"
+            extra = f"  ({e.error})" if e.error else ""
+            print(
+                f"    +{(e.started_at - t0) * 1000:7.2f} ms  {mark} {e.step:<14} attempt "
+                f"{e.attempt}  position {e.position:<5} {e.duration * 1e6:8.1f} µs{extra}"
+            )
+        elif isinstance(e, InterruptedStep):
+            print(
+                f"                INTERRUPTED {e.step:<7} attempt {e.attempt}  position "
+                f"{e.position:<5} (the process died during it)"
+            )
+        elif isinstance(e, DecisionEvent) and e.kind == "branch":
+            side = "then" if e.value else "otherwise"
+            print(
+                f"                -> branch at {e.position}: is_large_order was {e.value}: {side}"
+            )
     print(f"  output: {run.output!r}")
 
 
 def main() -> int:
-    print("The plan, as Mermaid:\n")
+    print("The plan, as Mermaid (paste it into https://mermaid.live to see it drawn; the")
+    print("rhombus is the branch, named after its condition function):\n")
     print(checkout.to_mermaid())
 
     order = Order("order-42", "lamp", 3, Decimal("499.90"))
+    print(LEGEND)
     print("1. In memory (the default store):")
     engine = Engine()
     run = engine.run(checkout, order, id="order-42")

@@ -508,7 +508,7 @@ def test_typed_dict_keeps_undeclared_keys() -> None:
 @pytest.mark.parametrize(
     ("hint", "value", "expected"),
     [
-        (Order, {"id": 1}, "expected Order at $, got dict"),
+        (Order, {"id": 1}, "missing required field 'items' of Order at $, got dict"),
         (list[Item], [1], "expected Item at $[0], got int 1"),
         (Color, "red", "expected Color at $, got str 'red'"),
         (dt.date, dt.datetime(2020, 1, 1), "expected date at $, got datetime"),
@@ -792,7 +792,7 @@ class Steps:
         (async_step, (dict[str, int], Optional[Color])),
         (untyped_step, (Any, Any)),
         (string_step, (list[Order], dict[str, Item])),
-        (half_resolvable, (Any, Level)),
+        (half_resolvable, ("NoSuchType", Level)),  # left unresolved: its codec says so
         (no_input, (Any, int)),
         (kw_only_value, (Any, str)),
         (Steps().method, (Movie, int)),

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from typing import Any
+
 import pytest
 
 from tideflow import Context, DefinitionError, Engine, Retry, TideflowError, Workflow, step
@@ -169,3 +173,103 @@ def test_mermaid_draws_every_kind_of_node() -> None:
     assert text.startswith("flowchart TD")
     for fragment in ["parallel", "join (tuple)", "map: each item, 2 at a time", "until", "max 3"]:
         assert fragment in text
+
+
+# -- a step must be callable as fn(ctx, value) (issue 7, item 12) ----------------------------------
+
+
+def _kw_only(*, ctx: object, value: object) -> None: ...
+
+
+def _kw_required(ctx: object, value: object, *, flag: bool) -> None: ...
+
+
+def _three(ctx: object, value: object, extra: object) -> None: ...
+
+
+class _CtxOnly:
+    def __call__(self, ctx: object) -> None: ...
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda: 1,
+        lambda ctx: 1,
+        _kw_only,
+        _kw_required,
+        _three,
+        _CtxOnly(),
+        functools.partial(_three, 1, 2),
+    ],
+    ids=[
+        "no-params",
+        "ctx-only",
+        "kw-only",
+        "kw-required",
+        "three-required",
+        "callable-ctx-only",
+        "partial",
+    ],
+)
+def test_a_step_that_cannot_be_called_with_ctx_and_value_is_a_definition_error(fn: Any) -> None:
+    with pytest.raises(DefinitionError, match=r"cannot be called as fn\(ctx, value\)"):
+        step(fn)
+
+
+def _extra_default(ctx: object, value: object, extra: int = 1) -> None: ...
+
+
+def _star_args(*args: object) -> None: ...
+
+
+def _kw_default(ctx: object, value: object, *, flag: bool = False) -> None: ...
+
+
+class _Callable:
+    def __call__(self, ctx: object, value: object) -> None: ...
+
+    def method(self, ctx: object, value: object) -> None: ...
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        _extra_default,
+        _star_args,
+        _kw_default,
+        _Callable(),
+        _Callable().method,
+        functools.partial(_three, 1),
+    ],
+)
+def test_steps_with_room_for_more_arguments_are_accepted(fn: Any) -> None:
+    assert step(fn).fn is fn
+
+
+def test_an_unresolvable_return_hint_is_a_definition_error_when_built() -> None:
+    # under `from __future__ import annotations` (this module), a function-local class is a
+    # string that cannot be resolved at module level
+    @dataclasses.dataclass
+    class Local:
+        n: int
+
+    @step
+    def make(ctx: object, value: int) -> Local:
+        return Local(value)
+
+    with pytest.raises(DefinitionError, match=r"step 'make'.*Local.*unresolved forward reference"):
+        Workflow("local").then(make).compile()
+
+
+def test_an_unresolvable_input_hint_is_a_definition_error_when_built() -> None:
+    @dataclasses.dataclass
+    class Local:
+        n: int
+
+    @step
+    def take(ctx: object, value: Local) -> int:
+        return 1
+
+    with pytest.raises(DefinitionError, match=r"input type of workflow 'local'.*Local"):
+        Workflow("local").then(take).compile()

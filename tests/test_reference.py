@@ -722,7 +722,7 @@ def run_on(wf: Workflow, value: Any, iid: str, log: list[Obs], *, use_async: boo
     else:
         r = engine.run(wf, value, id=iid)
     obs = tuple(o for o in log if o.instance == iid)
-    return Outcome(r, clock.now() - START, obs, tuple(engine.history(iid)))
+    return Outcome(r, clock.now() - START, obs, tuple(engine.steps(iid)))
 
 
 def matches(err: object, c: Cand) -> bool:

@@ -162,7 +162,7 @@ def test_each_shape_resumed_by_run_due_at_every_timer_runs_each_step_once(
     assert (run.status, run.output) == (Status.COMPLETED, expected)
     assert all(attempt == 1 for _, attempt in calls), calls
     assert len(calls) == len(set(calls)), f"a step ran twice: {calls}"
-    completed = [e.position for e in env.engine.history("x") if e.status == "completed"]
+    completed = [e.position for e in env.engine.steps("x") if e.status == "completed"]
     assert len(completed) == len(set(completed)), completed
 
 
@@ -260,7 +260,7 @@ def test_run_async_that_lost_the_race_returns_what_the_winner_stored(tmp_path: P
     run = asyncio.run(main())
     assert (run.status, run.output) == (Status.COMPLETED, 9)
     assert calls == [("r/0", 1), ("r/2", 1)]  # B ran the last step; A ran nothing more
-    assert [e.position for e in a.history("r")] == ["0", "2"]
+    assert [e.position for e in a.steps("r")] == ["0", "2"]
 
 
 def test_sync_driver_that_lost_the_race_goes_on_from_what_is_stored(tmp_path: Path) -> None:
@@ -291,4 +291,4 @@ def test_sync_driver_that_lost_the_race_goes_on_from_what_is_stored(tmp_path: Pa
     clock.advance(5)
     [done] = a.run_due()
     assert (done.status, done.output) == (Status.COMPLETED, 2)
-    assert [(e.position, e.attempt) for e in a.history("s")] == [("1", 2), ("3", 1)]
+    assert [(e.position, e.attempt) for e in a.steps("s")] == [("1", 2), ("3", 1)]

@@ -20,6 +20,14 @@ from tideflow.errors import (
     VersionMismatch,
     WorkflowFailed,
 )
+from tideflow.history import (
+    CancelEvent,
+    DecisionEvent,
+    HistoryEvent,
+    InterruptedStep,
+    WaitEvent,
+    Waiting,
+)
 from tideflow.retry import Retry
 from tideflow.workflow import (
     Sleep,
@@ -33,12 +41,16 @@ from tideflow.workflow import (
 )
 
 __all__ = [
+    "CancelEvent",
     "Cancelled",
     "CodecError",
     "Context",
     "CorruptCheckpoint",
+    "DecisionEvent",
     "DefinitionError",
     "Engine",
+    "HistoryEvent",
+    "InterruptedStep",
     "InvalidArgument",
     "InvalidTransition",
     "Retry",
@@ -55,7 +67,9 @@ __all__ = [
     "UnknownWorkflow",
     "VersionMismatch",
     "VirtualClock",
+    "WaitEvent",
     "WaitSignal",
+    "Waiting",
     "Workflow",
     "WorkflowFailed",
     "sleep",

@@ -357,7 +357,9 @@ def _record(
                 raise _bad(what, v)
             return _map_dict(v, None, encs)
         if not isinstance(v, cls):
-            raise _bad(what, v)
+            if isinstance(v, dict) and not v.keys() >= req:  # its fields as a dict, and not all
+                raise _Fail(f"missing required field {min(req - v.keys())!r} of {what}", _show(v))
+            raise _bad(what if not isinstance(v, dict) else f"{what} (not a dict of its fields)", v)
         return _map_dict({n: getattr(v, n) for n in encs}, None, encs)
 
     def dec(v: Any) -> Any:

@@ -7,9 +7,9 @@ import sys
 from collections.abc import Mapping
 
 from tideflow import _core
-from tideflow.codec import _step_hints, codec_for
+from tideflow.codec import _step_hints, codec_for, describe
 from tideflow.errors import CodecError, DefinitionError
-from tideflow.workflow import Step, WaitSignal, Workflow
+from tideflow.workflow import Step, WaitSignal, Workflow, code_name
 
 TYPE_CHECKING = False  # (see tideflow.retry)
 if TYPE_CHECKING:
@@ -37,9 +37,11 @@ class CompiledWorkflow:
 
 
 def _fn_name(f: object) -> str:
-    module = getattr(f, "__module__", None) or "?"
-    qual = getattr(f, "__qualname__", None) or type(f).__qualname__
-    return f"{module}.{qual}"
+    """The name a condition or router has in the plan (and so in its hash, drawing and errors):
+    its qualified name without the module (``is_big``, ``Rules.check``, ``<lambda>``). The module
+    is left out because it depends on how the code was loaded (``__main__`` for a script, ``app``
+    for the worker that imports it), and the same source must give the same plan."""
+    return code_name(f, "__qualname__")
 
 
 class _Compiler:
@@ -231,6 +233,26 @@ def _codec(hint: object, what: str) -> Any:
         raise DefinitionError(f"{what}: {e}") from None
 
 
+#: The scalar hints whose values the Rust side checks without calling the decoder.
+_NATIVE_CHECKS = {int: "int", float: "float", str: "str", bool: "bool", None: "None"}
+
+
+def _check(hint: object, codec: Any) -> tuple[str, str]:
+    """How a value of ``hint`` is checked before it is stored (see rust/bindings/src/checked.rs):
+    ``untyped`` (plain JSON only) for no hint or ``Any``, a scalar's name, or ``typed`` (the stored
+    form must decode into the hint); and the hint described for error messages."""
+    if codec.decode is None:  # no hint, Any, object: the value must come back as JSON gives it
+        return "untyped", "Any"
+    key = None if hint is type(None) else hint
+    try:
+        native = _NATIVE_CHECKS.get(key)  # type: ignore[call-overload]
+    except TypeError:  # an unhashable hint
+        native = None
+    if native is not None:
+        return native, native  # (describe() would import typing for a plain scalar)
+    return "typed", describe(hint)
+
+
 def compile_workflow(w: Workflow) -> CompiledWorkflow:
     """Validates ``w`` and binds it: raises DefinitionError naming what is wrong."""
     c = _Compiler(w)
@@ -255,18 +277,30 @@ def compile_workflow(w: Workflow) -> CompiledWorkflow:
     plan = _core.Plan(_core.encode_json(spec).decode())
     bound = []
     for s in c.steps:
-        out_codec = _codec(_step_hints(s.fn, _NOHINT)[1], f"the return type of step {s.name!r}")
+        ret = _step_hints(s.fn, _NOHINT)[1]
+        out_codec = _codec(ret, f"the return type of step {s.name!r}")
+        check, hint = _check(ret, out_codec)
         retry_on = s.retry.retry_on if s.retry is not None else (Exception,)
         give_up_on = s.retry.give_up_on if s.retry is not None else ()
-        bound.append((s.fn, s.is_async, out_codec.encode, out_codec.decode, retry_on, give_up_on))
+        enc, dec = out_codec.encode, out_codec.decode
+        bound.append((s.fn, s.is_async, enc, dec, retry_on, give_up_on, check, hint))
     in_hint, out_hint = _workflow_hints(w)
     in_codec = _codec(in_hint, f"the input type of workflow {w.name!r}")
+    in_check, in_described = _check(in_hint, in_codec)
     out_codec = _codec(out_hint, f"the output type of workflow {w.name!r}")
     waits = [
         None if wt.type is None else _codec(wt.type, f"the type of signal {wt.name!r}").decode
         for wt in c.waits
     ]
     core = _core.Compiled(
-        plan, bound, c.fns, in_codec.encode, in_codec.decode, out_codec.decode, waits
+        plan,
+        bound,
+        c.fns,
+        in_codec.encode,
+        in_codec.decode,
+        out_codec.decode,
+        waits,
+        in_check,
+        in_described,
     )
     return CompiledWorkflow(w, plan, core, any(s.is_async for s in c.steps))

@@ -19,7 +19,15 @@ from collections.abc import Callable
 
 from .errors import CodecError
 
-__all__ = ["JSONValue", "TypeCodec", "codec_for", "describe", "step_hints", "to_jsonable"]
+__all__ = [
+    "JSONValue",
+    "TypeCodec",
+    "codec_for",
+    "describe",
+    "step_hints",
+    "suggest_hint",
+    "to_jsonable",
+]
 
 TYPE_CHECKING = False  # (see tideflow.retry)
 if TYPE_CHECKING:
@@ -295,6 +303,41 @@ def _json_key(k: Any) -> str:
     raise _Fail(f"dict keys must be str, not {_name(type(k))}", _show(k))
 
 
+def suggest_hint(value: object) -> str:
+    """A type hint that would restore ``value`` from its JSON form, as text (``tuple[int, str]``):
+    what an error proposes when a value without a hint cannot be stored as it is."""
+    return _suggest(value, 0)
+
+
+def _suggest(v: object, depth: int) -> str:
+    if v is None:
+        return "None"
+    t = type(v)
+    if depth > 3:
+        return "Any"
+    if t is tuple:
+        items = [_suggest(x, depth + 1) for x in v]  # type: ignore[attr-defined]
+        return f"tuple[{', '.join(items)}]" if 0 < len(items) <= 6 else "tuple[Any, ...]"
+    if t in (list, set, frozenset):
+        return f"{t.__name__}[{_suggest_union(v, depth)}]"  # type: ignore[arg-type]
+    if t is dict:
+        d: dict[Any, Any] = v  # type: ignore[assignment]
+        keys = _suggest_union(d.keys(), depth)
+        return f"dict[{keys if keys != 'Any' else 'str'}, {_suggest_union(d.values(), depth)}]"
+    return _name(t)
+
+
+def _suggest_union(items: abc.Iterable[object], depth: int) -> str:
+    seen: list[str] = []
+    for n, x in enumerate(items):
+        if n == 20:
+            break
+        h = _suggest(x, depth + 1)
+        if h not in seen:
+            seen.append(h)
+    return " | ".join(seen) if 0 < len(seen) <= 3 else "Any"
+
+
 def describe(hint: object) -> str:
     """Return a short readable name of a type hint for error messages, e.g. ``list[Order]``."""
     import typing
@@ -338,11 +381,13 @@ def _resolve_one(fn: types.FunctionType, ann: object, missing: object) -> object
     try:
         return typing.get_type_hints(shim, globalns=fn.__globals__).get("return", missing)
     except Exception:
-        return missing
+        return ann  # unresolved: compiling its codec raises the DefinitionError that says so
 
 
 def step_hints(fn: Callable[..., object]) -> tuple[object, object]:
-    """Return a step's (input hint, return hint); the input is its second positional parameter."""
+    """Return a step's (input hint, return hint); the input is its second positional parameter.
+    ``Any`` stands for a missing annotation; one that cannot be resolved is returned as it is
+    written (a str), so that compiling its codec raises an error naming it."""
     from typing import Any
 
     return _step_hints(fn, Any)
@@ -399,7 +444,7 @@ def _step_hints(fn: Callable[..., object], missing: object) -> tuple[object, obj
         try:  # resolve this one annotation alone: another one failing must not hide it
             return typing.get_type_hints(shim, globalns=globalns).get("return", missing)
         except Exception:
-            return missing
+            return ann  # unresolved (see _resolve_one)
 
     arg = slot(positional[1].name, positional[1].annotation) if len(positional) > 1 else missing
     return arg, slot("return", sig.return_annotation)

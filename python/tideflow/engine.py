@@ -5,21 +5,23 @@ This module (with ``_compile``) is the only importer of the native extension ``t
 
 from __future__ import annotations
 
-import enum
 import os
 import sys
 
 from tideflow import _core
+from tideflow._args import check_count, check_text
 from tideflow.errors import (
     CodecError,
     CorruptCheckpoint,
     DefinitionError,
+    InvalidArgument,
     StepTimeout,
     TideflowError,
     UnknownInstance,
-    WorkflowFailed,
 )
+from tideflow.history import HistoryEvent, Waiting, events_from
 from tideflow.retry import to_seconds
+from tideflow.run import InvalidTransition, Run, Status, StepEvent, _error_from
 from tideflow.workflow import Workflow
 
 TYPE_CHECKING = False  # (see tideflow.retry)
@@ -36,159 +38,6 @@ __all__ = ["Context", "Engine", "InvalidTransition", "Run", "Status", "StepEvent
 Context = _core.Context
 #: A clock that only moves when told to (or when the engine would wait): tests never sleep.
 VirtualClock = _core.VirtualClock
-
-
-class Status(enum.Enum):
-    """Where an instance is in its lifecycle."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    SUSPENDED = "suspended"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        """Whether the instance can never move again."""
-        return self in (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
-
-
-class InvalidTransition(DefinitionError, WorkflowFailed):
-    """An instance failed because its definition could not say where to go next (a router
-    returned an unknown state, or an output matched no label)."""
-
-
-class StepEvent:
-    """One finished attempt of one step, as the instance's history records it."""
-
-    __slots__ = ("attempt", "error", "finished_at", "position", "started_at", "status", "step")
-
-    def __init__(
-        self,
-        position: str,
-        step: str,
-        attempt: int,
-        status: str,
-        started_at: float,
-        finished_at: float,
-        error: str | None = None,
-    ) -> None:
-        self.position = position
-        self.step = step
-        self.attempt = attempt
-        self.status = status
-        self.started_at = started_at
-        self.finished_at = finished_at
-        self.error = error
-
-    @property
-    def duration(self) -> float:
-        """Seconds the attempt took."""
-        return self.finished_at - self.started_at
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, StepEvent):
-            return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in StepEvent.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        err = f", error={self.error!r}" if self.error else ""
-        return (
-            f"StepEvent(position={self.position!r}, step={self.step!r}, attempt={self.attempt}, "
-            f"status={self.status!r}, duration={self.duration:.6f}{err})"
-        )
-
-
-class Run:
-    """The state of one workflow instance: its status, and its output or error once finished."""
-
-    __slots__ = ("_engine", "error", "id", "output", "plan_hash", "status", "workflow")
-
-    def __init__(
-        self,
-        id: str,
-        workflow: str,
-        status: Status,
-        output: Any = None,
-        error: TideflowError | None = None,
-        plan_hash: str = "",
-        engine: Engine | None = None,
-    ) -> None:
-        self.id = id
-        self.workflow = workflow
-        self.status = status
-        self.output = output
-        self.error = error
-        self.plan_hash = plan_hash
-        self._engine = engine
-
-    @property
-    def ok(self) -> bool:
-        """Whether the instance completed."""
-        return self.status is Status.COMPLETED
-
-    def result(self) -> Any:
-        """The output if the instance completed; raises its error if it failed."""
-        if self.error is not None:
-            raise self.error
-        if self.status is not Status.COMPLETED:
-            raise TideflowError(f"instance {self.id!r} is {self.status.value}, not completed")
-        return self.output
-
-    def history(self) -> list[StepEvent]:
-        """Every finished step attempt of this instance, in the order they were committed."""
-        if self._engine is None:
-            raise TideflowError("this Run is not attached to an engine")
-        return self._engine.history(self.id)
-
-    def __repr__(self) -> str:
-        tail = f", error={self.error!r}" if self.error is not None else f", output={self.output!r}"
-        return f"Run(id={self.id!r}, workflow={self.workflow!r}, status={self.status}{tail})"
-
-
-def _position(key: str) -> str:
-    """A decision's key as the position it belongs to (``"3.u2?"``: the loop at 3)."""
-    key = key.rstrip("?")
-    head, _, last = key.rpartition(".")
-    if last[:1] == "u" and last[1:].isdigit():  # a loop's check after iteration n
-        return f"{head or 'root'} (loop check after iteration {int(last[1:]) + 1})"
-    return key
-
-
-def _error_from(instance_id: str, data: bytes | None) -> TideflowError | None:
-    if data is None:
-        return None
-    e = _core.decode_json(data)
-    step, attempts = e.get("step"), int(e.get("attempts") or 0)
-    etype, emsg = e.get("type", ""), e.get("message", "")
-    kind = e.get("kind")
-    if kind == "step":
-        s = "" if attempts == 1 else "s"
-        msg = f"step {step!r} failed after {attempts} attempt{s}: {etype}: {emsg}"
-    elif kind == "interrupted":  # its process died during every attempt the budget allows
-        s = "" if attempts == 1 else "s"
-        msg = f"step {step!r} was interrupted {attempts} time{s}: {etype}: {emsg}"
-    elif kind == "definition":
-        where = f" at position {_position(e.get('key'))!r}" if e.get("key") else ""
-        msg = f"instance {instance_id!r}{where}: {emsg}"
-    elif kind == "codec" and step:
-        msg = f"step {step!r}: {etype}: {emsg}"
-    else:
-        where = f" at position {_position(e.get('key'))!r}" if e.get("key") else ""
-        msg = f"{kind} failed{where}: {etype}: {emsg}"
-    cls = InvalidTransition if kind == "definition" else WorkflowFailed
-    return cls(
-        msg,
-        instance_id=instance_id,
-        step=step,
-        attempts=attempts,
-        error_type=etype,
-        error_message=emsg,
-        traceback=e.get("traceback", ""),
-    )
 
 
 _loops: Any = None  # a threading.local, created on first use (keeps `threading` off the import)
@@ -249,10 +98,13 @@ class Engine:
         from tideflow.codec import to_jsonable
         from tideflow.stores import MemoryStore, SQLiteStore, parse_store
 
+        if isinstance(store, str):
+            check_text(store, "store", empty=True)
         self.store = parse_store(store)
         spec, py_store = None, None
         if isinstance(self.store, SQLiteStore):
-            spec = ("sqlite", self.store.path, self.store.durability)
+            path = check_text(self.store.path, "the SQLite store's path", empty=True)
+            spec = ("sqlite", path, self.store.durability)
         elif not isinstance(self.store, MemoryStore):
             py_store = self.store
         self._notify: Any = None
@@ -315,23 +167,42 @@ class Engine:
         return self._observed(self._run_of(iid, c.name, handle.outcome(), c.hash), announce)
 
     def get(self, id: str) -> Run:
-        """The stored state of instance ``id``; raises UnknownInstance if there is none."""
-        iid, workflow, status, output, err, _created, _updated, plan_hash = self._core.get(
+        """The stored state of instance ``id``; raises UnknownInstance if there is none. It never
+        raises for an instance whose plan is not registered: see ``Run.typed``."""
+        iid, workflow, status, output, err, _created, _updated, plan_hash, untyped = self._core.get(
             _check_id(id)
         )
-        return self._run_of(iid, workflow, (status, output, err), plan_hash)
+        run = self._run_of(iid, workflow, (status, output, err), plan_hash)
+        if untyped is not None:
+            from tideflow import errors
 
-    def history(self, id: str) -> list[StepEvent]:
-        """Every finished step attempt of instance ``id``, in commit order."""
-        return [StepEvent(*row) for row in self._core.history(_check_id(id))]
+            run._untyped = getattr(errors, untyped[0])(untyped[1])
+        return run
+
+    def history(self, id: str) -> list[HistoryEvent]:
+        """What happened to instance ``id``, in the order it was recorded: step attempts
+        (``StepEvent``, ``InterruptedStep``), decisions, waits, sleeps and signals, cancellation
+        (see ``tideflow.history``). Runs nothing."""
+        return events_from(self._core.history(_check_id(id)))
+
+    def steps(self, id: str) -> list[StepEvent]:
+        """The finished step attempts of instance ``id`` (the ``StepEvent``s of its history)."""
+        return [e for e in self.history(id) if isinstance(e, StepEvent)]
+
+    def waiting_for(self, id: str) -> list[Waiting]:
+        """What instance ``id`` waits for now: signals, sleeps, retries, the workflow's timeout
+        (empty unless it is suspended). Rebuilt from its records without running user code;
+        raises ``UnknownWorkflow`` or ``VersionMismatch`` if this engine cannot read its plan."""
+        return [Waiting(*row) for row in self._core.waiting_for(_check_id(id))]
 
     def signal(self, id: str, name: str, payload: Any = None) -> None:
         """Persists signal ``name`` with ``payload`` for instance ``id``, before anything else, then
         wakes whatever drives the instance in this process. It runs no step in this thread. A signal
         sent before the instance waits for it is kept for it; each is consumed once, in order of
         arrival per name. Raises ``SignalError`` for an unknown, finished or cancelled instance."""
-        self._core.signal(_check_id(id), name, payload)
-        self._wake(id)
+        iid = _check_id(id)
+        self._core.signal(iid, check_text(name, "a signal name", empty=True), payload)
+        self._wake(iid)
 
     def cancel(self, id: str, reason: str = "cancelled") -> Run:
         """Cancels instance ``id``; the request is persisted first, so a crash cannot lose it.
@@ -343,10 +214,14 @@ class Engine:
         ``ctx.cancelled``; whatever it returns is discarded) and the returned Run shows the
         instance as it stands now; the driver's own Run (or a later ``get``) ends CANCELLED. A
         driver in another process finds the request when it next looks at the instance's inbox.
-        Raises ``UnknownInstance``, or ``TideflowError`` for an instance that already completed or
-        failed."""
+        If this process has not registered the instance's workflow (or the version it runs on),
+        the stored request is the success: the returned Run is the instance as stored (not
+        cancelled yet), and whichever process drives it next (``run_due``, ``resume``,
+        ``recover``) applies the cancellation. Raises ``UnknownInstance``, ``InvalidArgument``
+        for a ``reason`` that is not text, or ``TideflowError`` for an instance that already
+        completed or failed."""
         iid = _check_id(id)
-        outcome = self._core.cancel(iid, reason)
+        outcome = self._core.cancel(iid, check_text(reason, "a cancel reason", empty=True))
         self._wake(iid)
         if outcome is None:  # the driver in this process finishes the cancellation
             return self.get(iid)
@@ -359,6 +234,8 @@ class Engine:
     def run_due(self, limit: int | None = None) -> list[Run]:
         """Continues, in this thread, every suspended instance whose signal or timer is ready, until
         each completes or suspends again; returns their Runs."""
+        if limit is not None:
+            check_count(limit, "run_due(limit=)")
         return self._resume_each(self._core.due(limit), "run_due")
 
     def _resume_each(self, ids: Iterable[str], what: str) -> list[Run]:
@@ -451,10 +328,10 @@ class Engine:
         decodes) is listed all the same, with its indexed status and the problem as ``run.error``,
         so that one bad instance never hides the others."""
         statuses = _status_names(status)
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
-        ):
-            raise TideflowError(f"limit must be an int >= 0, got {limit!r}")
+        if workflow is not None:
+            check_text(workflow, "list(workflow=)")
+        if limit is not None:
+            check_count(limit, "list(limit=)")
         runs = []
         for iid, wf, st, _created, _updated in self._core.list(statuses, workflow, limit):
             try:
@@ -470,8 +347,17 @@ class Engine:
     ) -> int:
         """Deletes finished instances (of these statuses) last updated more than ``older_than``
         ago; returns how many were deleted. Unfinished instances are never purged."""
-        age = to_seconds(older_than, "older_than")
+        age = to_seconds(older_than, "purge(older_than=)", InvalidArgument)
         return self._core.purge(self._core.now() - age, _status_names(status))
+
+    def compact(self) -> None:
+        """Gives the disk space of purged and deleted instances back to the file system.
+
+        On SQLite, ``purge()`` already does this in a file created by this version; ``compact()``
+        also frees what ``delete()`` left, and rewrites a file made by an older tideflow once
+        (a ``VACUUM``: it holds the write lock meanwhile and needs as much free disk as the file
+        takes). A no-op on the other stores."""
+        self._core.compact()
 
     def delete(self, id: str) -> bool:
         """Deletes one instance and its history; whether it existed."""
@@ -481,11 +367,24 @@ class Engine:
 def _status_names(status: Status | str | Iterable[Status | str] | None) -> list[str]:
     if status is None:
         return []
-    items = [status] if isinstance(status, (Status, str)) else list(status)
-    return [Status(s).value for s in items]
+    if isinstance(status, (Status, str)):
+        items: list[object] = [status]
+    else:
+        try:
+            items = list(status)
+        except TypeError:
+            items = [status]
+    names = []
+    for s in items:
+        try:
+            names.append(Status(s).value)
+        except ValueError:
+            allowed = ", ".join(repr(m.value) for m in Status)
+            raise InvalidArgument(
+                f"status must be a Status or one of {allowed} (or several), got {s!r}"
+            ) from None
+    return names
 
 
 def _check_id(id: object) -> str:
-    if not isinstance(id, str) or not id:
-        raise TideflowError(f"an instance id must be a non-empty str, got {id!r}")
-    return id
+    return check_text(id, "an instance id")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from tideflow._args import MAX_U32, check_count
 from tideflow.errors import DefinitionError
 
 __all__ = ["Duration", "Retry", "to_seconds"]
@@ -15,6 +16,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from datetime import timedelta
     from typing import Union
+
+    from tideflow.errors import TideflowError
 
     #: A duration: seconds (int or float) or a ``datetime.timedelta``.
     Duration = Union[int, float, "timedelta"]
@@ -33,20 +36,38 @@ else:
 _INF = float("inf")  # (not math.inf: `math` is a shared library, ~90 KB to load)
 
 
-def to_seconds(value: Duration, what: str) -> float:
-    """Converts a duration (seconds or ``timedelta``) to float seconds, rejecting bad values."""
+def to_seconds(value: Duration, what: str, error: type[TideflowError] = DefinitionError) -> float:
+    """Converts a duration (seconds or ``timedelta``) to float seconds, rejecting bad values with
+    ``error`` (a ``DefinitionError`` for a definition, an ``InvalidArgument`` for a call)."""
     dt = sys.modules.get("datetime")  # not imported here: a timedelta proves it is loaded
     if dt is not None and isinstance(value, dt.timedelta):
         seconds = float(value.total_seconds())
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond a float's range (10**400) is no finite duration
+            seconds = _INF
     else:
-        raise DefinitionError(
+        raise error(
             f"{what} must be seconds (int or float) or a timedelta, got {type(value).__name__}"
         )
     if not 0 <= seconds < _INF:  # also false for NaN
-        raise DefinitionError(f"{what} must be a finite duration >= 0, got {value!r}")
+        raise error(f"{what} must be a finite duration >= 0, got {_shown(value)}")
     return seconds
+
+
+def _finite(x: float) -> float:
+    """``x`` as a float; an int too large for one is infinite."""
+    try:
+        return float(x)
+    except OverflowError:
+        return _INF
+
+
+def _shown(x: object) -> str:
+    if isinstance(x, int) and not isinstance(x, bool) and x.bit_length() > 64:
+        return f"an int of {x.bit_length()} bits"
+    return repr(x)
 
 
 def _exception_types(value: object, what: str) -> tuple[type[BaseException], ...]:
@@ -94,18 +115,21 @@ class Retry:
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
         give_up_on: type[BaseException] | tuple[type[BaseException], ...] = (),
     ) -> None:
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
-            raise DefinitionError(f"max_attempts must be an int, got {max_attempts!r}")
-        if max_attempts < 1:
-            raise DefinitionError(f"max_attempts must be at least 1, got {max_attempts}")
+        check_count(max_attempts, "max_attempts", low=1, high=MAX_U32, error=DefinitionError)
         if (
             isinstance(multiplier, bool)
             or not isinstance(multiplier, (int, float))
-            or not multiplier >= 1
+            or not 1 <= _finite(multiplier) < _INF
         ):
-            raise DefinitionError(f"multiplier must be a number >= 1, got {multiplier!r}")
-        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter <= 1:
-            raise DefinitionError(f"jitter must be within [0, 1], got {jitter!r}")
+            raise DefinitionError(
+                f"multiplier must be a finite number >= 1, got {_shown(multiplier)}"
+            )
+        if (
+            isinstance(jitter, bool)
+            or not isinstance(jitter, (int, float))
+            or not 0 <= _finite(jitter) <= 1
+        ):
+            raise DefinitionError(f"jitter must be a number within [0, 1], got {_shown(jitter)}")
         set_ = object.__setattr__
         set_(self, "max_attempts", max_attempts)
         set_(self, "initial_delay", to_seconds(initial_delay, "initial_delay"))

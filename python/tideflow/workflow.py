@@ -11,6 +11,7 @@ import functools
 import types
 from collections.abc import Callable, Mapping
 
+from tideflow._args import MAX_U32, check_count, check_text, shown
 from tideflow.errors import DefinitionError
 from tideflow.retry import Retry, to_seconds
 
@@ -81,12 +82,12 @@ class Step(Generic[In, Out]):
         if retry is not None and not isinstance(retry, Retry):
             raise DefinitionError(f"retry= must be a tideflow.Retry, got {type(retry).__name__}")
         self.fn = fn
-        self.name: str = name if name is not None else getattr(fn, "__name__", repr(fn))
-        if not isinstance(self.name, str) or not self.name:
-            raise DefinitionError(f"a step name must be a non-empty str, got {self.name!r}")
+        self.name: str = name if name is not None else code_name(fn, "__name__")
+        check_text(self.name, "a step name", error=DefinitionError)
         self.retry = retry
         self.timeout = None if timeout is None else to_seconds(timeout, f"timeout of {self.name}")
         self.is_async = _is_async(fn)
+        _check_callable(fn, self.name)
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -95,6 +96,43 @@ class Step(Generic[In, Out]):
 
     def __repr__(self) -> str:
         return f"<tideflow step {self.name}>"
+
+
+def code_name(fn: object, attr: str) -> str:
+    """The name of a callable as a plan knows it: its ``__name__`` (or ``__qualname__``), the
+    function's for a ``functools.partial``, the class's for a callable object. Never its module or
+    its repr (which holds an address): the same source must give the same plan in every process."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    name = getattr(fn, attr, None)
+    return name if isinstance(name, str) and name else type(fn).__qualname__
+
+
+def _check_callable(fn: Callable[..., Any], name: str) -> None:
+    """Raises DefinitionError unless ``fn`` can be called as ``fn(ctx, value)``. Further positional
+    parameters are fine if they have defaults (or are ``*args``), and keyword-only ones if they do."""
+    code = getattr(fn, "__code__", None)
+    if type(fn) is types.FunctionType and code is not None:  # without `inspect` (slow to import)
+        n, flags = code.co_argcount, code.co_flags
+        required = n - len(fn.__defaults__ or ())
+        kwonly = code.co_varnames[n : n + code.co_kwonlyargcount]
+        missing_kw = [k for k in kwonly if k not in (fn.__kwdefaults__ or {})]
+        if required <= 2 and (n >= 2 or flags & 0x04) and not missing_kw:  # 0x04: CO_VARARGS
+            return
+    else:
+        import inspect
+
+        try:
+            inspect.signature(fn).bind(None, None)
+            return
+        except ValueError:  # no signature to read (some builtins): it may well work
+            return
+        except TypeError:
+            pass
+    raise DefinitionError(
+        f"step {name!r} cannot be called as fn(ctx, value): a step function takes the context and "
+        "the input value as its first two positional parameters (any others need defaults)"
+    )
 
 
 def _is_async(fn: object) -> bool:
@@ -156,11 +194,10 @@ class WaitSignal:
         type: object = None,
         on_timeout: Runnable | None = None,
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise DefinitionError(f"a signal name must be a non-empty str, got {name!r}")
+        check_text(name, "a signal name", error=DefinitionError)
         self.name = name
         self.timeout = None if timeout is None else to_seconds(timeout, f"timeout of wait {name!r}")
-        self.type = type
+        self.type = None if type is None else _check_type(type, f"type= of the wait for {name!r}")
         if on_timeout is not None and self.timeout is None:
             raise DefinitionError(f"the wait for {name!r} has on_timeout= but no timeout=")
         self.on_timeout = None if on_timeout is None else as_node(on_timeout, "on_timeout=")
@@ -183,6 +220,20 @@ class Sleep:
         return f"<tideflow sleep {what}>"
 
 
+def _check_type(hint: object, what: str) -> object:
+    """``hint`` if the codec can handle it (compiled once, and cached); a DefinitionError naming
+    ``what`` if it is no type hint at all (``[1, 2]``, ``"x:"``) or one the codec cannot handle."""
+    from tideflow.codec import codec_for
+
+    try:
+        codec_for(hint)
+    except Exception as e:  # whatever a malformed hint makes `typing` raise
+        raise DefinitionError(
+            f"{what} must be a type the codec handles, got {shown(hint)}: {e}"
+        ) from None
+    return hint
+
+
 def wait_signal(
     name: str,
     timeout: Duration | None = None,
@@ -201,7 +252,15 @@ def sleep(duration: Duration) -> Sleep:
 def sleep_until(moment: object) -> Sleep:
     """A durable sleep until ``moment`` (a timezone-aware ``datetime``, or seconds since the epoch)."""
     if isinstance(moment, (int, float)) and not isinstance(moment, bool):
-        return Sleep(until=float(moment))
+        try:
+            until = float(moment)
+        except OverflowError:  # an int beyond a float's range
+            until = float("inf")
+        if not abs(until) < float("inf"):  # also false for NaN
+            raise DefinitionError(
+                f"sleep_until() needs a finite number of seconds since the epoch, got {shown(moment)}"
+            )
+        return Sleep(until=until)
     timestamp = getattr(moment, "timestamp", None)
     if timestamp is None or getattr(moment, "utcoffset", lambda: None)() is None:
         raise DefinitionError(f"sleep_until() needs a timezone-aware datetime, got {moment!r}")
@@ -256,10 +315,11 @@ class Workflow:
         start: str | None = None,
         timeout: Duration | None = None,
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise DefinitionError(f"a workflow name must be a non-empty str, got {name!r}")
-        if version is not None and not isinstance(version, str):
-            raise DefinitionError(f"version must be a str, got {version!r}")
+        check_text(name, "a workflow name", error=DefinitionError)
+        if version is not None:
+            check_text(version, "version", error=DefinitionError, empty=True)
+        if start is not None:
+            check_text(start, "start", error=DefinitionError)
         self.name = name
         self.version = version
         self.start = start
@@ -299,10 +359,8 @@ class Workflow:
 
     def map(self, x: Runnable, concurrency: int | None = None) -> Workflow:
         """Runs ``x`` on each item of the previous output (a list); results stay in order."""
-        if concurrency is not None and (
-            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
-        ):
-            raise DefinitionError(f"map concurrency must be an int >= 1, got {concurrency!r}")
+        if concurrency is not None:
+            check_count(concurrency, "map concurrency", low=1, high=MAX_U32, error=DefinitionError)
         return self._append(("map", as_node(x, "map()"), concurrency))
 
     def branch(
@@ -330,12 +388,7 @@ class Workflow:
             raise DefinitionError(
                 f"a loop in workflow {self.name!r} has no bound: give it max_iterations"
             )
-        if (
-            isinstance(max_iterations, bool)
-            or not isinstance(max_iterations, int)
-            or max_iterations < 1
-        ):
-            raise DefinitionError(f"max_iterations must be an int >= 1, got {max_iterations!r}")
+        check_count(max_iterations, "max_iterations", low=1, high=MAX_U32, error=DefinitionError)
         return self._append(("loop", as_node(body, "loop()"), cond, max_iterations))
 
     def wait_signal(
@@ -374,8 +427,7 @@ class Workflow:
             raise DefinitionError(
                 f"workflow {self.name!r} has no start state: create it as Workflow(name, start=...)"
             )
-        if not isinstance(name, str) or not name:
-            raise DefinitionError(f"a state name must be a non-empty str, got {name!r}")
+        check_text(name, "a state name", error=DefinitionError)
         if any(s[0] == name for s in self._states):
             raise DefinitionError(f"workflow {self.name!r} defines state {name!r} twice")
         if next is not None and not isinstance(next, (str, Mapping)) and not callable(next):
@@ -405,7 +457,13 @@ class Workflow:
         if self._compiled is None:
             from tideflow._compile import compile_workflow
 
-            self._compiled = compile_workflow(self)
+            try:
+                self._compiled = compile_workflow(self)
+            except UnicodeEncodeError as e:  # a name or label no store could hold
+                raise DefinitionError(
+                    f"workflow {self.name!r}: a name or label must be text that UTF-8 can "
+                    f"encode, got {e.object[e.start : e.end]!r} in {e.object!r}"
+                ) from None
         return self._compiled
 
     @property

@@ -15,6 +15,7 @@ from tideflow import (
     CodecError,
     Context,
     Engine,
+    SignalError,
     Status,
     StepTimeout,
     TideflowError,
@@ -111,7 +112,7 @@ def test_cancel_from_another_thread_during_a_step(stores: Stores) -> None:
     runner.join(10)
     assert result["run"].status is Status.CANCELLED
     assert compensated == ["from elsewhere"]
-    assert [e.position for e in engine.history("t1")] == ["cancel"]  # the discarded step is not
+    assert [e.position for e in engine.steps("t1")] == ["cancel"]  # the discarded step is not
 
 
 def test_a_cancel_is_persisted_before_the_driver_applies_it(durable: Stores) -> None:
@@ -141,19 +142,36 @@ def test_signal_names_starting_with_a_bang_are_reserved(stores: Stores) -> None:
     assert engine.get("w1").status is Status.SUSPENDED
 
 
-def test_a_signal_that_does_not_decode_fails_only_its_own_instance(stores: Stores) -> None:
+def test_a_signal_that_does_not_decode_is_refused_by_an_engine_that_knows_the_wait(
+    stores: Stores,
+) -> None:
     engine = stores.engine()
     wf = Workflow("typed").wait_signal("amount", type=int)
     engine.run(wf, None, id="bad")
     engine.run(wf, None, id="good")
-    engine.signal("bad", "amount", "not a number")
+    with pytest.raises(SignalError, match=r"amount.*expected int"):
+        engine.signal("bad", "amount", "not a number")  # stored nothing
     engine.signal("good", "amount", 42)
     runs = {r.id: r for r in engine.run_due()}
-    assert runs["good"].output == 42
-    bad = runs["bad"]
-    assert bad.status is Status.FAILED
-    assert bad.error is not None and "amount" in str(bad.error)
-    assert engine.run_due() == []  # nothing is left due forever
+    assert list(runs) == ["good"] and runs["good"].output == 42
+    assert engine.get("bad").status is Status.SUSPENDED
+    engine.signal("bad", "amount", 7)
+    assert [r.output for r in engine.run_due()] == [7]
+
+
+def test_a_signal_that_does_not_decode_is_rejected_and_the_wait_goes_on(durable: Stores) -> None:
+    wf = Workflow("typed").wait_signal("amount", type=int)
+    durable.engine().run(wf, None, id="w")
+    sender = durable.engine(fresh=True)  # has not registered "typed": cannot check the payload
+    sender.signal("w", "amount", "not a number")
+    engine = durable.engine(fresh=True)
+    engine.register(wf)
+    assert [r.status for r in engine.run_due()] == [Status.SUSPENDED]  # rejected, still waiting
+    assert engine.run_due() == []  # and not due again for it
+    again = durable.engine(fresh=True)  # after a restart the rejected signal is not offered again
+    again.register(wf)
+    sender.signal("w", "amount", 42)
+    assert [(r.status, r.output) for r in again.run_due()] == [(Status.COMPLETED, 42)]
 
 
 def test_a_step_finishing_past_the_workflow_timeout_fails_the_workflow(stores: Stores) -> None:
@@ -173,7 +191,7 @@ def test_a_step_finishing_past_the_workflow_timeout_fails_the_workflow(stores: S
         assert run.status is Status.FAILED, wf.name
         assert run.error is not None and "timeout of 10" in str(run.error)
         # the late attempt is recorded: it ran and finished
-        assert [e.status for e in engine.history(run.id)] == ["completed"]
+        assert [e.status for e in engine.steps(run.id)] == ["completed"]
 
 
 def test_a_workflow_timeout_cancels_an_async_step_that_runs_past_it() -> None:

@@ -94,7 +94,7 @@ def test_history_lists_every_attempt_in_order(stores: Stores) -> None:
 
     engine = stores.engine()
     run = engine.run(Workflow("h").then(add).then(flaky), 1, id="h")
-    events = stores.engine(fresh=True).history("h")
+    events = stores.engine(fresh=True).steps("h")
     assert run.status is Status.COMPLETED
     assert [(e.position, e.step, e.attempt, e.status) for e in events] == [
         ("0", "add", 1, "completed"),
@@ -118,7 +118,7 @@ def test_an_interrupted_instance_resumes_where_it_stopped(stores: Stores) -> Non
     assert (run.status, run.output) == (Status.COMPLETED, 21)
     # completed steps ran once; the interrupted one ran again with the same key, attempt 2
     assert runs == [("r/0", 1), ("r/1", 1), ("r/2", 1), ("r/2", 2), ("r/3", 1)]
-    assert [(e.position, e.attempt) for e in engine.history("r")] == [
+    assert [(e.position, e.attempt) for e in engine.steps("r")] == [
         ("0", 1),
         ("1", 1),
         ("2", 2),

@@ -55,7 +55,7 @@ def snapshot(engine: Engine, iid: str) -> Snapshot:
     return (
         run.status,
         run.output,
-        [(e.position, e.step, e.attempt, e.status) for e in engine.history(iid)],
+        [(e.position, e.step, e.attempt, e.status) for e in engine.steps(iid)],
     )
 
 

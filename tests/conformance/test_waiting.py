@@ -297,7 +297,7 @@ def test_step_timeouts_count_as_failures_the_retry_policy_sees(stores: Stores) -
 
     run = stores.engine().run(Workflow("slow").then(sluggish), 4, id="st")
     assert (run.status, run.output, attempts) == (Status.COMPLETED, 4, [1, 2, 3])
-    errors = [e.error.split(":")[0] if e.error else None for e in stores.engine().history("st")]
+    errors = [e.error.split(":")[0] if e.error else None for e in stores.engine().steps("st")]
     assert errors == ["StepTimeout", "StepTimeout", None]
 
 

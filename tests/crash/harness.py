@@ -84,7 +84,7 @@ def reference(case: Case, driver: str | None = None) -> Ref:
             run = engine.run(wf, case.input, id=case.id)
             run = worker.finish(engine, run, lambda: clock.advance(worker.NAP / 4))
         return Ref(
-            describe(run), engine.history(case.id), read_effects(effects), worker.invocations()
+            describe(run), engine.steps(case.id), read_effects(effects), worker.invocations()
         )
     finally:
         worker.configure(None)
@@ -166,7 +166,7 @@ def stored(case: Case, snapshot: bool = False) -> tuple[dict[str, Any], list[Ste
         db = copy / case.db.name
     engine = Engine(store=store_url(str(db), case.durability))
     engine.register(build(case.name, case.plan))
-    return describe(engine.get(case.id)), engine.history(case.id)
+    return describe(engine.get(case.id)), engine.steps(case.id)
 
 
 def completed(history: list[StepEvent]) -> dict[str, int]:

@@ -23,6 +23,9 @@ impl VirtualClock {
     }
 }
 
+/// Where a `VirtualClock()` starts: 2024-01-01T00:00Z.
+const DEFAULT_START: f64 = 1_704_067_200.0;
+
 /// Seconds from a duration argument: an int or float (not a bool) or a `datetime.timedelta`,
 /// finite and >= 0; anything else is a `tideflow.InvalidArgument`.
 fn duration_seconds(value: &Bound<'_, PyAny>) -> PyResult<f64> {
@@ -66,11 +69,30 @@ fn is_timedelta(value: &Bound<'_, PyAny>) -> PyResult<bool> {
 
 #[pymethods]
 impl VirtualClock {
-    /// A virtual clock starting at `start` seconds since the epoch (default: 2024-01-01T00:00Z).
+    /// A virtual clock starting at `start` seconds since the epoch (default: 2024-01-01T00:00Z):
+    /// a finite int or float, else `tideflow.InvalidArgument`.
     #[new]
-    #[pyo3(signature = (start = 1_704_067_200.0))]
-    fn new(start: f64) -> Self {
-        VirtualClock { now: Mutex::new(start) }
+    #[pyo3(signature = (start = None), text_signature = "(start=1704067200.0)")]
+    fn new(start: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let start = match start {
+            None => DEFAULT_START,
+            Some(v) => {
+                let number =
+                    v.is_instance_of::<PyFloat>() || (v.is_instance_of::<PyInt>() && !v.is_instance_of::<PyBool>());
+                match number.then(|| v.extract::<f64>().ok()).flatten() {
+                    Some(s) if s.is_finite() => s,
+                    _ => {
+                        let tn = v.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+                        return Err(error(
+                            v.py(),
+                            "InvalidArgument",
+                            format!("VirtualClock(start=) must be a finite int or float (seconds since the epoch), got {tn}"),
+                        ));
+                    }
+                }
+            }
+        };
+        Ok(VirtualClock { now: Mutex::new(start) })
     }
 
     /// The current virtual time, seconds since the epoch.

@@ -13,10 +13,11 @@ use tideflow_core::instance::{Instance, Task};
 use tideflow_core::store::Commit;
 use tideflow_core::{CoreError, Status};
 
+use crate::checked::{encode_checked, Wording};
 use crate::context::Context;
 use crate::engine::Engine;
 use crate::errors::{error, matches, IntoPy};
-use crate::host::{encode_value, failure, PyHost};
+use crate::host::{failure, PyHost};
 use crate::workflow::Compiled;
 
 /// A cancellation request, shared by the engine, the driver and every `Context` of the instance.
@@ -124,7 +125,14 @@ impl Driver {
             }
         }
         match result {
-            Ok(out) => match encode_value(py, entry.encode.as_ref(), engine.fallback.bind(py), &out) {
+            Ok(out) => match encode_checked(
+                py,
+                entry.encode.as_ref(),
+                entry.decode.as_ref(),
+                entry.check,
+                engine.fallback.bind(py),
+                &out,
+            ) {
                 Ok(payload) => {
                     let mut host = host!(self, py, engine);
                     self.inst.complete(task, out.unbind(), payload, now, &mut host);
@@ -133,13 +141,18 @@ impl Driver {
                         n.bind(py).call1(args)?;
                     }
                 }
-                Err(e) => {
-                    let mut f = failure(py, &e);
+                Err(refusal) => {
+                    let subject = format!("step {:?} returned", wf.plan.steps[task.step as usize].name);
+                    let type_name = format!("its return type {}", entry.hint);
+                    let wording = Wording {
+                        subject: &subject,
+                        type_name: &type_name,
+                        without: "without a return type hint",
+                        annotate: "annotate the step",
+                        prefix: "-> ",
+                    };
+                    let mut f = failure(py, &refusal.into_error(py, "CodecError", &wording));
                     f.error_type = "CodecError".into();
-                    f.message = format!(
-                        "step {:?} returned a value that cannot be checkpointed: {}",
-                        wf.plan.steps[task.step as usize].name, f.message
-                    );
                     let text = format!("{}: {}", f.error_type, f.message);
                     let retrying = self.inst.fail(task, f, false, now).is_some();
                     self.observe_failure(py, observed, now - started, text, retrying)?;

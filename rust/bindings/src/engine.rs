@@ -6,15 +6,15 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
-use tideflow_core::codec::{
-    decode_header, decode_record, encode_header, encode_record, Header, Outcome as StepOutcome, Record,
-};
+use tideflow_core::codec::{decode_header, decode_record, encode_header, encode_record, Header, Record};
 use tideflow_core::instance::Instance;
+use tideflow_core::plan_diff;
 use tideflow_core::store::memory::MemoryStore;
 use tideflow_core::store::sqlite::{Durability, SqliteStore};
 use tideflow_core::store::{Created, InstanceMeta, ListQuery, Store, StoredInstance};
 use tideflow_core::{CoreError, Status};
 
+use crate::checked;
 use crate::clock::Clock;
 use crate::driver::{CancelState, Driver, Outcome};
 use crate::errors::{error, IntoPy};
@@ -49,23 +49,13 @@ fn parse_statuses(py: Python<'_>, names: &[String]) -> PyResult<Vec<Status>> {
 /// One listed instance: (id, workflow, status, created_at, updated_at).
 pub type ListRow = (String, String, String, f64, f64);
 
-/// One finished step attempt: (position, step, attempt, status, started_at, finished_at, error).
-pub type HistoryRow = (String, String, u32, String, f64, f64, Option<String>);
+/// An instance's stored state as Python sees it: (id, workflow, status, output, error JSON,
+/// created_at, updated_at, plan hash, untyped). `untyped` is `(error class, message)` when the
+/// output is the stored JSON because the instance's plan is not registered here.
+pub type InstanceInfo = (String, String, String, Py<PyAny>, Py<PyAny>, f64, f64, String, Option<Untyped>);
 
-fn failure_text(json: &[u8]) -> String {
-    match serde_json::from_slice::<serde_json::Value>(json) {
-        Ok(v) => format!(
-            "{}: {}",
-            v.get("type").and_then(|t| t.as_str()).unwrap_or("Error"),
-            v.get("message").and_then(|t| t.as_str()).unwrap_or("")
-        ),
-        Err(_) => String::from_utf8_lossy(json).into_owned(),
-    }
-}
-
-/// An instance's stored state as Python sees it:
-/// (id, workflow, status, output, error JSON, created_at, updated_at, plan hash).
-pub type InstanceInfo = (String, String, String, Py<PyAny>, Py<PyAny>, f64, f64, String);
+/// Why a finished instance's output cannot be decoded with its types: `(error class, message)`.
+pub type Untyped = (&'static str, String);
 
 impl Engine {
     /// Runs `f` on the store; for a disk store the GIL is released meanwhile (the inputs are
@@ -86,7 +76,7 @@ impl Engine {
         }
     }
 
-    fn find(&self, py: Python<'_>, workflow: &str, hash: &str) -> Option<Py<Compiled>> {
+    pub(crate) fn find(&self, py: Python<'_>, workflow: &str, hash: &str) -> Option<Py<Compiled>> {
         let wfs = self.workflows.lock().unwrap_or_else(|e| e.into_inner());
         wfs.get(workflow)?.iter().find(|c| c.get().plan.hash == hash).map(|c| c.clone_ref(py))
     }
@@ -96,7 +86,30 @@ impl Engine {
         wfs.get(workflow).map(|v| v.iter().map(|c| c.get().plan.hash.clone()).collect()).unwrap_or_default()
     }
 
-    fn load(&self, py: Python<'_>, id: &str) -> PyResult<(StoredInstance, Header)> {
+    /// The `VersionMismatch` for a stored instance whose plan is not registered: it names both
+    /// hashes and, from the outline kept in the header, where each registered plan differs.
+    fn version_mismatch(&self, id: &str, header: &Header) -> CoreError {
+        let wfs = self.workflows.lock().unwrap_or_else(|e| e.into_inner());
+        let registered = wfs
+            .get(&header.workflow)
+            .map(|v| {
+                v.iter()
+                    .map(|c| {
+                        let plan = &c.get().plan;
+                        (plan.hash.clone(), plan_diff::explain(header.outline.as_deref(), plan))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        CoreError::VersionMismatch {
+            instance: id.to_string(),
+            workflow: header.workflow.clone(),
+            stored: header.plan_hash.clone(),
+            registered,
+        }
+    }
+
+    pub(crate) fn load(&self, py: Python<'_>, id: &str) -> PyResult<(StoredInstance, Header)> {
         let stored = self.with_store(py, |s| s.get(id)).py_err(py)?;
         let stored =
             stored.ok_or_else(|| error(py, "UnknownInstance", format!("no workflow instance with id {id:?}")))?;
@@ -105,9 +118,10 @@ impl Engine {
         Ok((stored, header))
     }
 
-    /// Rebuilds a driver for a stored, unfinished instance from its records.
-    pub fn resume_driver(&self, py: Python<'_>, stored: StoredInstance, header: Header) -> PyResult<Driver> {
-        let id = stored.meta.id.clone();
+    /// The registered plan instance `id` runs on, or the `UnknownWorkflow` / `VersionMismatch`
+    /// that says why there is none.
+    pub(crate) fn compiled_for(&self, py: Python<'_>, id: &str, header: &Header) -> PyResult<Py<Compiled>> {
+        let id = id.to_string();
         let Some(wf) = self.find(py, &header.workflow, &header.plan_hash) else {
             if self.registered_hashes(&header.workflow).is_empty() {
                 return Err(error(
@@ -120,14 +134,15 @@ impl Engine {
                     ),
                 ));
             }
-            let e = CoreError::VersionMismatch {
-                instance: id,
-                workflow: header.workflow.clone(),
-                stored: header.plan_hash.clone(),
-                registered: self.registered_hashes(&header.workflow),
-            };
-            return Err(crate::errors::core_error(py, e));
+            return Err(crate::errors::core_error(py, self.version_mismatch(&id, header)));
         };
+        Ok(wf)
+    }
+
+    /// Rebuilds a driver for a stored, unfinished instance from its records.
+    pub fn resume_driver(&self, py: Python<'_>, stored: StoredInstance, header: Header) -> PyResult<Driver> {
+        let id = stored.meta.id.clone();
+        let wf = self.compiled_for(py, &id, &header)?;
         let raw = self.with_store(py, |s| s.records(&id)).py_err(py)?;
         let records = raw
             .iter()
@@ -168,7 +183,7 @@ impl Engine {
             ));
         }
         // new signals are the outside world's input, not rebuilt state: one that does not decode
-        // into its wait's type fails the instance (committed by the driver), like any bad input
+        // into its wait's type is rejected (recorded, committed by the driver) and the wait goes on
         inst.add_signals(arrivals);
         inst.deliver(now, &mut host);
         let cancel_state = self.cancel_state(&id);
@@ -217,8 +232,32 @@ impl Engine {
         outcome
     }
 
-    /// The result of a finished stored instance, decoded with its workflow's output type.
-    fn finished_outcome(&self, py: Python<'_>, stored: &StoredInstance, header: &Header) -> PyResult<Outcome> {
+    /// Why the output of finished instance `id` cannot be typed here (its plan is not registered),
+    /// as the error that explains it; `None` when there is no output or its plan is registered.
+    fn untyped(&self, py: Python<'_>, id: &str, header: &Header) -> Option<Untyped> {
+        if header.output.is_none() || self.find(py, &header.workflow, &header.plan_hash).is_some() {
+            return None;
+        }
+        if self.registered_hashes(&header.workflow).is_empty() {
+            let msg = format!(
+                "instance {id:?} ran workflow {:?}, which this engine has not registered, so its output \
+                 is the stored JSON, not typed; register the workflow to decode it",
+                header.workflow
+            );
+            return Some(("UnknownWorkflow", msg));
+        }
+        Some(("VersionMismatch", self.version_mismatch(id, header).to_string()))
+    }
+
+    /// The result of a finished stored instance, decoded with its workflow's output type; when its
+    /// plan is not registered, the stored JSON and why it is not typed.
+    fn finished_outcome(
+        &self,
+        py: Python<'_>,
+        stored: &StoredInstance,
+        header: &Header,
+    ) -> PyResult<(Outcome, Option<Untyped>)> {
+        let untyped = self.untyped(py, &stored.meta.id, header);
         let output = match &header.output {
             Some(p) => {
                 let dec = self.find(py, &header.workflow, &header.plan_hash);
@@ -245,7 +284,7 @@ impl Engine {
             Some(e) => PyBytes::new(py, e).into_any().unbind(),
             None => py.None(),
         };
-        Ok((stored.meta.status.as_str().to_string(), output, err))
+        Ok(((stored.meta.status.as_str().to_string(), output, err), untyped))
     }
 
     /// Creates (or finds) the instance and returns a driver positioned to run it, or the stored
@@ -263,13 +302,7 @@ impl Engine {
         }
         let compiled = wf.get();
         let fallback = self.fallback.bind(py);
-        let payload = encode_value(py, compiled.input_encode.as_ref(), fallback, input).map_err(|e| {
-            error(
-                py,
-                "CodecError",
-                format!("the input of workflow {:?} cannot be encoded: {}", compiled.plan.name, e.value(py)),
-            )
-        })?;
+        let payload = checked::encode_input(py, compiled, fallback, input)?;
         let now = self.clock.now(py)?;
         let header = Header {
             workflow: compiled.plan.name.clone(),
@@ -279,6 +312,7 @@ impl Engine {
             created_at: now,
             output: None,
             error: None,
+            outline: Some(compiled.plan.outline.clone()),
         };
         let no_signals = HashMap::new();
         let mut host = PyHost { py, wf: compiled, fallback, inbox: &no_signals };
@@ -346,7 +380,11 @@ impl Engine {
         let header = decode_header(&stored.header)
             .map_err(|e| error(py, "CorruptCheckpoint", format!("instance {id:?}: {e}")))?;
         if stored.meta.status.is_finished() {
-            return Ok(Err(self.finished_outcome(py, &stored, &header)?));
+            // running (or resuming) a finished instance returns its typed result, or says why not
+            return match self.finished_outcome(py, &stored, &header)? {
+                (_, Some((class, msg))) => Err(error(py, class, msg)),
+                (done, None) => Ok(Err(done)),
+            };
         }
         Ok(Ok(self.resume_driver(py, stored, header)?))
     }
@@ -448,10 +486,18 @@ impl Engine {
         if name.starts_with('!') {
             return Err(error(py, "SignalError", format!("signal names starting with '!' are reserved, got {name:?}")));
         }
-        let payload = encode_value(py, None, self.fallback.bind(py), payload).map_err(|e| {
+        let bytes = encode_value(py, None, self.fallback.bind(py), payload).map_err(|e| {
             error(py, "SignalError", format!("the payload of signal {name:?} cannot be encoded: {}", e.value(py)))
         })?;
-        self.persist_signal(py, id, name, payload)
+        // where this engine knows the instance's plan, a payload its wait cannot take is refused
+        // here, before it is stored (elsewhere the instance rejects it and goes on waiting)
+        let stored = self.with_store(py, |s| s.get(id)).py_err(py)?;
+        if let Some(header) = stored.and_then(|st| decode_header(&st.header).ok()) {
+            if let Some(wf) = self.find(py, &header.workflow, &header.plan_hash) {
+                checked::check_signal(py, wf.get(), name, payload, &bytes)?;
+            }
+        }
+        self.persist_signal(py, id, name, bytes)
     }
 
     /// Cancels instance `id` with `reason`. An instance driven in this process is told (its
@@ -462,7 +508,7 @@ impl Engine {
         let (stored, header) = self.load(py, id)?;
         if stored.meta.status.is_finished() {
             if stored.meta.status == Status::Cancelled {
-                return Ok(Some(self.finished_outcome(py, &stored, &header)?));
+                return Ok(Some(self.finished_outcome(py, &stored, &header)?.0));
             }
             return Err(error(
                 py,
@@ -480,6 +526,12 @@ impl Engine {
         if let Some(state) = driven {
             state.request(reason);
             return Ok(None);
+        }
+        if self.find(py, &header.workflow, &header.plan_hash).is_none() {
+            // this process cannot run the instance's plan (its workflow, or that version of it, is
+            // not registered here): the stored request is the success; whichever process drives
+            // the instance next applies it
+            return Ok(Some((stored.meta.status.as_str().to_string(), py.None(), py.None())));
         }
         let d = self.resume_driver(py, stored, header)?;
         d.cancel.request(reason);
@@ -519,6 +571,11 @@ impl Engine {
         self.with_store(py, |s| s.purge(before, &statuses)).py_err(py)
     }
 
+    /// Gives the space of deleted instances back to the file system (SQLite); a no-op elsewhere.
+    fn compact(&self, py: Python<'_>) -> PyResult<()> {
+        self.with_store(py, |s| s.compact()).py_err(py)
+    }
+
     /// Deletes one instance and its history; whether it existed.
     fn delete(&self, py: Python<'_>, id: &str) -> PyResult<bool> {
         self.with_store(py, |s| s.delete(id)).py_err(py)
@@ -527,10 +584,10 @@ impl Engine {
     /// The stored state of instance `id`.
     fn get(&self, py: Python<'_>, id: &str) -> PyResult<InstanceInfo> {
         let (stored, header) = self.load(py, id)?;
-        let (status, output, err) = if stored.meta.status.is_finished() {
+        let ((status, output, err), untyped) = if stored.meta.status.is_finished() {
             self.finished_outcome(py, &stored, &header)?
         } else {
-            (stored.meta.status.as_str().to_string(), py.None(), py.None())
+            ((stored.meta.status.as_str().to_string(), py.None(), py.None()), None)
         };
         Ok((
             id.to_string(),
@@ -541,27 +598,24 @@ impl Engine {
             stored.meta.created_at,
             stored.meta.updated_at,
             header.plan_hash,
+            untyped,
         ))
     }
 
-    /// The step history of instance `id`: one `(position, step, attempt, status, started_at,
-    /// finished_at, error)` per finished attempt, in commit order.
-    fn history(&self, py: Python<'_>, id: &str) -> PyResult<Vec<HistoryRow>> {
-        self.load(py, id)?;
-        let raw = self.with_store(py, |s| s.records(id)).py_err(py)?;
-        let mut out = Vec::new();
-        for (i, r) in raw.iter().enumerate() {
-            let rec = decode_record(r)
-                .map_err(|e| error(py, "CorruptCheckpoint", format!("instance {id:?}, record #{i}: {e}")))?;
-            if let Record::Step(s) = rec {
-                let (status, err) = match &s.outcome {
-                    StepOutcome::Completed(_) => ("completed", None),
-                    StepOutcome::Failed { error, .. } => ("failed", Some(failure_text(error))),
-                };
-                out.push((s.key, s.step, s.attempt, status.to_string(), s.started_at, s.finished_at, err));
-            }
-        }
-        Ok(out)
+    /// The history of instance `id`: one `(kind, position, fields)` per event, in log order
+    /// (see `history.rs`).
+    fn history(&self, py: Python<'_>, id: &str) -> PyResult<Vec<crate::history::EventRow>> {
+        self.history_rows(py, id)
+    }
+
+    /// What suspended instance `id` waits for: `(kind, position, signal, step, until)` each.
+    fn waiting_for(&self, py: Python<'_>, id: &str) -> PyResult<Vec<crate::history::WaitingRow>> {
+        self.waiting_rows(py, id)
+    }
+
+    /// The stored input and times of instance `id`: `(input, created_at, updated_at, due_at)`.
+    fn details(&self, py: Python<'_>, id: &str) -> PyResult<crate::history::Details> {
+        self.details_of(py, id)
     }
 
     /// The current time on the engine's clock.

@@ -1,5 +1,6 @@
 //! JSON payloads: JSON-native Python values to bytes and back, fast, with a Python fallback
-//! (`tideflow.codec.to_jsonable`) for anything else. Never pickle.
+//! (`tideflow.codec.to_jsonable`) for anything else, or a strict mode that refuses anything a
+//! plain JSON parse would not give back unchanged. Never pickle.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
@@ -7,6 +8,42 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use crate::errors::error;
 
 const MAX_DEPTH: u32 = 256;
+
+/// What the encoder does with a value that is not JSON-native.
+#[derive(Clone, Copy)]
+enum Mode<'a, 'py> {
+    /// Hands it to this Python function once (which must return JSON-native data).
+    Fallback(&'a Bound<'py, PyAny>),
+    /// Raises a `CodecError`.
+    Native,
+    /// Reports where it is ([`NotNative`]); tuples count as not native too, since they come back
+    /// as lists.
+    Strict,
+}
+
+/// A value that [`to_bytes_strict`] refused: it would not come back from its JSON form as it is.
+pub struct NotNative {
+    /// Where it is inside the encoded value (`[2].name`; empty for the value itself).
+    pub path: String,
+    /// The refused object: a value, or a dict key that is not a str.
+    pub value: Py<PyAny>,
+    /// Whether `value` is a dict key.
+    pub is_key: bool,
+}
+
+/// Why [`to_bytes_strict`] failed.
+pub enum StrictError {
+    /// A Python error (e.g. a non-finite float, a value nested too deeply).
+    Py(PyErr),
+    /// A value that is not JSON-native.
+    NotNative(NotNative),
+}
+
+impl From<PyErr> for StrictError {
+    fn from(e: PyErr) -> Self {
+        StrictError::Py(e)
+    }
+}
 
 /// Encodes `obj` as JSON into `out`. Values that are not JSON-native go through `fallback` once
 /// (which must return JSON-native data); without a fallback they are a `CodecError`.
@@ -16,7 +53,11 @@ pub fn encode(
     fallback: Option<&Bound<'_, PyAny>>,
     out: &mut Vec<u8>,
 ) -> PyResult<()> {
-    write(py, obj, fallback, out, 0)
+    let mode = fallback.map_or(Mode::Native, Mode::Fallback);
+    write(py, obj, mode, out, 0).map_err(|e| match e {
+        StrictError::Py(e) => e,
+        StrictError::NotNative(_) => unreachable!("only the strict mode reports values"),
+    })
 }
 
 /// Encodes `obj` to a fresh buffer.
@@ -26,15 +67,50 @@ pub fn to_bytes(py: Python<'_>, obj: &Bound<'_, PyAny>, fallback: Option<&Bound<
     Ok(out)
 }
 
+/// Encodes `obj` only if parsing the JSON gives it back as it is: None, bool, int, float, str,
+/// and lists and dicts (with str keys) of those, of exactly these types. Anything else (a tuple,
+/// bytes, a datetime, an Enum member, a subclass of a JSON type...) is reported with its place.
+pub fn to_bytes_strict(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Result<Vec<u8>, StrictError> {
+    let mut out = Vec::with_capacity(32);
+    write(py, obj, Mode::Strict, &mut out, 0)?;
+    Ok(out)
+}
+
+/// The path segment of dict key `k`, as the typed codec writes it (`.name` or `['a b']`).
+fn key_segment(k: &str) -> String {
+    let ident = k.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+        && k.chars().all(|c| c.is_alphanumeric() || c == '_');
+    if ident {
+        format!(".{k}")
+    } else {
+        format!("[{k:?}]")
+    }
+}
+
+/// Prefixes the path of a refused value with the segment of the container it was found in.
+fn inside(e: StrictError, segment: impl FnOnce() -> String) -> StrictError {
+    match e {
+        StrictError::NotNative(mut n) => {
+            n.path = segment() + &n.path;
+            StrictError::NotNative(n)
+        }
+        other => other,
+    }
+}
+
+fn not_native(obj: &Bound<'_, PyAny>, is_key: bool) -> StrictError {
+    StrictError::NotNative(NotNative { path: String::new(), value: obj.clone().unbind(), is_key })
+}
+
 fn write(
     py: Python<'_>,
     obj: &Bound<'_, PyAny>,
-    fallback: Option<&Bound<'_, PyAny>>,
+    mode: Mode<'_, '_>,
     out: &mut Vec<u8>,
     depth: u32,
-) -> PyResult<()> {
+) -> Result<(), StrictError> {
     if depth > MAX_DEPTH {
-        return Err(error(py, "CodecError", "value is nested too deeply (or contains itself)"));
+        return Err(error(py, "CodecError", "value is nested too deeply (or contains itself)").into());
     }
     if obj.is_none() {
         out.extend_from_slice(b"null");
@@ -45,12 +121,15 @@ fn write(
     } else if let Ok(i) = obj.cast_exact::<PyInt>() {
         match i.extract::<i64>() {
             Ok(v) => out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
-            Err(_) => out.extend_from_slice(i.str()?.to_str()?.as_bytes()),
+            Err(_) => {
+                let text = without_digit_limit(py, || i.str().map(Bound::unbind))?;
+                out.extend_from_slice(text.bind(py).to_str()?.as_bytes())
+            }
         }
     } else if let Ok(f) = obj.cast_exact::<PyFloat>() {
         let v = f.value();
         if !v.is_finite() {
-            return Err(error(py, "CodecError", format!("cannot encode the float {v} as JSON")));
+            return Err(error(py, "CodecError", format!("cannot encode the float {v} as JSON")).into());
         }
         out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
     } else if let Ok(l) = obj.cast_exact::<PyList>() {
@@ -59,16 +138,16 @@ fn write(
             if i > 0 {
                 out.push(b',');
             }
-            write(py, &item, fallback, out, depth + 1)?;
+            write(py, &item, mode, out, depth + 1).map_err(|e| inside(e, || format!("[{i}]")))?;
         }
         out.push(b']');
-    } else if let Ok(t) = obj.cast_exact::<PyTuple>() {
+    } else if let (Ok(t), false) = (obj.cast_exact::<PyTuple>(), matches!(mode, Mode::Strict)) {
         out.push(b'[');
         for (i, item) in t.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            write(py, &item, fallback, out, depth + 1)?;
+            write(py, &item, mode, out, depth + 1)?;
         }
         out.push(b']');
     } else if let Ok(d) = obj.cast_exact::<PyDict>() {
@@ -78,20 +157,27 @@ fn write(
                 out.push(b',');
             }
             let Ok(k) = k.cast_exact::<PyString>() else {
+                if matches!(mode, Mode::Strict) {
+                    return Err(not_native(&k, true));
+                }
                 let tn = k.get_type().name()?.to_string();
-                return Err(error(py, "CodecError", format!("dict keys must be str to encode as JSON, got {tn}")));
+                let msg = format!("dict keys must be str to encode as JSON, got {tn}");
+                return Err(error(py, "CodecError", msg).into());
             };
-            write_str(k.to_str()?, out);
+            let key = k.to_str()?;
+            write_str(key, out);
             out.push(b':');
-            write(py, &v, fallback, out, depth + 1)?;
+            write(py, &v, mode, out, depth + 1).map_err(|e| inside(e, || key_segment(key)))?;
         }
         out.push(b'}');
-    } else if let Some(fb) = fallback {
+    } else if let Mode::Fallback(fb) = mode {
         let native = fb.call1((obj,))?;
-        write(py, &native, None, out, depth + 1)?;
+        write(py, &native, Mode::Native, out, depth + 1)?;
+    } else if let Mode::Strict = mode {
+        return Err(not_native(obj, false));
     } else {
         let tn = obj.get_type().qualname()?.to_string();
-        return Err(error(py, "CodecError", format!("cannot encode a value of type {tn} as JSON")));
+        return Err(error(py, "CodecError", format!("cannot encode a value of type {tn} as JSON")).into());
     }
     Ok(())
 }
@@ -254,7 +340,8 @@ impl<'py> Parser<'_, 'py> {
         if text.is_empty() || text == "-" || !text.trim_start_matches('-').bytes().all(|c| c.is_ascii_digit()) {
             return Err(self.err("bad number"));
         }
-        py.get_type::<PyInt>().call1((text,)) // beyond 64 bits: Python ints have no limit
+        // beyond 64 bits: Python ints have no limit, and neither has the codec
+        without_digit_limit(py, || py.get_type::<PyInt>().call1((text,)).map(Bound::unbind)).map(|i| i.into_bound(py))
     }
 
     fn string(&mut self) -> PyResult<String> {
@@ -316,4 +403,20 @@ impl<'py> Parser<'_, 'py> {
         self.i += 4;
         Ok(v)
     }
+}
+
+/// Runs `f` (an int <-> decimal text conversion) with Python's limit on the digits of such
+/// conversions (`sys.set_int_max_str_digits`, 4300 by default) lifted, so that an integer of any
+/// size round-trips as the docs promise; the limit guards parsers of untrusted text, and the JSON
+/// read here is the engine's own. The GIL is held throughout, so no other thread sees the change.
+fn without_digit_limit<T>(py: Python<'_>, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    let sys = py.import("sys")?;
+    let Ok(get) = sys.getattr("get_int_max_str_digits") else {
+        return f(); // a Python without the limit
+    };
+    let limit = get.call0()?;
+    sys.call_method1("set_int_max_str_digits", (0,))?;
+    let result = f();
+    sys.call_method1("set_int_max_str_digits", (limit,))?;
+    result
 }

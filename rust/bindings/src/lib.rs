@@ -4,11 +4,13 @@
 use pyo3::prelude::*;
 
 mod async_run;
+mod checked;
 mod clock;
 mod context;
 mod driver;
 mod engine;
 mod errors;
+mod history;
 mod host;
 mod inbox;
 mod json;

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
 use tideflow_core::plan::Plan;
 
+use crate::checked::Check;
 use crate::errors::IntoPy;
 
 /// A validated, hashed plan (data only: no code).
@@ -62,6 +63,10 @@ pub struct StepEntry {
     pub give_up_on: Py<PyTuple>,
     /// Per-attempt timeout in seconds.
     pub timeout: Option<f64>,
+    /// What its output is checked against before it is stored.
+    pub check: Check,
+    /// Its return type hint, described for error messages.
+    pub hint: String,
 }
 
 /// A plan bound to this process's callables: what the engine runs.
@@ -73,6 +78,10 @@ pub struct Compiled {
     pub input_encode: Option<Py<PyAny>>,
     pub input_decode: Option<Py<PyAny>>,
     pub output_decode: Option<Py<PyAny>>,
+    /// What the workflow input is checked against (its first step's input hint) before it is
+    /// stored, and that hint described for error messages.
+    pub input_check: Check,
+    pub input_hint: String,
     /// The decoder of each wait's signal payload (None: plain JSON).
     pub waits: Vec<Option<Py<PyAny>>>,
 }
@@ -84,15 +93,19 @@ type StepTuple<'py> = (
     Option<Bound<'py, PyAny>>,
     Bound<'py, PyTuple>,
     Bound<'py, PyTuple>,
+    String,
+    String,
 );
 
 #[pymethods]
 impl Compiled {
     /// Binds `plan` to callables: `steps[i]` is `(func, is_async, encode, decode, retry_on,
-    /// give_up_on)` for the plan's step `i`; `fns[i]` is its condition or router `i`.
+    /// give_up_on, check, hint)` for the plan's step `i`; `fns[i]` is its condition or router `i`.
+    /// `check` (and `input_check`) is `"untyped"`, `"typed"` or a scalar's name (`"int"`...):
+    /// what a value is checked against before it is stored; `hint` describes the type hint.
     #[new]
     #[allow(clippy::too_many_arguments)] // mirrors the Python constructor's keyword arguments
-    #[pyo3(signature = (plan, steps, fns, input_encode=None, input_decode=None, output_decode=None, waits=Vec::new()))]
+    #[pyo3(signature = (plan, steps, fns, input_encode=None, input_decode=None, output_decode=None, waits=Vec::new(), input_check="untyped", input_hint=""))]
     fn new(
         py: Python<'_>,
         plan: &PyPlan,
@@ -102,6 +115,8 @@ impl Compiled {
         input_decode: Option<Bound<'_, PyAny>>,
         output_decode: Option<Bound<'_, PyAny>>,
         waits: Vec<Option<Bound<'_, PyAny>>>,
+        input_check: &str,
+        input_hint: &str,
     ) -> PyResult<Self> {
         let p = &plan.plan;
         if steps.len() != p.steps.len() || fns.len() != p.fns.len() {
@@ -121,17 +136,21 @@ impl Compiled {
         let steps = steps
             .into_iter()
             .zip(p.steps.iter())
-            .map(|((func, is_async, encode, decode, retry_on, give_up_on), spec)| StepEntry {
-                func: func.unbind(),
-                name: PyString::intern(py, &spec.name).unbind(),
-                is_async,
-                encode: encode.filter(|e| !e.is_none()).map(Bound::unbind),
-                decode: decode.filter(|e| !e.is_none()).map(Bound::unbind),
-                retry_on: retry_on.unbind(),
-                give_up_on: give_up_on.unbind(),
-                timeout: spec.timeout,
+            .map(|((func, is_async, encode, decode, retry_on, give_up_on, check, hint), spec)| {
+                Ok(StepEntry {
+                    func: func.unbind(),
+                    name: PyString::intern(py, &spec.name).unbind(),
+                    is_async,
+                    encode: encode.filter(|e| !e.is_none()).map(Bound::unbind),
+                    decode: decode.filter(|e| !e.is_none()).map(Bound::unbind),
+                    retry_on: retry_on.unbind(),
+                    give_up_on: give_up_on.unbind(),
+                    timeout: spec.timeout,
+                    check: Check::parse(py, &check)?,
+                    hint,
+                })
             })
-            .collect();
+            .collect::<PyResult<Vec<_>>>()?;
         let unbind = |o: Option<Bound<'_, PyAny>>| o.filter(|e| !e.is_none()).map(Bound::unbind);
         Ok(Compiled {
             plan: Arc::clone(p),
@@ -140,6 +159,8 @@ impl Compiled {
             input_encode: unbind(input_encode),
             input_decode: unbind(input_decode),
             output_decode: unbind(output_decode),
+            input_check: Check::parse(py, input_check)?,
+            input_hint: input_hint.to_string(),
             waits: waits.into_iter().map(unbind).collect(),
         })
     }

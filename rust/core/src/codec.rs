@@ -2,13 +2,20 @@
 //!
 //! Every record is `b"TF"`, a format version byte, a kind byte, the body, then a CRC-32 of all the
 //! preceding bytes (little endian). Body fields are varint-prefixed byte strings, varints, little
-//! endian f64s and one-byte option flags. Stores keep records as opaque bytes; a golden fixture in
-//! `tests/golden/` pins this layout, so a change to it must bump [`FORMAT`] and keep reading the old.
+//! endian f64s and one-byte option flags. Stores keep records as opaque bytes; golden fixtures in
+//! `tests/golden/` pin this layout, so a change to it must bump [`FORMAT`] and keep reading the old.
+//!
+//! Format 2 appended the plan's outline to the instance header (so that a `VersionMismatch` can say
+//! what changed). It is the only change since format 1: headers are written as format 2, every
+//! other kind is still written (and only read) as format 1, and format-1 headers still decode,
+//! without an outline.
 
 use crate::error::{CoreError, Result};
 
-/// The current record format version.
-pub const FORMAT: u8 = 1;
+/// The newest record format version: what instance headers are written with.
+pub const FORMAT: u8 = 2;
+/// The format of the record kinds whose layout has not changed since format 1 (all but the header).
+const FORMAT_1: u8 = 1;
 const MAGIC: &[u8; 2] = b"TF";
 
 const KIND_HEADER: u8 = 1;
@@ -67,6 +74,9 @@ pub struct Header {
     pub output: Option<Vec<u8>>,
     /// The error record (JSON), once failed.
     pub error: Option<Vec<u8>>,
+    /// The [outline](crate::outline) of the plan the instance was started on; `None` in headers
+    /// written as format 1, before outlines were kept.
+    pub outline: Option<Vec<u8>>,
 }
 
 /// How one attempt of a step ended.
@@ -114,9 +124,12 @@ struct Writer {
 
 impl Writer {
     fn new(kind: u8, cap: usize) -> Self {
+        Writer::with_format(FORMAT_1, kind, cap)
+    }
+    fn with_format(format: u8, kind: u8, cap: usize) -> Self {
         let mut buf = Vec::with_capacity(cap + 16);
         buf.extend_from_slice(MAGIC);
-        buf.push(FORMAT);
+        buf.push(format);
         buf.push(kind);
         Writer { buf }
     }
@@ -176,18 +189,24 @@ fn corrupt(what: &str) -> CoreError {
 }
 
 impl<'a> Reader<'a> {
-    /// Checks framing and checksum; returns the reader positioned on the body and the kind.
+    /// Checks framing, format and checksum; returns the reader positioned on the body and the
+    /// kind. Headers may be of format 1 or 2, every other kind only of format 1.
     fn open(b: &'a [u8]) -> Result<(Reader<'a>, u8)> {
+        Reader::open_format(b).map(|(r, kind, _)| (r, kind))
+    }
+    /// [`Reader::open`], also returning the record's format.
+    fn open_format(b: &'a [u8]) -> Result<(Reader<'a>, u8, u8)> {
         if b.len() < 8 {
             return Err(corrupt(&format!("record of {} bytes is truncated", b.len())));
         }
         if &b[..2] != MAGIC {
             return Err(corrupt("record does not start with the tideflow magic bytes"));
         }
-        if b[2] != FORMAT {
+        let supported = b[2] == FORMAT_1 || (b[2] == FORMAT && b[3] == KIND_HEADER);
+        if !supported {
             return Err(corrupt(&format!(
-                "record format {} is not supported by this version (which reads format {FORMAT})",
-                b[2]
+                "record format {} (kind {}) is not supported by this version (which reads formats 1 to {FORMAT})",
+                b[2], b[3]
             )));
         }
         let (body, tail) = b.split_at(b.len() - 4);
@@ -195,7 +214,7 @@ impl<'a> Reader<'a> {
         if crc32fast::hash(body) != want {
             return Err(corrupt("record checksum mismatch (truncated or corrupted)"));
         }
-        Ok((Reader { b: body, pos: 4 }, b[3]))
+        Ok((Reader { b: body, pos: 4 }, b[3], b[2]))
     }
     fn byte(&mut self) -> Result<u8> {
         let v = *self.b.get(self.pos).ok_or_else(|| corrupt("record ends early"))?;
@@ -277,7 +296,8 @@ impl<'a> Reader<'a> {
 
 /// Encodes an instance header.
 pub fn encode_header(h: &Header) -> Vec<u8> {
-    let mut w = Writer::new(KIND_HEADER, h.input.len() + 64);
+    let extra = h.output.as_ref().map_or(0, Vec::len) + h.outline.as_ref().map_or(0, Vec::len);
+    let mut w = Writer::with_format(FORMAT, KIND_HEADER, h.input.len() + extra + 64);
     w.bytes(h.workflow.as_bytes());
     w.opt_bytes(h.version.as_deref().map(str::as_bytes));
     w.bytes(h.plan_hash.as_bytes());
@@ -285,12 +305,13 @@ pub fn encode_header(h: &Header) -> Vec<u8> {
     w.f64(h.created_at);
     w.opt_bytes(h.output.as_deref());
     w.opt_bytes(h.error.as_deref());
+    w.opt_bytes(h.outline.as_deref()); // format 2
     w.finish()
 }
 
 /// Decodes an instance header.
 pub fn decode_header(b: &[u8]) -> Result<Header> {
-    let (mut r, kind) = Reader::open(b)?;
+    let (mut r, kind, format) = Reader::open_format(b)?;
     if kind != KIND_HEADER {
         return Err(corrupt(&format!("expected an instance header, found record kind {kind}")));
     }
@@ -302,8 +323,9 @@ pub fn decode_header(b: &[u8]) -> Result<Header> {
     let created_at = r.f64()?;
     let output = r.opt_bytes()?;
     let error = r.opt_bytes()?;
+    let outline = if format >= 2 { r.opt_bytes()? } else { None };
     r.done()?;
-    Ok(Header { workflow, version, plan_hash, input, created_at, output, error })
+    Ok(Header { workflow, version, plan_hash, input, created_at, output, error, outline })
 }
 
 /// Encodes one log record.
@@ -411,8 +433,11 @@ mod tests {
             created_at: 10.0,
             output: None,
             error: Some(b"{}".to_vec()),
+            outline: Some(vec![1, 0, 2, 0]),
         };
         assert_eq!(decode_header(&encode_header(&h)).unwrap(), h);
+        let without = Header { outline: None, ..h };
+        assert_eq!(decode_header(&encode_header(&without)).unwrap(), without);
     }
 
     #[test]
@@ -445,6 +470,7 @@ mod tests {
             created_at: 0.0,
             output: None,
             error: None,
+            outline: None,
         };
         assert!(decode_record(&encode_header(&h)).is_err());
         assert!(decode_header(&encode_record(&step("0"))).is_err());

@@ -15,8 +15,9 @@ pub enum CoreError {
     Conflict { instance: String, expected: u64, found: u64 },
     /// No instance with this id exists in the store.
     UnknownInstance(String),
-    /// A stored instance pins a plan hash that is not registered.
-    VersionMismatch { instance: String, workflow: String, stored: String, registered: Vec<String> },
+    /// A stored instance pins a plan hash that is not registered: `registered` holds each
+    /// registered plan's hash with how it differs from the stored one ([`crate::plan_diff::explain`]).
+    VersionMismatch { instance: String, workflow: String, stored: String, registered: Vec<(String, String)> },
     /// The operation is not valid in the instance's current state.
     InvalidState(String),
 }
@@ -32,12 +33,17 @@ impl fmt::Display for CoreError {
                 "instance {instance:?} was advanced by another writer (expected version {expected}, found {found})"
             ),
             CoreError::UnknownInstance(id) => write!(f, "no workflow instance with id {id:?}"),
-            CoreError::VersionMismatch { instance, workflow, stored, registered } => write!(
-                f,
-                "instance {instance:?} of workflow {workflow:?} was started on plan {stored}, \
-                 but the registered plans are [{}]; register the old version to resume it",
-                registered.join(", ")
-            ),
+            CoreError::VersionMismatch { instance, workflow, stored, registered } => {
+                write!(f, "instance {instance:?} was started on plan {stored} of workflow {workflow:?}; ")?;
+                match registered.as_slice() {
+                    [(hash, how)] => write!(f, "this process registered {hash}; {how}")?,
+                    _ => {
+                        let each: Vec<String> = registered.iter().map(|(h, how)| format!("{h} ({how})")).collect();
+                        write!(f, "this process registered {} plans of it: {}", registered.len(), each.join(", "))?
+                    }
+                }
+                write!(f, "; register the old version beside the new one to resume it or decode its output")
+            }
             CoreError::InvalidState(m) => write!(f, "{m}"),
         }
     }

@@ -7,9 +7,12 @@
 
 pub mod codec;
 pub mod error;
+pub mod history;
 pub mod instance;
 pub mod mermaid;
+pub mod outline;
 pub mod plan;
+pub mod plan_diff;
 pub mod retry;
 pub mod status;
 pub mod store;

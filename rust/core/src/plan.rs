@@ -7,7 +7,6 @@
 use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::{CoreError, Result};
 use crate::retry::RetryPolicy;
@@ -171,8 +170,11 @@ pub struct Plan {
     pub timeout: Option<f64>,
     /// The compensation step run on cancel, if any.
     pub compensation: Option<u32>,
-    /// Content hash of the structure (hex), pinned by every instance started on this plan.
+    /// Content hash of the outline (hex), pinned by every instance started on this plan.
     pub hash: String,
+    /// The plan's [outline](crate::outline) bytes: what the hash is computed over, and what every
+    /// instance header keeps so that a changed plan can be explained.
+    pub outline: Vec<u8>,
     spec: PlanSpec,
 }
 
@@ -206,8 +208,7 @@ impl Plan {
         let mut b = Builder { spec: &spec, nodes: Vec::new() };
         let root = b.node(&spec.root, &spec.name)?;
         let nodes = b.nodes;
-        let hash = structural_hash(&spec);
-        Ok(Plan {
+        let mut plan = Plan {
             name: spec.name.clone(),
             version: spec.version.clone(),
             steps: spec.steps.clone(),
@@ -216,9 +217,13 @@ impl Plan {
             root,
             timeout: spec.timeout,
             compensation: spec.compensation,
-            hash,
+            hash: String::new(),
+            outline: Vec::new(),
             spec,
-        })
+        };
+        plan.outline = crate::outline::encode(&plan);
+        plan.hash = crate::outline::hash(&plan.name, &plan.outline);
+        Ok(plan)
     }
 
     /// The node with this id.
@@ -451,44 +456,5 @@ impl Builder<'_> {
             )));
         }
         Ok(Node::States { start: start_ix, states: resolved })
-    }
-}
-
-/// Hash of what determines positions: the structure, step names, function names, state names and
-/// signal names. Retry policies and timeouts are left out: tuning them does not move any position,
-/// so it must not strand running instances.
-fn structural_hash(spec: &PlanSpec) -> String {
-    let mut shape = spec.clone();
-    for s in &mut shape.steps {
-        s.retry = None;
-        s.timeout = None;
-    }
-    shape.timeout = None;
-    shape.version = None;
-    shape.compensation = None;
-    strip_timeouts(&mut shape.root);
-    let bytes = serde_json::to_vec(&shape).expect("a plan spec always serialises");
-    let digest = Sha256::digest(&bytes);
-    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
-}
-
-fn strip_timeouts(n: &mut NodeSpec) {
-    match n {
-        NodeSpec::WaitSignal { timeout, on_timeout, .. } => {
-            *timeout = None;
-            if let Some(o) = on_timeout {
-                strip_timeouts(o);
-            }
-        }
-        NodeSpec::Seq { children } | NodeSpec::Parallel { children } => children.iter_mut().for_each(strip_timeouts),
-        NodeSpec::Map { body, .. } | NodeSpec::Loop { body, .. } | NodeSpec::Sub { body, .. } => strip_timeouts(body),
-        NodeSpec::Branch { then, otherwise, .. } => {
-            strip_timeouts(then);
-            if let Some(o) = otherwise {
-                strip_timeouts(o);
-            }
-        }
-        NodeSpec::States { states, .. } => states.iter_mut().for_each(|s| strip_timeouts(&mut s.body)),
-        NodeSpec::Step { .. } | NodeSpec::Sleep { .. } => {}
     }
 }

@@ -16,6 +16,7 @@ use crate::plan::{NodeId, Plan};
 use crate::status::Status;
 
 mod host;
+pub mod inspect;
 mod replay;
 mod timers;
 mod walk;
@@ -167,11 +168,14 @@ impl<V: Clone> Instance<V> {
     ) -> Self {
         let replay = Replay::from_records(records);
         let mut inst = Self::empty(id, plan, None, now);
+        // consumed: `<key>@` = seq; rejected (also never offered again): `<key>@r<seq>`
+        let rejected = replay.decisions.keys().filter_map(|k| k.rsplit_once("@r")?.1.parse::<u64>().ok());
         inst.consumed = replay
             .decisions
             .iter()
             .filter(|(k, _)| k.ends_with('@'))
             .filter_map(|(_, v)| v.parse::<u64>().ok())
+            .chain(rejected)
             .collect();
         let cancel = replay.decisions.get(CANCEL_DECISION).cloned();
         inst.replay = Some(replay);
@@ -479,6 +483,8 @@ impl<V: Clone> Instance<V> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_rejected;
 #[cfg(test)]
 mod tests_replay;
 #[cfg(test)]

@@ -165,10 +165,9 @@ impl<V: Clone> Instance<V> {
             match self.take_signal(&self.waits[i].name.clone()) {
                 Some(seq) => {
                     let w = self.waits.remove(i);
-                    if let Some(t) = w.timer {
-                        self.timer_items.remove(&t);
+                    if let Some(back) = self.consume(w, seq, host) {
+                        self.waits.insert(i, back); // rejected: it waits on (for the next one)
                     }
-                    self.consume(w, seq, host);
                 }
                 None => i += 1,
             }
@@ -184,17 +183,24 @@ impl<V: Clone> Instance<V> {
         Some(seq)
     }
 
-    pub(super) fn consume(&mut self, w: Waiter<V>, seq: u64, host: &mut dyn Host<V>) {
-        self.records.push(Record::Decision { key: format!("{}@", w.key), value: seq.to_string() });
+    /// Hands signal `seq` to wait `w`. A payload that does not decode into the wait's type is
+    /// rejected instead (recorded as `<key>@r<seq>` with the reason, and never offered again):
+    /// the wait is given back to go on waiting, and the instance does not fail.
+    pub(super) fn consume(&mut self, w: Waiter<V>, seq: u64, host: &mut dyn Host<V>) -> Option<Waiter<V>> {
         match host.signal(w.wait, seq) {
-            Ok(v) => self.events.push_back(Event::Finish { cont: w.cont, value: v }),
-            Err(f) => self.fail_instance(ErrorInfo {
-                kind: "codec",
-                step: Some(format!("signal {:?}", w.name)),
-                key: Some(w.key),
-                attempts: 0,
-                failure: f,
-            }),
+            Ok(v) => {
+                self.records.push(Record::Decision { key: format!("{}@", w.key), value: seq.to_string() });
+                if let Some(t) = w.timer {
+                    self.timer_items.remove(&t);
+                }
+                self.events.push_back(Event::Finish { cont: w.cont, value: v });
+                None
+            }
+            Err(f) => {
+                let reason = format!("{}: {}", f.error_type, f.message);
+                self.records.push(Record::Decision { key: format!("{}@r{seq}", w.key), value: reason });
+                Some(w)
+            }
         }
     }
 }

@@ -240,10 +240,13 @@ impl<V: Clone> Instance<V> {
             }
             _ => {}
         }
-        if let Some(seq) = self.take_signal(&w.name) {
-            return self.consume(w, seq, host); // it arrived before the wait: kept for it
-        }
         let mut w = w;
+        while let Some(seq) = self.take_signal(&w.name) {
+            match self.consume(w, seq, host) {
+                None => return, // it arrived before the wait: kept for it
+                Some(rejected) => w = rejected,
+            }
+        }
         if let Some(t) = timeout {
             let due = self.due_at(&key, self.now + t);
             w.timer = Some(self.push_timer(due, Due::WaitTimeout { key }));

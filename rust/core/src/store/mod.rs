@@ -103,6 +103,11 @@ pub trait Store: Send {
     /// Deletes finished instances last updated before `before` whose status is in `statuses`
     /// (empty: any finished status); how many were deleted.
     fn purge(&mut self, before: f64, statuses: &[Status]) -> Result<u64>;
+    /// Gives the space of deleted instances back to the file system, where the store keeps a
+    /// file that does not shrink by itself (SQLite); a no-op by default.
+    fn compact(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Appends a signal record to the instance's inbox in its own transaction and marks the
     /// instance due at `now`; returns its sequence number (1, 2, ... per instance). Fails with
     /// `UnknownInstance`, or `InvalidState` when the instance is finished.

@@ -18,6 +18,7 @@ use super::{
 };
 
 mod open;
+mod space;
 
 use crate::error::{CoreError, Result};
 use crate::status::Status;
@@ -352,13 +353,26 @@ impl Store for SqliteStore {
         let [records_sql, signals_sql, instances_sql] = purge_sql(selected.len());
         let mut args: Vec<Value> = vec![Value::Real(before)];
         args.extend(selected.iter().map(|s| Value::Text((*s).into())));
-        in_txn(&self.conn, |conn| {
+        let n = in_txn(&self.conn, |conn| {
             conn.prepare_cached(&records_sql)?.execute(params_from_iter(args.iter()))?;
             conn.prepare_cached(&signals_sql)?.execute(params_from_iter(args.iter()))?;
             let n = conn.prepare_cached(&instances_sql)?.execute(params_from_iter(args.iter()))?;
+            if n > 0 {
+                space::free_pages(conn)?;
+            }
             Ok(n as u64)
         })
-        .map_err(|f| self.fail("purge", f))
+        .map_err(|f| self.fail("purge", f))?;
+        if n > 0 {
+            // Best effort, after the purge committed: the file shrinks now instead of at the next
+            // automatic checkpoint. A failure here changes nothing stored, so it is not reported.
+            let _ = space::checkpoint(&self.conn, "PASSIVE");
+        }
+        Ok(n)
+    }
+
+    fn compact(&mut self) -> Result<()> {
+        self.compact_file()
     }
 
     fn send_signal(&mut self, id: &str, record: &[u8], now: f64) -> Result<u64> {

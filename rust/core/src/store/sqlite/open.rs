@@ -4,10 +4,11 @@ use std::fmt;
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
+use super::space::{make_incremental, JOURNAL_SIZE_LIMIT, WAL_AUTOCHECKPOINT};
 use super::{has_moved, Fail, SqliteStore, WriteTxn};
 use crate::error::{CoreError, Result};
 
@@ -55,14 +56,6 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 /// The value of the `application` key in `tideflow_meta`.
 const MARKER: &str = "tideflow";
-
-/// WAL pages between automatic checkpoints (SQLite's default is 1000). A checkpoint copies each
-/// changed page once and syncs, so a longer interval amortises the hot pages (the instance row,
-/// the tail of its log) over more commits: about 1.2x faster step commits for a WAL of up to ~16 MB.
-const WAL_AUTOCHECKPOINT: i64 = 4000;
-
-/// The size the WAL file is truncated back to after a checkpoint that let it grow beyond it.
-const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// How long a call waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -187,6 +180,33 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
     txn.commit().map_err(sql)
 }
 
+/// Puts the file in WAL mode (persistent: a no-op once any connection has done it).
+///
+/// On a file still in rollback mode (a new one), the switch reads the header under a shared lock
+/// and then upgrades to a write lock to set the WAL flag in it. SQLite does not call the busy
+/// handler for that upgrade (a lock upgrade inside a transaction could deadlock): when another
+/// connection is switching the same file at that moment, it returns `SQLITE_BUSY` at once,
+/// whatever `busy_timeout` says. So the switch is retried here, up to the same [`BUSY_TIMEOUT`];
+/// the failed attempt has dropped its shared lock, which lets the other connection finish, and
+/// the retry then finds the file in WAL mode already.
+fn switch_to_wal(conn: &Connection, path: &Path) -> Result<()> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_micros(500);
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+            Ok(mode) => {
+                return Err(open_err(path, format!("cannot switch to WAL mode (journal mode stays {mode:?})")));
+            }
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) && Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(e) => return Err(open_sql_err(path, e)),
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the tideflow database at `path`, in WAL mode, migrating it to
     /// the current schema; fails with [`CoreError::Store`] naming the path if the file cannot be
@@ -215,10 +235,10 @@ impl SqliteStore {
         // Refuse foreign and newer files before changing anything in them (the journal mode
         // below is persistent).
         let found = inspect(&conn, path)?;
-        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(sql)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(open_err(path, format!("cannot switch to WAL mode (journal mode stays {mode:?})")));
+        if matches!(found, Found::Empty) {
+            make_incremental(&conn).map_err(sql)?; // (see `space`)
         }
+        switch_to_wal(&conn, path)?;
         let sync = match durability {
             Durability::Normal => "NORMAL",
             Durability::Full => "FULL",
