@@ -13,7 +13,6 @@ use tideflow_core::instance::inspect::waiting_for;
 
 use crate::engine::Engine;
 use crate::errors::{error, IntoPy};
-use crate::host::decode_value;
 
 /// One history event: (kind, position, fields).
 pub type EventRow = (String, String, Py<PyDict>);
@@ -82,18 +81,7 @@ impl Engine {
         let (stored, header) = self.load(py, id)?;
         let wf = self.find(py, &header.workflow, &header.plan_hash);
         let dec = wf.as_ref().and_then(|w| w.get().input_decode.as_ref().map(|d| d.clone_ref(py)));
-        let input = decode_value(py, dec.as_ref(), &header.input).map_err(|e| {
-            error(
-                py,
-                "CodecError",
-                format!(
-                    "instance {id:?} (workflow {:?}): its stored input no longer decodes into the \
-                     workflow's input type: {}",
-                    header.workflow,
-                    e.value(py)
-                ),
-            )
-        })?;
+        let input = crate::reopen::decode_stored_input(py, dec.as_ref(), id, &header)?;
         let m = &stored.meta;
         Ok((input.unbind(), m.created_at, m.updated_at, m.due_at))
     }

@@ -15,6 +15,7 @@ mod host;
 mod inbox;
 mod json;
 mod pystore;
+mod reopen;
 mod workflow;
 
 /// Decodes JSON bytes into JSON-native Python values (used for stored payloads).

@@ -73,6 +73,42 @@ impl Host<Value> for TestHost {
     }
 }
 
+/// The test host, except that signal payloads come from the given function of the inbox number.
+pub(super) struct Signals(pub fn(u64) -> Result<Value, Failure>);
+
+impl Host<Value> for Signals {
+    fn condition(&mut self, f: u32, v: &Value) -> Result<bool, Failure> {
+        TestHost.condition(f, v)
+    }
+    fn route(&mut self, f: u32, v: &Value) -> Result<String, Failure> {
+        TestHost.route(f, v)
+    }
+    fn label(&mut self, v: &Value) -> Result<String, Failure> {
+        TestHost.label(v)
+    }
+    fn tuple(&mut self, items: Vec<Value>) -> Value {
+        TestHost.tuple(items)
+    }
+    fn list(&mut self, items: Vec<Value>) -> Value {
+        TestHost.list(items)
+    }
+    fn items(&mut self, v: &Value) -> Result<Vec<Value>, Failure> {
+        TestHost.items(v)
+    }
+    fn decode(&mut self, step: u32, payload: &[u8]) -> Result<Value, Failure> {
+        TestHost.decode(step, payload)
+    }
+    fn encode_output(&mut self, v: &Value) -> Result<Vec<u8>, Failure> {
+        TestHost.encode_output(v)
+    }
+    fn signal(&mut self, _wait: u32, seq: u64) -> Result<Value, Failure> {
+        (self.0)(seq)
+    }
+    fn text(&mut self, s: &str) -> Value {
+        TestHost.text(s)
+    }
+}
+
 /// Runs an instance to the end (virtual time), failing step `fail_key` on its first `fail_times`
 /// attempts; returns (instance, all records, number of step executions per key).
 struct Run {

@@ -2,48 +2,19 @@
 //! is recorded as rejected (`<key>@r<seq>`), the wait goes on, and the rejected signal is never
 //! offered again, also after a restart.
 
-use super::tests::{plan, seq, step, TestHost};
+use super::tests::{plan, seq, step, Signals, TestHost};
 use super::*;
 use crate::plan::NodeSpec;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// The test host, except that the payloads of odd-numbered signals do not decode.
-struct OddSignalsFail;
-
-impl Host<Value> for OddSignalsFail {
-    fn condition(&mut self, f: u32, v: &Value) -> Result<bool, Failure> {
-        TestHost.condition(f, v)
-    }
-    fn route(&mut self, f: u32, v: &Value) -> Result<String, Failure> {
-        TestHost.route(f, v)
-    }
-    fn label(&mut self, v: &Value) -> Result<String, Failure> {
-        TestHost.label(v)
-    }
-    fn tuple(&mut self, items: Vec<Value>) -> Value {
-        TestHost.tuple(items)
-    }
-    fn list(&mut self, items: Vec<Value>) -> Value {
-        TestHost.list(items)
-    }
-    fn items(&mut self, v: &Value) -> Result<Vec<Value>, Failure> {
-        TestHost.items(v)
-    }
-    fn decode(&mut self, step: u32, payload: &[u8]) -> Result<Value, Failure> {
-        TestHost.decode(step, payload)
-    }
-    fn encode_output(&mut self, v: &Value) -> Result<Vec<u8>, Failure> {
-        TestHost.encode_output(v)
-    }
-    fn signal(&mut self, wait: u32, seq: u64) -> Result<Value, Failure> {
+fn odd_signals_fail() -> Signals {
+    Signals(|seq| {
         if seq % 2 == 1 {
             return Err(Failure::new("CodecError", format!("signal {seq} is odd")));
         }
-        TestHost.signal(wait, seq)
-    }
-    fn text(&mut self, s: &str) -> Value {
-        TestHost.text(s)
-    }
+        TestHost.signal(0, seq)
+    })
 }
 
 fn wait(name: &str, timeout: Option<f64>) -> NodeSpec {
@@ -53,9 +24,9 @@ fn wait(name: &str, timeout: Option<f64>) -> NodeSpec {
 #[test]
 fn a_signal_that_does_not_decode_is_rejected_and_the_wait_goes_on() {
     let p = plan(seq(vec![wait("go", Some(10.0))]), 1, None);
-    let mut inst = Instance::start("r", p.clone(), json!(0), 0.0, &mut OddSignalsFail);
+    let mut inst = Instance::start("r", p.clone(), json!(0), 0.0, &mut odd_signals_fail());
     inst.add_signals([(1, "go".to_string())]);
-    inst.deliver(1.0, &mut OddSignalsFail);
+    inst.deliver(1.0, &mut odd_signals_fail());
     assert!(inst.is_waiting(), "a rejected payload does not end the wait");
     assert_eq!(inst.status(), Status::Running);
     assert_eq!(inst.next_deadline(), Some(10.0), "the wait's timeout still holds");
@@ -82,10 +53,10 @@ fn a_signal_that_does_not_decode_is_rejected_and_the_wait_goes_on() {
 #[test]
 fn a_rejected_signal_that_arrived_before_its_wait_is_skipped_for_the_next() {
     let p = plan(seq(vec![step(0), wait("go", None)]), 1, None);
-    let mut inst = Instance::start("r", p, json!(0), 0.0, &mut OddSignalsFail);
+    let mut inst = Instance::start("r", p, json!(0), 0.0, &mut odd_signals_fail());
     inst.add_signals([(3, "go".to_string()), (4, "go".to_string())]);
     let t = inst.pop_ready(0.0).expect("step 0 is ready");
-    inst.complete(t, json!(1), b"1".to_vec(), 0.0, &mut OddSignalsFail);
+    inst.complete(t, json!(1), b"1".to_vec(), 0.0, &mut odd_signals_fail());
     assert_eq!(inst.output(), Some(&json!(4000)));
     let decisions: Vec<Record> =
         inst.take_records().into_iter().filter(|r| matches!(r, Record::Decision { .. })).collect();

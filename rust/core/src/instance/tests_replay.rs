@@ -3,7 +3,7 @@
 //! after any number of commits; which attempts count as started; and the retry budget of
 //! interrupted attempts.
 
-use super::tests::{apply, fns, plan, policy, seq, step, TestHost};
+use super::tests::{apply, fns, plan, policy, seq, step, Signals, TestHost};
 use super::*;
 use crate::plan::{NextSpec, NodeSpec, StateSpec};
 use proptest::prelude::*;
@@ -12,39 +12,8 @@ use serde_json::{json, Value};
 /// The test host, except that every signal carries the same payload: which of several signals of
 /// one name a wait took then does not change the output, so a run that was resumed in between
 /// (and entered its waits in another order) must give the same output as one that was not.
-struct Host7;
-
-impl Host<Value> for Host7 {
-    fn condition(&mut self, f: u32, v: &Value) -> Result<bool, Failure> {
-        TestHost.condition(f, v)
-    }
-    fn route(&mut self, f: u32, v: &Value) -> Result<String, Failure> {
-        TestHost.route(f, v)
-    }
-    fn label(&mut self, v: &Value) -> Result<String, Failure> {
-        TestHost.label(v)
-    }
-    fn tuple(&mut self, items: Vec<Value>) -> Value {
-        TestHost.tuple(items)
-    }
-    fn list(&mut self, items: Vec<Value>) -> Value {
-        TestHost.list(items)
-    }
-    fn items(&mut self, v: &Value) -> Result<Vec<Value>, Failure> {
-        TestHost.items(v)
-    }
-    fn decode(&mut self, s: u32, payload: &[u8]) -> Result<Value, Failure> {
-        TestHost.decode(s, payload)
-    }
-    fn encode_output(&mut self, v: &Value) -> Result<Vec<u8>, Failure> {
-        TestHost.encode_output(v)
-    }
-    fn signal(&mut self, _wait: u32, _seq: u64) -> Result<Value, Failure> {
-        Ok(json!(7))
-    }
-    fn text(&mut self, s: &str) -> Value {
-        json!(s)
-    }
+fn host7() -> Signals {
+    Signals(|_| Ok(json!(7)))
 }
 
 /// Signals in every inbox: 40 named "a" (sequence numbers 1..=40); none named "never".
@@ -91,9 +60,9 @@ impl Sim {
 
     fn session(&mut self, inst: &mut Instance<Value>, crash_at: Option<usize>) -> End {
         loop {
-            inst.fire_timers(self.now, &mut Host7);
+            inst.fire_timers(self.now, &mut host7());
             if inst.is_waiting() {
-                inst.deliver(self.now, &mut Host7);
+                inst.deliver(self.now, &mut host7());
             }
             match inst.pop_ready(self.now) {
                 Some(t) => {
@@ -108,7 +77,7 @@ impl Sim {
                     }
                     let out = apply(&fns(4)[t.step as usize], &t.input);
                     let p = serde_json::to_vec(&out).unwrap();
-                    inst.complete(t, out, p, self.now, &mut Host7);
+                    inst.complete(t, out, p, self.now, &mut host7());
                 }
                 None => {
                     self.commit(inst);
@@ -120,18 +89,18 @@ impl Sim {
 
     fn resume(&mut self, p: &Arc<Plan>, input: i64) -> Instance<Value> {
         self.resumes += 1;
-        let mut inst = Instance::resume("r", p.clone(), json!(input), 0.0, self.now, &self.records, &mut Host7);
+        let mut inst = Instance::resume("r", p.clone(), json!(input), 0.0, self.now, &self.records, &mut host7());
         inst.add_signals(inbox());
-        inst.deliver(self.now, &mut Host7);
+        inst.deliver(self.now, &mut host7());
         inst
     }
 
     /// Runs to the end: each suspension is resumed from the records at its next deadline (and,
     /// with `early`, first once before it, moving nothing); dies after each commit in `crashes`.
     fn run(&mut self, p: &Arc<Plan>, input: i64, crashes: &[usize], early: bool) -> Instance<Value> {
-        let mut inst = Instance::start("r", p.clone(), json!(input), 0.0, &mut Host7);
+        let mut inst = Instance::start("r", p.clone(), json!(input), 0.0, &mut host7());
         inst.add_signals(inbox());
-        inst.deliver(0.0, &mut Host7);
+        inst.deliver(0.0, &mut host7());
         let mut crashes = crashes.iter().copied().collect::<VecDeque<_>>();
         for _ in 0..400 {
             while crashes.front().is_some_and(|c| *c <= self.commits) {
@@ -173,9 +142,9 @@ impl Sim {
 /// The same plan driven once, never resumed: what every resumed run must equal.
 fn uninterrupted(p: &Arc<Plan>, input: i64) -> (Instance<Value>, Sim) {
     let mut sim = Sim::default();
-    let mut inst = Instance::start("r", p.clone(), json!(input), 0.0, &mut Host7);
+    let mut inst = Instance::start("r", p.clone(), json!(input), 0.0, &mut host7());
     inst.add_signals(inbox());
-    inst.deliver(0.0, &mut Host7);
+    inst.deliver(0.0, &mut host7());
     for _ in 0..400 {
         match sim.session(&mut inst, None) {
             End::Suspended => sim.now = sim.now.max(inst.next_deadline().expect("stuck")),
