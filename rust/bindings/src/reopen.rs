@@ -129,10 +129,14 @@ impl Engine {
         // new signals are the outside world's input, not rebuilt state: one that does not decode
         // into its wait's type is rejected (recorded, committed by the driver) and the wait goes on
         inst.add_signals(arrivals);
-        inst.deliver(now, &mut host);
         let cancel_state = self.cancel_state(&id);
         if let Some(reason) = cancel {
             cancel_state.request(&reason);
+        }
+        // a stored cancellation is decided: the driver applies it first, and no signal still in
+        // the inbox may complete the instance before it (its waits are dropped then)
+        if !cancel_state.requested() {
+            inst.deliver(now, &mut host);
         }
         Ok(Driver {
             inst,
