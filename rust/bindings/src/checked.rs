@@ -72,20 +72,41 @@ pub enum Refusal {
     Untyped { what: String, at: String, hint: Option<String> },
 }
 
+/// What was stored, and the value to hand on.
+pub struct Checked<'py> {
+    /// The stored form.
+    pub payload: Vec<u8>,
+    /// The value as a resume decodes it from `payload`, when it had to be decoded to be checked
+    /// (a typed value that is not exactly its scalar type): the engine hands this on instead of
+    /// the live object, so that the next step receives the same value whether or not the process
+    /// restarted in between (a tuple returned for `-> list[int]` goes on as a list, an `int` for
+    /// `-> float` as a float). `None`: the live value is what a resume gives back.
+    pub decoded: Option<Bound<'py, PyAny>>,
+}
+
+impl<'py> Checked<'py> {
+    /// The value to hand on: the decoded one if there is one, else `live`.
+    pub fn value(&self, live: &Bound<'py, PyAny>) -> Bound<'py, PyAny> {
+        self.decoded.as_ref().unwrap_or(live).clone()
+    }
+}
+
 /// Encodes `value` for the store and checks that what is stored decodes to the same value.
-pub fn encode_checked(
-    py: Python<'_>,
+pub fn encode_checked<'py>(
+    py: Python<'py>,
     encoder: Option<&Py<PyAny>>,
     decoder: Option<&Py<PyAny>>,
     check: Check,
-    fallback: &Bound<'_, PyAny>,
-    value: &Bound<'_, PyAny>,
-) -> Result<Vec<u8>, Refusal> {
+    fallback: &Bound<'py, PyAny>,
+    value: &Bound<'py, PyAny>,
+) -> Result<Checked<'py>, Refusal> {
     if check == Check::Untyped {
-        return json::to_bytes_strict(py, value).map_err(|e| match e {
-            StrictError::Py(e) => Refusal::Encode(e),
-            StrictError::NotNative(n) => untyped(py, value, n),
-        });
+        return json::to_bytes_strict(py, value).map(|payload| Checked { payload, decoded: None }).map_err(
+            |e| match e {
+                StrictError::Py(e) => Refusal::Encode(e),
+                StrictError::NotNative(n) => untyped(py, value, n),
+            },
+        );
     }
     // without a typed encoder the value must be JSON-native as it is: the fallback would turn
     // bytes into a str that a `str` hint then accepts, although it is not the value returned
@@ -94,12 +115,13 @@ pub fn encode_checked(
         None => json::to_bytes(py, value, None),
     }
     .map_err(Refusal::Mismatch)?;
+    let mut decoded = None;
     if !check.fast(value) {
         if let Some(dec) = decoder {
-            decode_value(py, Some(dec), &payload).map_err(Refusal::Mismatch)?;
+            decoded = Some(decode_value(py, Some(dec), &payload).map_err(Refusal::Mismatch)?);
         }
     }
-    Ok(payload)
+    Ok(Checked { payload, decoded })
 }
 
 /// Describes a refused untyped value, with a hint for the whole value that would restore it.
@@ -155,12 +177,12 @@ impl Refusal {
 }
 
 /// Encodes a new instance's input, checked against its first step's input hint.
-pub fn encode_input(
-    py: Python<'_>,
+pub fn encode_input<'py>(
+    py: Python<'py>,
     wf: &Compiled,
-    fallback: &Bound<'_, PyAny>,
-    input: &Bound<'_, PyAny>,
-) -> PyResult<Vec<u8>> {
+    fallback: &Bound<'py, PyAny>,
+    input: &Bound<'py, PyAny>,
+) -> PyResult<Checked<'py>> {
     let (enc, dec) = (wf.input_encode.as_ref(), wf.input_decode.as_ref());
     encode_checked(py, enc, dec, wf.input_check, fallback, input).map_err(|r| {
         let subject = format!("the input of workflow {:?} is", wf.plan.name);

@@ -133,9 +133,11 @@ impl Driver {
                 engine.fallback.bind(py),
                 &out,
             ) {
-                Ok(payload) => {
+                Ok(checked) => {
+                    // what a resume would hand the next step (see `Checked::decoded`)
+                    let value = checked.value(&out).unbind();
                     let mut host = host!(self, py, engine);
-                    self.inst.complete(task, out.unbind(), payload, now, &mut host);
+                    self.inst.complete(task, value, checked.payload, now, &mut host);
                     if let Some((n, key, attempt, name)) = observed {
                         let args = ("step_completed", self.id.clone_ref(py), name, attempt, key, now - started);
                         n.bind(py).call1(args)?;

@@ -123,7 +123,10 @@ impl Engine {
         }
         let compiled = wf.get();
         let fallback = self.fallback.bind(py);
-        let payload = checked::encode_input(py, compiled, fallback, input)?;
+        // the input the first step receives is the one a resume decodes from what is stored
+        let checked = checked::encode_input(py, compiled, fallback, input)?;
+        let input = &checked.value(input);
+        let payload = checked.payload;
         let now = self.clock.now(py)?;
         let header = Header {
             workflow: compiled.plan.name.clone(),
