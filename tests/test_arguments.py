@@ -77,6 +77,14 @@ def test_a_store_url_or_path_that_utf8_cannot_encode_is_an_invalid_argument() ->
         Engine(store=SQLiteStore(os.path.join("/tmp", f"{LONE}.db")))
 
 
+@pytest.mark.parametrize("path", [5, None, 1.5])
+def test_a_sqlite_store_path_that_is_not_a_path_is_an_invalid_argument(path: object) -> None:
+    from tideflow.stores import SQLiteStore
+
+    with pytest.raises(InvalidArgument, match="path"):  # was a bare TypeError from os.fspath
+        SQLiteStore(path)  # type: ignore[arg-type]
+
+
 def test_virtual_clock_start_must_be_a_finite_number() -> None:
     for bad in ("x", float("nan"), float("inf"), 10**400, True):
         with pytest.raises(InvalidArgument, match=r"VirtualClock\(start=\)"):

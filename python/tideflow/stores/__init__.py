@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from tideflow.errors import StoreError
+from tideflow.errors import InvalidArgument, StoreError
 
 __all__ = ["MemoryStore", "SQLiteStore", "parse_store"]
 
@@ -36,7 +36,11 @@ class SQLiteStore:
     def __init__(self, path: str | os.PathLike[str], durability: str = "normal") -> None:
         if durability not in ("normal", "full"):
             raise StoreError(f"durability must be 'normal' or 'full', got {durability!r}")
-        self.path = os.fspath(path)
+        try:
+            self.path = os.fspath(path)
+        except TypeError:
+            msg = f"a SQLite store's path must be a str or an os.PathLike, got {type(path).__name__} {path!r}"
+            raise InvalidArgument(msg) from None
         if not self.path:
             raise StoreError("a SQLite store needs a file path")
         self.durability = durability
