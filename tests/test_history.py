@@ -241,6 +241,26 @@ def test_a_retry_and_a_sleep_are_what_an_instance_waits_for() -> None:
     assert engine.get("t").output == 4 and engine.waiting_for("t") == []
 
 
+def test_waiting_for_names_each_sleep_of_a_map_and_a_parallel_by_its_own_position() -> None:
+    """Sleeps due at the same time were all named after the first timer recorded with that due
+    time: every item of a map that sleeps showed position 1.m0.0."""
+
+    @step
+    def upto(ctx: Context, n: int) -> list[int]:
+        return list(range(n))
+
+    clock = VirtualClock()
+    engine = Engine(clock=clock)
+    naps = Workflow("naps").then(upto).map(Workflow("nap").sleep(5).then(dbl), concurrency=3)
+    run = engine.run(naps, 3, id="m")
+    assert run.waiting_for() == [Waiting("sleep", f"1.m{i}.0", until=START + 5) for i in range(3)]
+    both = Workflow("both").parallel(Workflow("l").sleep(5).then(dbl), Workflow("r").sleep(5))
+    assert engine.run(both, 1, id="p").waiting_for() == [
+        Waiting("sleep", "0.p0.0", until=START + 5),
+        Waiting("sleep", "0.p1.0", until=START + 5),
+    ]
+
+
 def test_waiting_for_needs_the_workflow_registered(tmp_path: Path) -> None:
     url = f"sqlite:///{os.path.join(tmp_path, 'u.db')}"
     Engine(store=url).run(Workflow("u").wait_signal("go"), 1, id="u")

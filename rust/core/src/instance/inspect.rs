@@ -23,8 +23,7 @@ pub struct Waiting {
     /// sleep ending at `until`), `"retry"` (the next attempt of a failed step, due at `until`) or
     /// `"workflow_timeout"` (the whole workflow times out at `until`).
     pub kind: &'static str,
-    /// The position key of the wait, sleep or step (empty for the workflow's timeout, or for a
-    /// sleep whose position is not known).
+    /// The position key of the wait, sleep or step (empty for the workflow's timeout).
     pub key: String,
     /// The signal's name (for `"signal"`).
     pub signal: Option<String>,
@@ -107,35 +106,21 @@ pub fn waiting_for(
     }
     inst.add_signals(arrivals.iter().cloned());
     inst.deliver(now, &mut host);
-    let sleeps: Vec<(&str, f64)> = records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Decision { key, value } => Some((key.strip_suffix("@due")?, value.parse::<f64>().ok()?)),
-            _ => None,
-        })
-        .collect();
-    inst.waiting(&sleeps)
+    inst.waiting()
 }
 
 impl<V: Clone> Instance<V> {
     /// The waits, sleeps, retries and the workflow timeout this instance is suspended on, soonest
-    /// first (signal waits without a timeout last). `dues` are the recorded `(key, due)` of timers,
-    /// used to name the position of a sleep.
-    fn waiting(&self, dues: &[(&str, f64)]) -> Vec<Waiting> {
-        let wait_keys: Vec<&str> = self.waits.iter().map(|w| w.key.as_str()).collect();
+    /// first (signal waits without a timeout last).
+    fn waiting(&self) -> Vec<Waiting> {
         let mut out: Vec<Waiting> = Vec::new();
         for t in &self.timers {
             let Some(item) = self.timer_items.get(&t.seq) else { continue };
             let (kind, key, step) = match item {
                 Due::Retry(task) => ("retry", task.key.clone(), Some(self.plan.steps[task.step as usize].name.clone())),
-                Due::Sleep { .. } => {
-                    let key = dues
-                        .iter()
-                        .find(|(k, due)| *due == t.due && !wait_keys.contains(k))
-                        .map(|(k, _)| k.to_string())
-                        .unwrap_or_default();
-                    ("sleep", key, None)
-                }
+                // the sleep's own key: several sleeps due at the same time (the items of a map)
+                // were all named after the first recorded timer with that due time
+                Due::Sleep { key, .. } => ("sleep", key.clone(), None),
                 Due::WaitTimeout { .. } => continue, // shown with its wait
                 Due::WorkflowTimeout => ("workflow_timeout", String::new(), None),
             };
