@@ -174,6 +174,29 @@ def test_an_attempt_interrupted_by_a_crash_is_in_the_history(tmp_path: Path) -> 
     assert [(e.step, e.attempt) for e in run.steps()] == [("dbl", 1), ("dies_once", 2)]
 
 
+@step(retry=Retry(max_attempts=3, initial_delay=0))
+def fails_then_dies(ctx: Context, x: int) -> int:
+    if ctx.attempt == 1:
+        raise ConnectionError("busy")
+    raise KeyboardInterrupt  # the process dies in attempts 2 and 3
+
+
+def test_a_poison_step_message_counts_attempts_not_only_interruptions(tmp_path: Path) -> None:
+    """One ordinary failure, then two crashes: the message said "was interrupted 3 times"."""
+    url = f"sqlite:///{os.path.join(tmp_path, 'p.db')}"
+    wf = Workflow("poison").then(fails_then_dies)
+    with pytest.raises(KeyboardInterrupt):
+        Engine(store=url).run(wf, 1, id="p")  # attempt 1 fails, attempt 2 dies
+    with pytest.raises(KeyboardInterrupt):
+        Engine(store=url).run(wf, 1, id="p")  # attempt 3 dies
+    run = Engine(store=url).run(wf, 1, id="p")
+    assert run.status is Status.FAILED and run.error is not None
+    assert run.error.error_type == "StepInterrupted" and run.error.attempts == 3
+    assert str(run.error).startswith(
+        "step 'fails_then_dies' failed after 3 attempts, the last interrupted: StepInterrupted:"
+    ), str(run.error)
+
+
 def test_a_run_exposes_its_input_times_and_what_it_waits_for() -> None:
     clock = VirtualClock()
     engine = Engine(clock=clock)

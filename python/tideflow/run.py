@@ -179,9 +179,9 @@ def _error_from(instance_id: str, data: bytes | None) -> TideflowError | None:
     if kind == "step":
         s = "" if attempts == 1 else "s"
         msg = f"step {step!r} failed after {attempts} attempt{s}: {etype}: {emsg}"
-    elif kind == "interrupted":  # its process died during every attempt the budget allows
-        s = "" if attempts == 1 else "s"
-        msg = f"step {step!r} was interrupted {attempts} time{s}: {etype}: {emsg}"
+    elif kind == "interrupted":  # its process died during the last attempt the budget allows
+        s = "" if attempts == 1 else "s"  # (earlier ones may have failed or been interrupted)
+        msg = f"step {step!r} failed after {attempts} attempt{s}, the last interrupted: {etype}: {emsg}"
     elif kind == "definition":
         where = f" at position {_position(e.get('key'))!r}" if e.get("key") else ""
         msg = f"instance {instance_id!r}{where}: {emsg}"
