@@ -263,6 +263,32 @@ def test_run_async_that_lost_the_race_returns_what_the_winner_stored(tmp_path: P
     assert [e.position for e in a.steps("r")] == ["0", "2"]
 
 
+def test_run_async_returns_when_another_process_signals_and_completes_it(tmp_path: Path) -> None:
+    """Engine A awaits run_async on a wait without a timeout (nothing of A's is due, ever);
+    engine B, another process on the same SQLite file, sends the signal and completes the
+    instance with run_due. A is not woken by B, but it reads the shared store while it waits,
+    finds the instance advanced, and returns the completed run instead of waiting forever."""
+    clock = VirtualClock()
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    wf = Workflow("race-b").then(inc).wait_signal("go", type=int).then(take)
+    a, b = Engine(store=url, clock=clock), Engine(store=url, clock=clock)
+    b.register(wf)
+
+    async def main() -> Run:
+        task = asyncio.ensure_future(a.run_async(wf, 0, id="r"))
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert a.get("r").status is Status.SUSPENDED and not task.done()
+        b.signal("r", "go", 9)  # B's signal: nothing wakes A in this process
+        [won] = b.run_due()
+        assert (won.status, won.output) == (Status.COMPLETED, 9)
+        return await asyncio.wait_for(task, 60)  # a bound on a hang, not a timing
+
+    run = asyncio.run(main())
+    assert (run.status, run.output) == (Status.COMPLETED, 9)
+    assert calls == [("r/0", 1), ("r/2", 1)]  # B ran the last step; A ran nothing more
+
+
 def test_sync_driver_that_lost_the_race_goes_on_from_what_is_stored(tmp_path: Path) -> None:
     """Engine A resumes an instance; inside its step, engine B resumes the same instance and
     moves it on to a sleep. A's commit is rejected; A reloads and reports the stored state."""

@@ -82,7 +82,7 @@ async def drive(engine: Engine, handle: _core.AsyncRun, iid: str) -> None:
                     if position != "cancel":
                         fut.cancel()
             if not pending:
-                await _idle(core, event, handle.deadline())
+                await _idle(core, event, handle.deadline(), engine._poll)
                 event.clear()
                 ready = handle.refresh()
                 continue
@@ -122,21 +122,34 @@ async def drive(engine: Engine, handle: _core.AsyncRun, iid: str) -> None:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def _idle(core: _core.Engine, event: asyncio.Event, deadline: float | None) -> None:
-    """Waits for a wake-up (a signal, a cancellation) or the next timer, whichever comes first.
-    A virtual clock jumps to the timer once the other tasks have had their turn."""
+async def _idle(
+    core: _core.Engine, event: asyncio.Event, deadline: float | None, poll: float | None
+) -> None:
+    """Waits for a wake-up (a signal, a cancellation) or the next timer, whichever comes first,
+    and on a store other processes share at most ``poll`` seconds (real time), so that the
+    driver then reads the inbox: another process's signal, cancellation or completion of the
+    instance reaches it. A virtual clock jumps to the timer once the other tasks have had their
+    turn."""
     if core.virtual_clock:
         for _ in range(_YIELDS):
             if event.is_set():
                 return
             await asyncio.sleep(0)
         if deadline is None:
-            await event.wait()
+            await _wait(event, poll)
         else:
             core.sleep(max(0.0, deadline - core.now()))
         return
-    if deadline is None:
+    left = None if deadline is None else max(0.0, deadline - core.now())
+    if poll is not None and (left is None or poll < left):
+        left = poll
+    await _wait(event, left)
+
+
+async def _wait(event: asyncio.Event, seconds: float | None) -> None:
+    """Waits for ``event``, for at most ``seconds`` (None: for as long as it takes)."""
+    if seconds is None:
         await event.wait()
         return
     with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(event.wait(), max(0.0, deadline - core.now()))
+        await asyncio.wait_for(event.wait(), seconds)

@@ -40,6 +40,9 @@ Context = _core.Context
 VirtualClock = _core.VirtualClock
 
 
+#: How often an idle ``run_async`` on a shared store reads its inbox (see docs/api.md).
+_POLL_SECONDS = 1.0
+
 _loops: Any = None  # a threading.local, created on first use (keeps `threading` off the import)
 
 
@@ -117,6 +120,9 @@ class Engine:
         self.observer = observer
         self._by_name: dict[str, CompiledWorkflow] = {}
         self._wakers: dict[str, tuple[Any, Any]] = {}  # id -> (loop, asyncio.Event) of a driver
+        #: How often (seconds, real time) an idle ``run_async`` looks at a store that other
+        #: processes share, for their signals, cancellations and completions; None in memory.
+        self._poll: float | None = None if isinstance(self.store, MemoryStore) else _POLL_SECONDS
 
     def register(self, *workflows: Workflow) -> None:
         """Validates and registers workflows so that their instances can be run and resumed."""
