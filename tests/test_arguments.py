@@ -92,6 +92,12 @@ def test_virtual_clock_start_must_be_a_finite_number() -> None:
     assert VirtualClock().now() == 1704067200.0 and VirtualClock(5).now() == 5.0
 
 
+def test_a_huge_duration_is_shown_shortened_in_its_error() -> None:
+    with pytest.raises(InvalidArgument, match=r"\(401 characters\)") as info:
+        VirtualClock().advance(10**400)
+    assert len(str(info.value)) < 200  # not all 401 digits
+
+
 DEFINITIONS: dict[str, tuple[Callable[[], object], str]] = {
     "workflow name": (lambda: Workflow(LONE), "a workflow name"),
     "version": (lambda: Workflow("v", version=LONE), "version"),

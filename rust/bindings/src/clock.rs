@@ -47,7 +47,11 @@ fn duration_seconds(value: &Bound<'_, PyAny>) -> PyResult<f64> {
     match seconds {
         Some(s) if s.is_finite() && s >= 0.0 => Ok(s),
         _ => {
-            let shown = value.repr().map(|r| r.to_string()).unwrap_or_default();
+            let mut shown = value.repr().map(|r| r.to_string()).unwrap_or_default();
+            if shown.chars().count() > 80 {
+                // a 400-digit int is shown by its length, not in full
+                shown = format!("{}... ({} characters)", shown.chars().take(20).collect::<String>(), shown.len());
+            }
             Err(error(
                 py,
                 "InvalidArgument",
