@@ -355,3 +355,38 @@ def test_a_dict_input_for_a_dataclass_names_the_missing_field(backend: Backend) 
     with pytest.raises(CodecError, match="missing required field 'id' of Order"):
         backend.run(Workflow("o").then(ship), {"name": "x"})
     assert backend.run(Workflow("o").then(ship), Order(1, "x")).output == "x"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_workflow_ending_in_a_fan_in_gives_a_tuple_live_and_from_the_store(
+    tmp_path: Path, mode: str
+) -> None:
+    """The fan-in of a parallel is a tuple, whether its branches are typed or not: run.output and
+    get().output (decoded by a fresh engine that registered the workflow) give the same value, at
+    the top and inside a map."""
+
+    @step
+    def loose(ctx, x):  # type: ignore[no-untyped-def]
+        return {"a": x}
+
+    @step
+    def typed(ctx: Context, x: int) -> int:
+        return x + 1
+
+    @step
+    def pair(ctx, x):  # type: ignore[no-untyped-def]
+        return [1, 2]
+
+    ending = Workflow("ends-in-fan-in").parallel(loose, typed)
+    mapped = Workflow("maps-fan-ins").then(pair).map(Workflow("b").parallel(loose, typed))
+    expected = {"ends-in-fan-in": ({"a": 1}, 2), "maps-fan-ins": [({"a": 1}, 2), ({"a": 2}, 3)]}
+    for wf in (ending, mapped):
+        b = Backend("sqlite", mode, tmp_path)
+        live = b.run(wf, 1, id=wf.name).output
+        fresh = b._open()
+        fresh.register(wf)
+        stored = fresh.get(wf.name).output
+        assert live == stored == expected[wf.name]
+        assert type(live) is type(stored)
+        if wf is mapped:
+            assert all(type(v) is tuple for v in (*live, *stored))

@@ -183,8 +183,10 @@ def _node_hints(n: Node) -> tuple[object, object]:
         return _workflow_hints(n[1])
     if kind == "parallel":
         hints = [_node_hints(c) for c in n[1]]
-        outs = tuple(h[1] for h in hints)
-        return hints[0][0], (_NOHINT if _untyped(*outs) else tuple.__class_getitem__(outs))
+        # the fan-in is a tuple however its branches are typed (the core builds it, also on a
+        # resume): an untyped branch is an `object` in it, so a stored output decodes to a tuple
+        outs = tuple(object if _untyped(h[1]) else h[1] for h in hints)
+        return hints[0][0], tuple.__class_getitem__(outs)
     if kind == "map":
         i, o = _node_hints(n[1])
         return (_NOHINT if _untyped(i) else list[i]), (_NOHINT if _untyped(o) else list[o])  # type: ignore[valid-type]
