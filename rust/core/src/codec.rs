@@ -11,6 +11,7 @@
 //! without an outline.
 
 use crate::error::{CoreError, Result};
+use crate::varint::{self, VarintError};
 
 /// The newest record format version: what instance headers are written with.
 pub const FORMAT: u8 = 2;
@@ -133,12 +134,8 @@ impl Writer {
         buf.push(kind);
         Writer { buf }
     }
-    fn varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.buf.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.buf.push(v as u8);
+    fn varint(&mut self, v: u64) {
+        varint::put(&mut self.buf, v);
     }
     fn bytes(&mut self, b: &[u8]) {
         self.varint(b.len() as u64);
@@ -222,19 +219,10 @@ impl<'a> Reader<'a> {
         Ok(v)
     }
     fn varint(&mut self) -> Result<u64> {
-        let mut v: u64 = 0;
-        let mut shift = 0;
-        loop {
-            let byte = self.byte()?;
-            if shift >= 64 {
-                return Err(corrupt("varint overflows"));
-            }
-            v |= ((byte & 0x7f) as u64) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(v);
-            }
-            shift += 7;
-        }
+        varint::read(self.b, &mut self.pos).map_err(|e| match e {
+            VarintError::EndsEarly => corrupt("record ends early"),
+            VarintError::Overflows => corrupt("varint overflows"),
+        })
     }
     fn bytes(&mut self) -> Result<&'a [u8]> {
         let n = self.varint()? as usize;

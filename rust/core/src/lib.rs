@@ -16,6 +16,7 @@ pub mod plan_diff;
 pub mod retry;
 pub mod status;
 pub mod store;
+mod varint;
 
 pub use error::{CoreError, Result};
 pub use status::Status;

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{CoreError, Result};
 use crate::plan::{Next, Node, NodeId, Plan};
+use crate::varint::{self, VarintError};
 
 /// The outline byte format this build writes and reads.
 const FORMAT: u8 = 1;
@@ -95,9 +96,9 @@ pub fn encode(plan: &Plan) -> Vec<u8> {
     e.node(plan.root);
     let mut out = Vec::with_capacity(e.body.len() + 16 * e.table.len() + 8);
     out.push(FORMAT);
-    varint(&mut out, e.table.len() as u64);
+    varint::put(&mut out, e.table.len() as u64);
     for name in &e.table {
-        varint(&mut out, name.len() as u64);
+        varint::put(&mut out, name.len() as u64);
         out.extend_from_slice(name.as_bytes());
     }
     out.extend_from_slice(&e.body);
@@ -121,14 +122,6 @@ struct Encoder<'a> {
     body: Vec<u8>,
 }
 
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 impl<'a> Encoder<'a> {
     fn name(&mut self, s: &'a str) {
         let next = self.table.len() as u64;
@@ -136,7 +129,7 @@ impl<'a> Encoder<'a> {
         if i == next {
             self.table.push(s);
         }
-        varint(&mut self.body, i);
+        varint::put(&mut self.body, i);
     }
 
     fn kind(&mut self, k: u8) {
@@ -157,13 +150,13 @@ impl<'a> Encoder<'a> {
             Node::Seq { children } | Node::Parallel { children } => {
                 let k = if matches!(plan.node(id), Node::Seq { .. }) { SEQ } else { PARALLEL };
                 self.kind(k);
-                varint(&mut self.body, children.len() as u64);
+                varint::put(&mut self.body, children.len() as u64);
                 children.iter().for_each(|c| self.node(*c));
             }
             Node::Map { body, concurrency } => {
                 self.kind(MAP);
                 // validated >= 1, so 0 is free to stand for "unbounded" (stored as u32::MAX)
-                varint(&mut self.body, if *concurrency == u32::MAX { 0 } else { u64::from(*concurrency) });
+                varint::put(&mut self.body, if *concurrency == u32::MAX { 0 } else { u64::from(*concurrency) });
                 self.node(*body);
             }
             Node::Branch { cond, then, otherwise } => {
@@ -178,13 +171,13 @@ impl<'a> Encoder<'a> {
             Node::Loop { body, until, max_iterations } => {
                 self.kind(LOOP);
                 self.name(&plan.fns[*until as usize]);
-                varint(&mut self.body, u64::from(*max_iterations));
+                varint::put(&mut self.body, u64::from(*max_iterations));
                 self.node(*body);
             }
             Node::States { start, states } => {
                 self.kind(STATES);
                 self.name(&states[*start as usize].name);
-                varint(&mut self.body, states.len() as u64);
+                varint::put(&mut self.body, states.len() as u64);
                 for s in states {
                     self.name(&s.name);
                     match &s.next {
@@ -195,7 +188,7 @@ impl<'a> Encoder<'a> {
                         }
                         Next::Labels(table) => {
                             self.body.push(LABELS);
-                            varint(&mut self.body, table.len() as u64);
+                            varint::put(&mut self.body, table.len() as u64);
                             for (label, t) in table {
                                 self.name(label);
                                 self.name(&states[*t as usize].name);
@@ -206,7 +199,7 @@ impl<'a> Encoder<'a> {
                             self.name(&plan.fns[*router as usize]);
                             self.flag(targets.is_some());
                             if let Some(ts) = targets {
-                                varint(&mut self.body, ts.len() as u64);
+                                varint::put(&mut self.body, ts.len() as u64);
                                 ts.iter().for_each(|t| self.name(&states[*t as usize].name));
                             }
                         }
@@ -286,18 +279,10 @@ impl<'a> Decoder<'a> {
         Ok(s)
     }
     fn varint(&mut self) -> Result<u64> {
-        let (mut v, mut shift) = (0u64, 0);
-        loop {
-            let byte = self.byte()?;
-            if shift >= 64 {
-                return Err(corrupt("varint overflows"));
-            }
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(v);
-            }
-            shift += 7;
-        }
+        varint::read(self.b, &mut self.pos).map_err(|e| match e {
+            VarintError::EndsEarly => corrupt("ends early"),
+            VarintError::Overflows => corrupt("varint overflows"),
+        })
     }
     fn u32(&mut self) -> Result<u32> {
         u32::try_from(self.varint()?).map_err(|_| corrupt("number out of range"))
