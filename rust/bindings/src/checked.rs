@@ -101,12 +101,7 @@ pub fn encode_checked<'py>(
     value: &Bound<'py, PyAny>,
 ) -> Result<Checked<'py>, Refusal> {
     if check == Check::Untyped {
-        return json::to_bytes_strict(py, value).map(|payload| Checked { payload, decoded: None }).map_err(
-            |e| match e {
-                StrictError::Py(e) => Refusal::Encode(e),
-                StrictError::NotNative(n) => untyped(py, value, n),
-            },
-        );
+        return strict(py, value).map(|payload| Checked { payload, decoded: None });
     }
     // without a typed encoder the value must be JSON-native as it is: the fallback would turn
     // bytes into a str that a `str` hint then accepts, although it is not the value returned
@@ -122,6 +117,14 @@ pub fn encode_checked<'py>(
         }
     }
     Ok(Checked { payload, decoded })
+}
+
+/// Encodes `value` as plain JSON, or says why it is not (see [`json::to_bytes_strict`]).
+fn strict(py: Python<'_>, value: &Bound<'_, PyAny>) -> Result<Vec<u8>, Refusal> {
+    json::to_bytes_strict(py, value).map_err(|e| match e {
+        StrictError::Py(e) => Refusal::Encode(e),
+        StrictError::NotNative(n) => untyped(py, value, n),
+    })
 }
 
 /// Describes a refused untyped value, with a hint for the whole value that would restore it.
@@ -214,10 +217,7 @@ pub fn check_signal(
         }
         let refusal = match wf.waits.get(*wait as usize).and_then(Option::as_ref) {
             Some(dec) => decode_value(py, Some(dec), bytes).err().map(Refusal::Mismatch),
-            None => json::to_bytes_strict(py, payload).err().map(|e| match e {
-                StrictError::Py(e) => Refusal::Encode(e),
-                StrictError::NotNative(n) => untyped(py, payload, n),
-            }),
+            None => strict(py, payload).err(),
         };
         if let Some(r) = refusal {
             let subject = format!("the payload of signal {name:?} is");

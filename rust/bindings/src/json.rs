@@ -405,18 +405,24 @@ impl<'py> Parser<'_, 'py> {
     }
 }
 
-/// Runs `f` (an int <-> decimal text conversion) with Python's limit on the digits of such
-/// conversions (`sys.set_int_max_str_digits`, 4300 by default) lifted, so that an integer of any
-/// size round-trips as the docs promise; the limit guards parsers of untrusted text, and the JSON
-/// read here is the engine's own. The GIL is held throughout, so no other thread sees the change.
-fn without_digit_limit<T>(py: Python<'_>, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
-    let sys = py.import("sys")?;
-    let Ok(get) = sys.getattr("get_int_max_str_digits") else {
-        return f(); // a Python without the limit
-    };
-    let limit = get.call0()?;
-    sys.call_method1("set_int_max_str_digits", (0,))?;
-    let result = f();
-    sys.call_method1("set_int_max_str_digits", (limit,))?;
-    result
+/// Runs `f` (an int <-> decimal text conversion); if Python refuses it for its limit on the
+/// digits of such conversions (`sys.set_int_max_str_digits`, 4300 by default), runs it again with
+/// the limit lifted, so that an integer of any size round-trips as the docs promise (the limit
+/// guards parsers of untrusted text; the JSON read here is the engine's own). Ints under the
+/// limit pay nothing extra. The GIL is held throughout, so no other thread sees the change.
+fn without_digit_limit<T>(py: Python<'_>, f: impl Fn() -> PyResult<T>) -> PyResult<T> {
+    match f() {
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyValueError>(py) => {
+            let sys = py.import("sys")?;
+            let Ok(get) = sys.getattr("get_int_max_str_digits") else {
+                return Err(e); // a Python without the limit: the error is another one
+            };
+            let limit = get.call0()?;
+            sys.call_method1("set_int_max_str_digits", (0,))?;
+            let result = f();
+            sys.call_method1("set_int_max_str_digits", (limit,))?;
+            result
+        }
+        other => other,
+    }
 }
