@@ -237,10 +237,18 @@ def test_a_signal_during_a_sleep_does_not_keep_the_instance_due(env: Env) -> Non
     assert calls == [("e/2", 1)]
 
 
-def test_run_async_that_lost_the_race_returns_what_the_winner_stored(tmp_path: Path) -> None:
-    """Engine A awaits run_async on an instance waiting for a signal; engine B (another process
-    on the same SQLite file) delivers it with run_due and completes the instance before A looks
-    again. A's commit is rejected as stale; A reloads and returns the completed run."""
+@pytest.mark.parametrize("signaller", ["a", "b"])
+def test_run_async_that_lost_the_race_returns_what_the_winner_stored(
+    tmp_path: Path, signaller: str
+) -> None:
+    """Engine A awaits run_async on an instance waiting (without a timeout) for a signal; engine
+    B (another process on the same SQLite file) delivers it with run_due and completes the
+    instance before A looks again. A's commit is rejected as stale, or A, reading the shared
+    store while it waits, finds the instance advanced; either way A reloads and returns the
+    completed run.
+
+    ``signaller`` sends the signal: A (its wake-up is queued on this loop, not run yet) or B
+    (nothing wakes A in this process: it must not wait forever)."""
     clock = VirtualClock()
     url = f"sqlite:///{tmp_path / 'race.db'}"
     wf = Workflow("race").then(inc).wait_signal("go", type=int).then(take)
@@ -252,41 +260,15 @@ def test_run_async_that_lost_the_race_returns_what_the_winner_stored(tmp_path: P
         for _ in range(100):
             await asyncio.sleep(0)
         assert a.get("r").status is Status.SUSPENDED and not task.done()
-        a.signal("r", "go", 9)  # persisted; A's wake-up is queued on this loop, not run yet
+        (a if signaller == "a" else b).signal("r", "go", 9)  # persisted
         [won] = b.run_due()  # meanwhile B takes the signal and finishes the instance
-        assert (won.status, won.output) == (Status.COMPLETED, 9)
-        return await task
-
-    run = asyncio.run(main())
-    assert (run.status, run.output) == (Status.COMPLETED, 9)
-    assert calls == [("r/0", 1), ("r/2", 1)]  # B ran the last step; A ran nothing more
-    assert [e.position for e in a.steps("r")] == ["0", "2"]
-
-
-def test_run_async_returns_when_another_process_signals_and_completes_it(tmp_path: Path) -> None:
-    """Engine A awaits run_async on a wait without a timeout (nothing of A's is due, ever);
-    engine B, another process on the same SQLite file, sends the signal and completes the
-    instance with run_due. A is not woken by B, but it reads the shared store while it waits,
-    finds the instance advanced, and returns the completed run instead of waiting forever."""
-    clock = VirtualClock()
-    url = f"sqlite:///{tmp_path / 'race.db'}"
-    wf = Workflow("race-b").then(inc).wait_signal("go", type=int).then(take)
-    a, b = Engine(store=url, clock=clock), Engine(store=url, clock=clock)
-    b.register(wf)
-
-    async def main() -> Run:
-        task = asyncio.ensure_future(a.run_async(wf, 0, id="r"))
-        for _ in range(100):
-            await asyncio.sleep(0)
-        assert a.get("r").status is Status.SUSPENDED and not task.done()
-        b.signal("r", "go", 9)  # B's signal: nothing wakes A in this process
-        [won] = b.run_due()
         assert (won.status, won.output) == (Status.COMPLETED, 9)
         return await asyncio.wait_for(task, 60)  # a bound on a hang, not a timing
 
     run = asyncio.run(main())
     assert (run.status, run.output) == (Status.COMPLETED, 9)
     assert calls == [("r/0", 1), ("r/2", 1)]  # B ran the last step; A ran nothing more
+    assert [e.position for e in a.steps("r")] == ["0", "2"]
 
 
 def test_sync_driver_that_lost_the_race_goes_on_from_what_is_stored(tmp_path: Path) -> None:
