@@ -24,16 +24,13 @@ __all__ = [
 ]
 
 
-class HistoryEvent:
-    """One event of an instance's history: what happened (``kind``) at which plan position
-    (``position``, the key of ``ctx.position``; ``""`` is the workflow's root)."""
+class _Fields:
+    """Equality and a repr over the fields named in ``_order`` (None fields are not shown)."""
 
-    __slots__ = ("kind", "position")
+    __slots__ = ()
 
-    kind: str
-    position: str
     #: The fields in the order a repr shows them.
-    _order: tuple[str, ...] = ("kind", "position")
+    _order: tuple[str, ...] = ()
 
     def _fields(self) -> tuple[str, ...]:
         return self._order
@@ -50,6 +47,17 @@ class HistoryEvent:
             f"{n}={getattr(self, n)!r}" for n in self._fields() if getattr(self, n) is not None
         )
         return f"{type(self).__name__}({shown})"
+
+
+class HistoryEvent(_Fields):
+    """One event of an instance's history: what happened (``kind``) at which plan position
+    (``position``, the key of ``ctx.position``; ``""`` is the workflow's root)."""
+
+    __slots__ = ("kind", "position")
+
+    kind: str
+    position: str
+    _order: tuple[str, ...] = ("kind", "position")
 
 
 class StepEvent(HistoryEvent):
@@ -178,13 +186,14 @@ class CancelEvent(HistoryEvent):
         self.reason = reason
 
 
-class Waiting:
+class Waiting(_Fields):
     """One thing a suspended instance waits for: ``kind`` is ``"signal"`` (signal ``signal`` for
     the wait at ``position``; ``until`` its timeout, or None), ``"sleep"`` (a durable sleep that
     ends at ``until``), ``"retry"`` (the next attempt of step ``step`` at ``position``, due at
     ``until``) or ``"workflow_timeout"`` (the workflow times out at ``until``)."""
 
     __slots__ = ("kind", "position", "signal", "step", "until")
+    _order: tuple[str, ...] = __slots__
 
     def __init__(
         self,
@@ -199,19 +208,6 @@ class Waiting:
         self.signal = signal
         self.step = step
         self.until = until
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Waiting):
-            return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in Waiting.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{n}={getattr(self, n)!r}" for n in Waiting.__slots__ if getattr(self, n) is not None
-        )
-        return f"Waiting({shown})"
 
 
 def events_from(rows: list[tuple[str, str, dict[str, Any]]]) -> list[HistoryEvent]:
