@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from tideflow._args import MAX_U32, check_count
+from tideflow._args import MAX_U32, check_count, shown
 from tideflow.errors import DefinitionError
 
 __all__ = ["Duration", "Retry", "to_seconds"]
@@ -43,31 +43,22 @@ def to_seconds(value: Duration, what: str, error: type[TideflowError] = Definiti
     if dt is not None and isinstance(value, dt.timedelta):
         seconds = float(value.total_seconds())
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        try:
-            seconds = float(value)
-        except OverflowError:  # an int beyond a float's range (10**400) is no finite duration
-            seconds = _INF
+        seconds = _finite(value)
     else:
         raise error(
             f"{what} must be seconds (int or float) or a timedelta, got {type(value).__name__}"
         )
     if not 0 <= seconds < _INF:  # also false for NaN
-        raise error(f"{what} must be a finite duration >= 0, got {_shown(value)}")
+        raise error(f"{what} must be a finite duration >= 0, got {shown(value)}")
     return seconds
 
 
 def _finite(x: float) -> float:
-    """``x`` as a float; an int too large for one is infinite."""
+    """``x`` as a float; an int too large for one (``10**400``) is infinite, no finite duration."""
     try:
         return float(x)
     except OverflowError:
         return _INF
-
-
-def _shown(x: object) -> str:
-    if isinstance(x, int) and not isinstance(x, bool) and x.bit_length() > 64:
-        return f"an int of {x.bit_length()} bits"
-    return repr(x)
 
 
 def _exception_types(value: object, what: str) -> tuple[type[BaseException], ...]:
@@ -122,14 +113,14 @@ class Retry:
             or not 1 <= _finite(multiplier) < _INF
         ):
             raise DefinitionError(
-                f"multiplier must be a finite number >= 1, got {_shown(multiplier)}"
+                f"multiplier must be a finite number >= 1, got {shown(multiplier)}"
             )
         if (
             isinstance(jitter, bool)
             or not isinstance(jitter, (int, float))
             or not 0 <= _finite(jitter) <= 1
         ):
-            raise DefinitionError(f"jitter must be a number within [0, 1], got {_shown(jitter)}")
+            raise DefinitionError(f"jitter must be a number within [0, 1], got {shown(jitter)}")
         set_ = object.__setattr__
         set_(self, "max_attempts", max_attempts)
         set_(self, "initial_delay", to_seconds(initial_delay, "initial_delay"))
