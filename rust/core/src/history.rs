@@ -7,12 +7,8 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::codec::{Outcome, Record};
+use crate::instance::{CANCEL_DECISION, CANCEL_KEY, SLEPT};
 use crate::plan::{Node, Plan};
-
-/// The decision key a cancellation is recorded under (its value is the reason).
-const CANCEL_DECISION: &str = "!cancel";
-/// The position key of the compensation step.
-const CANCEL_KEY: &str = "cancel";
 
 /// One event of an instance's history.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,7 +145,7 @@ fn decision(key: &str, value: &str, name_of: &dyn Fn(u64) -> String) -> Event {
     if let Some(k) = key.strip_suffix('!') {
         return Event::TimedOut { key: k.to_string() };
     }
-    if let Some(k) = key.strip_suffix('~') {
+    if let Some(k) = key.strip_suffix(SLEPT) {
         return Event::Slept { key: k.to_string() };
     }
     if let Some(k) = key.strip_suffix('?') {

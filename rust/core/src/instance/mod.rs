@@ -19,6 +19,7 @@ mod host;
 pub mod inspect;
 mod replay;
 mod timers;
+pub(crate) use timers::SLEPT;
 mod walk;
 
 pub use host::{ErrorInfo, Failure, Host};
@@ -36,9 +37,9 @@ const ROOT: u32 = u32::MAX;
 /// The continuation of the compensation step run on cancel.
 const CANCEL: u32 = u32::MAX - 1;
 /// The position key of the compensation step.
-const CANCEL_KEY: &str = "cancel";
+pub(crate) const CANCEL_KEY: &str = "cancel";
 /// The decision key that records a cancellation (its value is the reason).
-const CANCEL_DECISION: &str = "!cancel";
+pub(crate) const CANCEL_DECISION: &str = "!cancel";
 
 /// One attempt of one step at one position, handed to a driver to run.
 #[derive(Debug, Clone)]

@@ -31,7 +31,7 @@ impl Ord for Timer {
 
 /// The suffix of the decision key (`<sleep key>~`, value `"slept"`) recording that a durable
 /// sleep ended.
-pub(super) const SLEPT: &str = "~";
+pub(crate) const SLEPT: &str = "~";
 
 /// What happens when a timer fires.
 pub(super) enum Due<V> {
