@@ -171,15 +171,6 @@ impl AsyncRun {
         self.settle(py, task_id, Err(err), commit)
     }
 
-    /// Commits what was handed back with `commit=False` (one transaction), popping no task.
-    fn commit(&self, py: Python<'_>) -> PyResult<()> {
-        let mut st = self.lock();
-        match st.driver.as_mut() {
-            Some(d) => d.commit(py, self.engine.get()),
-            None => Ok(()),
-        }
-    }
-
     /// Reads new signals from the store, hands them to the waits, commits, and returns the tasks
     /// now ready.
     fn refresh<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
