@@ -12,8 +12,10 @@ __all__ = [
     "CorruptCheckpoint",
     "DefinitionError",
     "InvalidArgument",
+    "LeaseLost",
     "SignalError",
     "StepTimeout",
+    "StoreConflict",
     "StoreError",
     "TideflowError",
     "UnknownInstance",
@@ -62,6 +64,36 @@ class CorruptCheckpoint(TideflowError):
 
 class StoreError(TideflowError):
     """The store failed (I/O, a dropped connection, a read-only file); the driver's error is the cause."""
+
+
+class StoreConflict(StoreError):
+    """A commit carried a stale version: another writer advanced the instance first. The store
+    changed nothing; the engine reloads the instance and goes on from what is stored."""
+
+    def __init__(self, instance_id: str, expected: int, found: int) -> None:
+        super().__init__(
+            f"instance {instance_id!r} was advanced by another writer "
+            f"(expected version {expected}, found {found})"
+        )
+        self.instance_id = instance_id
+        self.expected = expected
+        self.found = found
+
+
+class LeaseLost(StoreError):
+    """A commit, extend or release came from a writer that does not hold the instance's lease (it
+    expired, or another owner holds it now); the store changed nothing."""
+
+    def __init__(self, instance_id: str, owner: str | None = None, holder: str | None = None) -> None:
+        if owner is not None:
+            message = f"worker {owner!r} no longer holds the lease on instance {instance_id!r}"
+        else:
+            message = f"instance {instance_id!r} is leased to a worker"
+        message += f" ({holder!r} holds it now)" if holder else " (its lease expired)"
+        super().__init__(message)
+        self.instance_id = instance_id
+        self.owner = owner
+        self.holder = holder
 
 
 class SignalError(TideflowError):

@@ -13,6 +13,9 @@ pub enum CoreError {
     Store(String),
     /// A commit was rejected because another writer advanced the instance first.
     Conflict { instance: String, expected: u64, found: u64 },
+    /// A commit, extend or release by `owner` (None: an engine in its own process) found that it
+    /// does not hold the instance's lease: it expired, or `holder` holds a live one.
+    LeaseLost { instance: String, owner: Option<String>, holder: Option<String> },
     /// No instance with this id exists in the store.
     UnknownInstance(String),
     /// A stored instance pins a plan hash that is not registered: `registered` holds each
@@ -32,6 +35,16 @@ impl fmt::Display for CoreError {
                 f,
                 "instance {instance:?} was advanced by another writer (expected version {expected}, found {found})"
             ),
+            CoreError::LeaseLost { instance, owner, holder } => {
+                match owner {
+                    Some(o) => write!(f, "worker {o:?} no longer holds the lease on instance {instance:?}")?,
+                    None => write!(f, "instance {instance:?} is leased to a worker")?,
+                }
+                match holder {
+                    Some(h) => write!(f, " ({h:?} holds it now)"),
+                    None => write!(f, " (its lease expired)"),
+                }
+            }
             CoreError::UnknownInstance(id) => write!(f, "no workflow instance with id {id:?}"),
             CoreError::VersionMismatch { instance, workflow, stored, registered } => {
                 write!(f, "instance {instance:?} was started on plan {stored} of workflow {workflow:?}; ")?;
