@@ -7,6 +7,7 @@ the same tideflow package as these tests.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,32 @@ def test_typed_steps_load_the_hint_compiler() -> None:
         "assert tideflow.Engine().run(tideflow.Workflow('w').then(one), [1]).output == [1]\n"
     )
     assert {"tideflow._codec_compile", "typing"} <= new
+
+
+def test_the_codec_module_alone_loads_no_heavy_module(tmp_path: Path) -> None:
+    # codec.py alone (with errors.py) in a bare package: what the module itself imports
+    import tideflow.codec
+    import tideflow.errors
+
+    pkg = tmp_path / "tideflow"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    shutil.copy(tideflow.codec.__file__, pkg / "codec.py")
+    shutil.copy(tideflow.errors.__file__, pkg / "errors.py")
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import tideflow.codec\n"
+        "heavy = {'decimal', 'uuid', 'datetime', 'base64', 'binascii', 'json', 'pydantic'}\n"
+        "print(sorted((set(sys.modules) - before) & heavy))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert out.stdout.strip() == "[]"
