@@ -1,4 +1,4 @@
-"""Every ```python block of docs/api.md and README.md runs as it stands."""
+"""Every ```python block of the API pages (docs/api*.md) and README.md runs as it stands."""
 
 from __future__ import annotations
 
@@ -18,7 +18,13 @@ def blocks(doc: str) -> list[tuple[str, str]]:
     return [(f"{doc}#{i}", code) for i, code in enumerate(BLOCK.findall(text))]
 
 
-SNIPPETS = blocks("docs/api.md") + blocks("README.md")
+#: the API index and its pages, then the README
+DOCS = [
+    "docs/api.md",
+    *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("api-*.md")),
+    "README.md",
+]
+SNIPPETS = [s for doc in DOCS for s in blocks(doc)]
 
 
 @pytest.mark.parametrize(("where", "code"), SNIPPETS, ids=[w for w, _ in SNIPPETS])
