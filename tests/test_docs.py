@@ -41,3 +41,32 @@ def test_snippet_runs(where: str, code: str, capsys: pytest.CaptureFixture[str])
 
 def test_there_are_snippets() -> None:
     assert len(SNIPPETS) >= 8
+
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives the headings of a Markdown file."""
+    heads = re.findall(r"^#+ (.+)$", BLOCK.sub("", path.read_text()), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_relative_links_resolve(doc: str) -> None:
+    here = (ROOT / doc).parent
+    for target in LINK.findall((ROOT / doc).read_text()):
+        if "://" in target:
+            continue
+        file, _, anchor = target.partition("#")
+        path = (here / file).resolve() if file else ROOT / doc
+        assert path.exists(), f"{doc} links to {target}: no such file"
+        if anchor:
+            assert anchor in anchors(path), f"{doc} links to {target}: no such heading"
+
+
+def test_the_api_index_links_every_page() -> None:
+    index = (ROOT / "docs/api.md").read_text()
+    pages = [d.removeprefix("docs/") for d in DOCS if d.startswith("docs/api-")]
+    assert len(pages) >= 5
+    assert [p for p in pages if f"]({p})" not in index] == []
