@@ -347,7 +347,7 @@ def plans(draw: st.DrawFn) -> Pipe | Machine:
 
 
 # --------------------------------------------------------------------------------------------
-# Running and comparing.
+# Running a built workflow on a fresh engine and virtual clock.
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ from .reference_plans import (
 )
 
 # --------------------------------------------------------------------------------------------
-# Running and comparing.
+# Comparing a run with the reference.
 
 
 def matches(err: object, c: Cand) -> bool:
