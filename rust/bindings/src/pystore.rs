@@ -188,7 +188,7 @@ impl Store for PyStore {
     }
 
     fn records(&mut self, id: &str, after: u64) -> Result<Vec<Vec<u8>>, CoreError> {
-        self.call("records", |py| (id, after).into_pyobject(py), |_, r| r.extract().map_err(Into::into))
+        self.call("records", |py| (id, after).into_pyobject(py), |_, r| r.extract())
     }
 
     fn list(&mut self, q: &ListQuery) -> Result<ListPage, CoreError> {
@@ -220,7 +220,11 @@ impl Store for PyStore {
                         let status = Status::parse(&status).ok_or_else(|| {
                             crate::errors::error(py, "StoreError", format!("counts(): unknown status {status:?}"))
                         })?;
-                        Ok(Count { workflow: c.getattr("workflow")?.extract()?, status, count: c.getattr("count")?.extract()? })
+                        Ok(Count {
+                            workflow: c.getattr("workflow")?.extract()?,
+                            status,
+                            count: c.getattr("count")?.extract()?,
+                        })
                     })
                     .collect()
             },
@@ -228,23 +232,19 @@ impl Store for PyStore {
     }
 
     fn delete(&mut self, id: &str) -> Result<bool, CoreError> {
-        self.call("delete", |py| (id,).into_pyobject(py), |_, r| r.extract().map_err(Into::into))
+        self.call("delete", |py| (id,).into_pyobject(py), |_, r| r.extract())
     }
 
     fn purge(&mut self, before: f64, statuses: &[Status]) -> Result<u64, CoreError> {
-        self.call("purge", |py| (before, names(statuses)).into_pyobject(py), |_, r| r.extract().map_err(Into::into))
+        self.call("purge", |py| (before, names(statuses)).into_pyobject(py), |_, r| r.extract())
     }
 
     fn send_signal(&mut self, id: &str, record: &[u8], now: f64) -> Result<u64, CoreError> {
-        self.call(
-            "send_signal",
-            |py| (id, PyBytes::new(py, record), now).into_pyobject(py),
-            |_, r| r.extract().map_err(Into::into),
-        )
+        self.call("send_signal", |py| (id, PyBytes::new(py, record), now).into_pyobject(py), |_, r| r.extract())
     }
 
     fn signals(&mut self, id: &str, after: u64) -> Result<Vec<(u64, Vec<u8>)>, CoreError> {
-        self.call("signals", |py| (id, after).into_pyobject(py), |_, r| r.extract().map_err(Into::into))
+        self.call("signals", |py| (id, after).into_pyobject(py), |_, r| r.extract())
     }
 
     fn due(&mut self, now: f64, limit: Option<usize>) -> Result<Vec<InstanceMeta>, CoreError> {
@@ -263,11 +263,11 @@ impl Store for PyStore {
     }
 
     fn extend(&mut self, id: &str, owner: &str, lease: f64, now: f64) -> Result<f64, CoreError> {
-        self.call("extend", |py| (id, owner, lease, now).into_pyobject(py), |_, r| r.extract().map_err(Into::into))
+        self.call("extend", |py| (id, owner, lease, now).into_pyobject(py), |_, r| r.extract())
     }
 
     fn release(&mut self, id: &str, owner: &str) -> Result<bool, CoreError> {
-        self.call("release", |py| (id, owner).into_pyobject(py), |_, r| r.extract().map_err(Into::into))
+        self.call("release", |py| (id, owner).into_pyobject(py), |_, r| r.extract())
     }
 
     fn describe(&self) -> String {
