@@ -142,7 +142,8 @@ class Count(NamedTuple):
 
     workflow: str
     status: str
-    count: int
+    #: How many instances.
+    instances: int
 
 
 class Claim(NamedTuple):

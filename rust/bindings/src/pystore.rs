@@ -223,7 +223,7 @@ impl Store for PyStore {
                         Ok(Count {
                             workflow: c.getattr("workflow")?.extract()?,
                             status,
-                            count: c.getattr("count")?.extract()?,
+                            count: c.getattr("instances")?.extract()?,
                         })
                     })
                     .collect()
