@@ -64,10 +64,11 @@ async def drive(engine: Engine, handle: _core.AsyncRun, iid: str) -> None:
     engine._wakers[iid] = (asyncio.get_running_loop(), event)
     pending: dict[asyncio.Future[Any], tuple[int, str]] = {}
     fut: asyncio.Future[Any]
+    run, wait, done = _RUN, _WAIT, _DONE  # locals: read once per step
     kind, arg = handle.next()
     try:
         while True:
-            if kind == _RUN:
+            if kind == run:
                 if len(arg) == 1 and not pending:
                     # the sequential fast path: await the step inline, no task scheduling
                     tid, fn, ctx, value, is_async, budget = arg[0]
@@ -103,7 +104,7 @@ async def drive(engine: Engine, handle: _core.AsyncRun, iid: str) -> None:
                     kind, arg = handle.fail(tid, exc)
                 else:
                     kind, arg = handle.complete(tid, out)
-            elif kind == _WAIT:
+            elif kind == wait:
                 if handle.cancelling:
                     for fut, (_, position) in pending.items():
                         if position != "cancel":
@@ -115,7 +116,7 @@ async def drive(engine: Engine, handle: _core.AsyncRun, iid: str) -> None:
                 else:
                     await _settle_some(core, handle, pending, event, arg)
                 kind, arg = handle.next()
-            elif kind == _DONE:
+            elif kind == done:
                 return
             elif kind == _COMMIT:
                 try:

@@ -194,8 +194,8 @@ impl<V: Clone> Driving<V> {
     /// recorded their starts: they are handed out by the first [`Driving::next`], with no commit
     /// before them.
     pub fn with_first(mut self, first: Vec<Task<V>>) -> Self {
-        for t in &first {
-            self.emit_start(t);
+        if let Some(events) = &mut self.events {
+            events.extend(first.iter().map(started));
         }
         self.staged = first;
         self
@@ -268,9 +268,8 @@ impl<V: Clone> Driving<V> {
             self.inst.deliver(now, host);
         }
         self.staged = take_wave(&mut self.inst, now, self.mode, concurrent);
-        for i in 0..self.staged.len() {
-            let (step, key, attempt) = (self.staged[i].step, self.staged[i].key.clone(), self.staged[i].attempt);
-            self.emit(|| Event::StepStarted { step, key, attempt });
+        if let Some(events) = &mut self.events {
+            events.extend(self.staged.iter().map(started));
         }
         let status = self.status();
         let due_at = if status == Status::Suspended { self.inst.next_deadline() } else { None };
@@ -371,16 +370,21 @@ impl<V: Clone> Driving<V> {
     pub fn settle(&mut self, task: Task<V>, attempt: Attempt<V>, now: f64, host: &mut dyn Host<V>) {
         self.apply_cancel(now, host);
         self.looked = false;
-        let (step, key, n, duration) = (task.step, task.key.clone(), task.attempt, now - task.started_at);
+        // what an observer is told (only built when there is one)
+        let seen = self.events.as_ref().map(|_| (task.step, task.key.clone(), task.attempt, now - task.started_at));
         match attempt {
             Attempt::Returned { value, payload } => {
                 self.inst.complete(task, value, payload, now, host);
-                self.emit(|| Event::StepCompleted { step, key, attempt: n, duration });
+                if let Some((step, key, attempt, duration)) = seen {
+                    self.emit(|| Event::StepCompleted { step, key, attempt, duration });
+                }
             }
             Attempt::Raised { failure, retryable } => {
-                let error = format!("{}: {}", failure.error_type, failure.message);
+                let error = seen.as_ref().map(|_| format!("{}: {}", failure.error_type, failure.message));
                 let retrying = self.inst.fail(task, failure, retryable, now).is_some();
-                self.emit(|| Event::StepFailed { step, key, attempt: n, duration, error, retrying });
+                if let (Some((step, key, attempt, duration)), Some(error)) = (seen, error) {
+                    self.emit(|| Event::StepFailed { step, key, attempt, duration, error, retrying });
+                }
             }
             Attempt::Stopped => {
                 // the attempt saw the cancellation and stopped: let it go (ignored, since the
@@ -427,11 +431,6 @@ impl<V: Clone> Driving<V> {
         self.woken = true;
     }
 
-    fn emit_start(&mut self, t: &Task<V>) {
-        let (step, key, attempt) = (t.step, t.key.clone(), t.attempt);
-        self.emit(|| Event::StepStarted { step, key, attempt });
-    }
-
     fn emit(&mut self, e: impl FnOnce() -> Event) {
         if let Some(events) = &mut self.events {
             events.push(e());
@@ -458,6 +457,11 @@ pub fn take_wave<V: Clone>(
         }
     }
     wave
+}
+
+/// The event of `t` starting.
+fn started<V>(t: &Task<V>) -> Event {
+    Event::StepStarted { step: t.step, key: t.key.clone(), attempt: t.attempt }
 }
 
 /// The reason carried by a cancellation request's payload (a JSON string).
