@@ -32,7 +32,7 @@ Context = _core.Context
 VirtualClock = _core.VirtualClock
 
 
-#: How often an idle ``run_async`` on a shared store reads its inbox (see docs/api.md).
+#: How often an idle ``run_async`` on a shared store reads its inbox (see docs/api-waiting.md).
 _POLL_SECONDS = 1.0
 
 #: How many instances ``list`` and ``recover`` read from the store at a time.
