@@ -215,3 +215,13 @@ def test_counts_per_workflow_and_status() -> None:
         "a": {Status.COMPLETED: 2},
         "b": {Status.FAILED: 1, Status.PENDING: 1},
     }
+
+
+def test_list_by_plan_hash_shows_the_instances_of_one_version() -> None:
+    engine = Engine()
+    v1, v2 = chain(1, "v"), chain(2, "v")
+    engine.run(v1, 0, id="old")
+    engine.run(v2, 0, id="new")
+    assert [r.id for r in engine.list(plan_hash=v1.plan_hash())] == ["old"]
+    assert [r.id for r in engine.list(workflow="v", plan_hash=v2.plan_hash())] == ["new"]
+    assert {r.plan_hash for r in engine.list()} == {v1.plan_hash(), v2.plan_hash()}

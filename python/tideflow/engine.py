@@ -309,22 +309,29 @@ class Engine:
         status: Status | str | Iterable[Status | str] | None = None,
         workflow: str | None = None,
         limit: int | None = None,
+        *,
+        plan_hash: str | None = None,
     ) -> list[Run]:
-        """Stored instances, newest first, filtered by status(es) and workflow name.
+        """Stored instances, newest first, filtered by status(es), workflow name and plan hash
+        (the instances of one version of a workflow: ``Workflow.plan_hash()``).
 
-        An instance whose stored state cannot be read (a corrupt record, an output that no longer
-        decodes) is listed all the same, with its indexed status and the problem as ``run.error``,
-        so that one bad instance never hides the others."""
+        The store is read a page at a time and nothing is read per row: a listed Run's ``output``
+        and ``error`` are read when first asked for. An instance whose stored state cannot be read
+        (a corrupt record, an output that no longer decodes) is listed all the same, with its
+        indexed status and the problem as ``run.error``, so that one bad instance never hides the
+        others."""
         statuses = _status_names(status)
         if workflow is not None:
             check_text(workflow, "list(workflow=)")
+        if plan_hash is not None:
+            check_text(plan_hash, "list(plan_hash=)")
         if limit is not None:
             check_count(limit, "list(limit=)")
         runs: list[Run] = []
         cursor = None
         while limit is None or len(runs) < limit:
             page = _PAGE if limit is None else min(_PAGE, limit - len(runs))
-            rows, cursor = self._core.list(statuses, workflow, page, cursor)
+            rows, cursor = self._core.list(statuses, workflow, page, cursor, plan_hash)
             for iid, wf, st, _created, _updated, _due, plan_hash, error in rows:
                 runs.append(Run._listed(self, iid, wf, Status(st), plan_hash, error))
             if cursor is None:
