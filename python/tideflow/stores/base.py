@@ -138,11 +138,14 @@ class ListPage(NamedTuple):
 
 
 class Count(NamedTuple):
-    """How many instances of one workflow have one status."""
+    """How many instances of one workflow have one status (see ``Store.counts``)."""
 
+    #: The workflow name.
     workflow: str
+    #: The status, lowercase.
     status: str
-    count: int
+    #: How many (never 0: ``counts`` leaves zero counts out). The field hides ``tuple.count``.
+    count: int  # type: ignore[assignment]
 
 
 class Claim(NamedTuple):
