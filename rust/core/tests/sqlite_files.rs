@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tideflow_core::store::sqlite::{Durability, SqliteStore};
+use tideflow_core::store::sqlite::{Durability, SqliteStore, SCHEMA_VERSION};
 use tideflow_core::store::{ListQuery, Store};
 use tideflow_core::Status;
 
@@ -109,7 +109,8 @@ fn a_newer_schema_is_refused() {
         conn.execute("UPDATE tideflow_meta SET value = '7' WHERE key = 'schema_version'", []).unwrap();
     }
     let m = store_err(SqliteStore::open(&path, Durability::Normal), &path);
-    assert!(m.contains("schema version 7 is newer than this tideflow supports (1); upgrade tideflow"), "{m}");
+    let want = format!("schema version 7 is newer than this tideflow supports ({SCHEMA_VERSION}); upgrade tideflow");
+    assert!(m.contains(&want), "{m}");
     store_err(SqliteStore::open_read_only(&path), &path);
     // and nothing was migrated "down"
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -142,11 +143,11 @@ fn a_read_only_store_reads_but_refuses_writes() {
     }
     let before = std::fs::read(&path).unwrap();
     let mut s = SqliteStore::open_read_only(&path).unwrap();
-    assert_eq!(s.records("a").unwrap(), vec![rec("r0")]);
-    assert_eq!(s.list(&ListQuery::default()).unwrap().len(), 2);
+    assert_eq!(s.records("a", 0).unwrap(), vec![rec("r0")]);
+    assert_eq!(s.list(&ListQuery::default()).unwrap().items.len(), 2);
     let m = store_err(s.commit(&commit("a", 1, Status::Running, 2.0, &[rec("x")])), &path);
     assert!(m.contains("readonly"), "{m}");
-    store_err(s.commit_many(&[commit("a", 1, Status::Running, 2.0, &[])]), &path);
+    store_err(s.claim(&claim_for("w", 1.0)), &path);
     store_err(s.create(&meta("b", "wf", Status::Pending, 1.0), b"h", &[]), &path);
     store_err(s.delete("a"), &path);
     store_err(s.purge(1e12, &[]), &path);
@@ -182,7 +183,7 @@ fn check_read_only_files(locked: &Path, open_dir: &Path) {
     assert!(m.contains("-shm"), "{m}");
     let before = std::fs::read(open_dir).unwrap();
     let mut s = SqliteStore::open_read_only(open_dir).unwrap();
-    assert_eq!(s.records("a").unwrap(), vec![rec("r0")]);
+    assert_eq!(s.records("a", 0).unwrap(), vec![rec("r0")]);
     let m = store_err(s.commit(&commit("a", 1, Status::Running, 2.0, &[rec("x")])), open_dir);
     assert!(m.contains("readonly"), "{m}");
     drop(s);
@@ -238,7 +239,7 @@ fn a_read_only_file_is_refused() {
         std::fs::set_permissions(sub, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let mut s = open(path);
-        assert_eq!(s.records("a").unwrap(), vec![rec("r0")]);
+        assert_eq!(s.records("a", 0).unwrap(), vec![rec("r0")]);
         assert_eq!(version(&mut s, "a"), 1);
     }
 }
@@ -268,16 +269,20 @@ fn store_with_a(path: &Path) -> SqliteStore {
 fn assert_moved(s: &mut SqliteStore, path: &Path) {
     let moved = |m: String| assert!(m.contains("was deleted or moved away"), "{m}");
     moved(store_err(s.commit(&commit("a", 2, Status::Running, 3.0, &[rec("lost")])), path));
-    moved(store_err(s.commit_many(&[commit("a", 2, Status::Completed, 3.0, &[])]), path));
+    moved(store_err(s.claim(&claim_for("w", 3.0)), path));
+    moved(store_err(s.extend("a", "w", 1.0, 3.0), path));
+    moved(store_err(s.release("a", "w"), path));
     moved(store_err(s.create(&meta("b", "wf", Status::Pending, 3.0), b"h", &[]), path));
     moved(store_err(s.send_signal("a", b"sig", 3.0), path));
     moved(store_err(s.delete("a"), path));
     moved(store_err(s.purge(1e12, &[]), path));
     moved(store_err(s.get("a"), path));
-    moved(store_err(s.records("a"), path));
+    moved(store_err(s.records("a", 0), path));
     moved(store_err(s.list(&ListQuery::default()), path));
-    moved(store_err(s.signals("a"), path));
+    moved(store_err(s.signals("a", 0), path));
     moved(store_err(s.due(1e12, None), path));
+    moved(store_err(s.load("a"), path));
+    moved(store_err(s.counts(), path));
 }
 
 #[test]
@@ -305,7 +310,7 @@ fn a_renamed_file_fails_until_it_is_back() {
     s.commit(&commit("a", 2, Status::Completed, 3.0, &[rec("r2")])).unwrap();
     drop(s);
     let mut s = open(&path);
-    assert_eq!(s.records("a").unwrap(), vec![rec("r0"), rec("r1"), rec("r2")]);
+    assert_eq!(s.records("a", 0).unwrap(), vec![rec("r0"), rec("r1"), rec("r2")]);
     assert_eq!(version(&mut s, "a"), 3);
 }
 

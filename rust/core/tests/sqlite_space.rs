@@ -70,7 +70,7 @@ fn compact_shrinks_a_file_made_without_incremental_vacuum_and_keeps_its_data() {
     let compacted = size(&path) + size(&wal(&path));
     assert!(compacted < after_purge / 20, "compact left {compacted} of {after_purge} bytes");
     assert_eq!(size(&wal(&path)), 0, "compact empties the -wal");
-    assert_eq!(s.records("kept").unwrap().len(), 5);
+    assert_eq!(s.records("kept", 0).unwrap().len(), 5);
     let conn = rusqlite::Connection::open(&path).unwrap();
     assert_eq!(conn.query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0)).unwrap(), 2);
     drop(conn);
@@ -79,7 +79,7 @@ fn compact_shrinks_a_file_made_without_incremental_vacuum_and_keeps_its_data() {
     assert_eq!(s.purge(2.0, &[Status::Completed]).unwrap(), 2);
     assert!(size(&path) < after_purge / 20, "{} bytes after the second purge", size(&path));
     s.compact().unwrap(); // and compacting an incremental file works too
-    assert_eq!(s.records("kept").unwrap().len(), 0, "purged with the others");
+    assert_eq!(s.records("kept", 0).unwrap().len(), 0, "purged with the others");
 }
 
 #[test]

@@ -22,10 +22,10 @@ fn contract<S: Store>(s: &mut S) {
     assert_eq!(s.create(&a, b"header-a", &[rec("a0"), rec("a1")]).unwrap(), Created::New);
     let again = s.create(&meta("a", "other", Status::Running, 99.0), b"other", &[rec("zz")]).unwrap();
     assert_eq!(again, Created::Existing(StoredInstance { meta: a.clone(), header: b"header-a".to_vec() }));
-    assert_eq!(s.records("a").unwrap(), vec![rec("a0"), rec("a1")]);
+    assert_eq!(s.records("a", 0).unwrap(), vec![rec("a0"), rec("a1")]);
     assert_eq!(s.get("a").unwrap(), Some(StoredInstance { meta: a.clone(), header: b"header-a".to_vec() }));
     assert_eq!(s.get("nope").unwrap(), None);
-    assert_eq!(s.records("nope").unwrap(), Vec::<Vec<u8>>::new());
+    assert_eq!(s.records("nope", 0).unwrap(), Vec::<Vec<u8>>::new());
 
     // commit: version +1, fields replaced, header kept unless given, records appended in order
     s.commit(&Commit { due_at: Some(50.0), ..commit("a", 1, Status::Running, 11.0, &[rec("a2")]) }).unwrap();
@@ -40,7 +40,7 @@ fn contract<S: Store>(s: &mut S) {
     s.commit(&commit("a", 3, Status::Running, 13.0, &[])).unwrap();
     let got = s.get("a").unwrap().unwrap();
     assert_eq!((got.meta.version, got.meta.status, got.meta.due_at), (4, Status::Running, None));
-    assert_eq!(s.records("a").unwrap(), ["a0", "a1", "a2", "a3", "a4", "a5"].map(rec).to_vec());
+    assert_eq!(s.records("a", 0).unwrap(), ["a0", "a1", "a2", "a3", "a4", "a5"].map(rec).to_vec());
 
     // stale and unknown commits are rejected without changes
     let stale = s.commit(&commit("a", 2, Status::Completed, 14.0, &[rec("x")]));
@@ -51,16 +51,16 @@ fn contract<S: Store>(s: &mut S) {
     assert_eq!(unknown, Err(CoreError::UnknownInstance("ghost".into())));
     assert_eq!(s.get("ghost").unwrap(), None);
     assert_eq!(version(s, "a"), 4);
-    assert_eq!(s.records("a").unwrap().len(), 6);
+    assert_eq!(s.records("a", 0).unwrap().len(), 6);
 
     // a header replacement, and empty byte strings round-trip
     s.commit(&Commit { header: Some(b"final"), ..commit("a", 4, Status::Completed, 15.0, &[rec("")]) }).unwrap();
     let got = s.get("a").unwrap().unwrap();
     assert_eq!((got.header.as_slice(), got.meta.status), (&b"final"[..], Status::Completed));
-    assert_eq!(s.records("a").unwrap().last(), Some(&Vec::new()));
+    assert_eq!(s.records("a", 0).unwrap().last(), Some(&Vec::new()));
     assert_eq!(s.create(&meta("empty", "wf1", Status::Pending, 1.0), b"", &[Vec::new()]).unwrap(), Created::New);
     assert_eq!(s.get("empty").unwrap().unwrap().header, Vec::<u8>::new());
-    assert_eq!(s.records("empty").unwrap(), vec![Vec::<u8>::new()]);
+    assert_eq!(s.records("empty", 0).unwrap(), vec![Vec::<u8>::new()]);
     s.commit(&Commit { header: Some(b""), ..commit("empty", 1, Status::Failed, 2.0, &[]) }).unwrap();
     assert_eq!(s.get("empty").unwrap().unwrap().header, Vec::<u8>::new());
     assert!(s.delete("empty").unwrap());
@@ -69,52 +69,43 @@ fn contract<S: Store>(s: &mut S) {
     s.create(&meta("b", "wf2", Status::Pending, 5.0), b"h", &[]).unwrap();
     s.create(&meta("c", "wf1", Status::Running, 1.0), b"h", &[]).unwrap();
     s.create(&meta("d", "wf2", Status::Suspended, 7.0), b"h", &[]).unwrap();
-    let all = s.list(&ListQuery::default()).unwrap();
+    let all = s.list(&ListQuery::default()).unwrap().items;
     assert_eq!(ids(&all), ["d", "c", "b", "a"]);
     assert_eq!(all[3], s.get("a").unwrap().unwrap().meta);
     let q = |statuses: &[Status], workflow: Option<&str>, limit: Option<usize>| ListQuery {
         statuses: statuses.to_vec(),
         workflow: workflow.map(String::from),
         limit,
+        ..ListQuery::default()
     };
-    assert_eq!(ids(&s.list(&q(&[], Some("wf1"), None)).unwrap()), ["c", "a"]);
-    assert_eq!(ids(&s.list(&q(&[], Some("nope"), None)).unwrap()), Vec::<&str>::new());
-    assert_eq!(ids(&s.list(&q(&[Status::Pending], None, None)).unwrap()), ["b"]);
+    assert_eq!(ids(&s.list(&q(&[], Some("wf1"), None)).unwrap().items), ["c", "a"]);
+    assert_eq!(ids(&s.list(&q(&[], Some("nope"), None)).unwrap().items), Vec::<&str>::new());
+    assert_eq!(ids(&s.list(&q(&[Status::Pending], None, None)).unwrap().items), ["b"]);
     let active = [Status::Running, Status::Suspended, Status::Pending, Status::Running];
-    assert_eq!(ids(&s.list(&q(&active, None, None)).unwrap()), ["d", "c", "b"]);
-    assert_eq!(ids(&s.list(&q(&active, Some("wf2"), None)).unwrap()), ["d", "b"]);
-    assert_eq!(ids(&s.list(&q(&[], None, Some(2))).unwrap()), ["d", "c"]);
-    assert_eq!(ids(&s.list(&q(&active, Some("wf2"), Some(1))).unwrap()), ["d"]);
-    assert_eq!(ids(&s.list(&q(&[], None, Some(0))).unwrap()), Vec::<&str>::new());
-    assert_eq!(ids(&s.list(&q(&[], None, Some(usize::MAX))).unwrap()).len(), 4);
+    assert_eq!(ids(&s.list(&q(&active, None, None)).unwrap().items), ["d", "c", "b"]);
+    assert_eq!(ids(&s.list(&q(&active, Some("wf2"), None)).unwrap().items), ["d", "b"]);
+    assert_eq!(ids(&s.list(&q(&[], None, Some(2))).unwrap().items), ["d", "c"]);
+    assert_eq!(ids(&s.list(&q(&active, Some("wf2"), Some(1))).unwrap().items), ["d"]);
+    assert_eq!(ids(&s.list(&q(&[], None, Some(0))).unwrap().items), Vec::<&str>::new());
+    assert_eq!(ids(&s.list(&q(&[], None, Some(usize::MAX))).unwrap().items).len(), 4);
 
-    // commit_many: all or nothing
+    // commits of several instances, one by one
     let r1 = [rec("b1")];
     let r2 = [rec("c1")];
     let r3 = [rec("d1")];
-    let batch = [
-        commit("b", 1, Status::Running, 20.0, &r1),
-        commit("c", 1, Status::Suspended, 20.0, &r2),
-        commit("d", 7, Status::Running, 20.0, &r3), // stale
-    ];
-    assert_eq!(s.commit_many(&batch), Err(CoreError::Conflict { instance: "d".into(), expected: 7, found: 1 }));
-    let batch_unknown = [commit("b", 1, Status::Running, 20.0, &r1), commit("zz", 1, Status::Running, 20.0, &r2)];
-    assert_eq!(s.commit_many(&batch_unknown), Err(CoreError::UnknownInstance("zz".into())));
+    let stale = s.commit(&commit("d", 7, Status::Running, 20.0, &r3));
+    assert_eq!(stale, Err(CoreError::Conflict { instance: "d".into(), expected: 7, found: 1 }));
     for id in ["b", "c", "d"] {
-        assert_eq!(version(s, id), 1, "{id} changed by a failed batch");
-        assert!(s.records(id).unwrap().is_empty(), "{id} got records from a failed batch");
+        assert_eq!(version(s, id), 1, "{id} changed by a failed commit");
+        assert!(s.records(id, 0).unwrap().is_empty(), "{id} got records from a failed commit");
     }
-    s.commit_many(&[]).unwrap();
-    let batch = [
-        commit("b", 1, Status::Running, 20.0, &r1),
-        commit("c", 1, Status::Completed, 20.0, &r2),
-        commit("d", 1, Status::Failed, 20.0, &r3),
-    ];
-    s.commit_many(&batch).unwrap();
+    s.commit(&commit("b", 1, Status::Running, 20.0, &r1)).unwrap();
+    s.commit(&commit("c", 1, Status::Completed, 20.0, &r2)).unwrap();
+    s.commit(&commit("d", 1, Status::Failed, 20.0, &r3)).unwrap();
     for (id, r, st) in [("b", "b1", Status::Running), ("c", "c1", Status::Completed), ("d", "d1", Status::Failed)] {
         let got = s.get(id).unwrap().unwrap().meta;
         assert_eq!((got.version, got.status, got.updated_at), (2, st, 20.0));
-        assert_eq!(s.records(id).unwrap(), vec![rec(r)]);
+        assert_eq!(s.records(id, 0).unwrap(), vec![rec(r)]);
     }
 
     // delete
@@ -122,12 +113,12 @@ fn contract<S: Store>(s: &mut S) {
     assert!(s.delete("e").unwrap());
     assert!(!s.delete("e").unwrap());
     assert_eq!(s.get("e").unwrap(), None);
-    assert!(s.records("e").unwrap().is_empty());
+    assert!(s.records("e", 0).unwrap().is_empty());
     assert_eq!(s.commit(&commit("e", 1, Status::Running, 31.0, &[])), Err(CoreError::UnknownInstance("e".into())));
     // a re-created id starts a fresh log and counts as newest
     assert_eq!(s.create(&meta("e", "wf1", Status::Pending, 0.0), b"h2", &[rec("new")]).unwrap(), Created::New);
-    assert_eq!(s.records("e").unwrap(), vec![rec("new")]);
-    assert_eq!(ids(&s.list(&ListQuery::default()).unwrap()), ["e", "d", "c", "b", "a"]);
+    assert_eq!(s.records("e", 0).unwrap(), vec![rec("new")]);
+    assert_eq!(ids(&s.list(&ListQuery::default()).unwrap().items), ["e", "d", "c", "b", "a"]);
     assert!(s.delete("e").unwrap());
 
     // purge: finished only, strictly before the cut, optionally by status
@@ -137,11 +128,11 @@ fn contract<S: Store>(s: &mut S) {
     assert_eq!(s.purge(20.0, &[Status::Failed]).unwrap(), 0);
     assert_eq!(s.purge(21.0, &[Status::Failed, Status::Running]).unwrap(), 1);
     assert_eq!(s.get("d").unwrap(), None);
-    assert!(s.records("d").unwrap().is_empty());
+    assert!(s.records("d", 0).unwrap().is_empty());
     assert_eq!(s.purge(21.0, &[]).unwrap(), 2);
-    assert_eq!(ids(&s.list(&ListQuery::default()).unwrap()), ["b"]);
-    assert!(s.records("a").unwrap().is_empty());
-    assert_eq!(s.records("b").unwrap(), vec![rec("b1")]);
+    assert_eq!(ids(&s.list(&ListQuery::default()).unwrap().items), ["b"]);
+    assert!(s.records("a", 0).unwrap().is_empty());
+    assert_eq!(s.records("b", 0).unwrap(), vec![rec("b1")]);
     assert_eq!(s.purge(1e12, &[]).unwrap(), 0);
 }
 
@@ -178,15 +169,15 @@ fn data_survives_close_and_reopen() {
         let mut s = SqliteStore::open(&path, Durability::Full).unwrap();
         let a = s.get("a").unwrap().unwrap();
         assert_eq!((a.meta.version, a.meta.status, a.meta.due_at), (2, Status::Suspended, Some(9.5)));
-        assert_eq!(s.records("a").unwrap(), vec![rec("r0"), rec("r1")]);
-        assert_eq!(ids(&s.list(&ListQuery::default()).unwrap()), ["b", "a"]);
+        assert_eq!(s.records("a", 0).unwrap(), vec![rec("r0"), rec("r1")]);
+        assert_eq!(ids(&s.list(&ListQuery::default()).unwrap().items), ["b", "a"]);
     }
     // the ordering counter continues after a reopen
     let mut s = open(&path);
     s.create(&meta("c", "wf", Status::Pending, 0.0), b"h", &[]).unwrap();
     s.commit(&commit("a", 2, Status::Running, 4.0, &[rec("r2")])).unwrap();
-    assert_eq!(ids(&s.list(&ListQuery::default()).unwrap()), ["c", "b", "a"]);
-    assert_eq!(s.records("a").unwrap(), vec![rec("r0"), rec("r1"), rec("r2")]);
+    assert_eq!(ids(&s.list(&ListQuery::default()).unwrap().items), ["c", "b", "a"]);
+    assert_eq!(s.records("a", 0).unwrap(), vec![rec("r0"), rec("r1"), rec("r2")]);
 }
 
 #[test]
@@ -208,23 +199,10 @@ fn the_file_is_marked_and_versioned() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(meta, [("application".into(), "tideflow".into()), ("schema_version".into(), "1".into())]);
-}
-
-#[test]
-fn commit_many_touching_one_instance_twice_is_sequential_and_atomic() {
-    // Outside the trait's contract ("commits of different instances"), but the SQLite store keeps
-    // it all-or-nothing: commits apply in order inside one transaction.
-    let dir = TempDir::new("twice");
-    let mut s = open(&dir.join("t.db"));
-    s.create(&meta("a", "wf", Status::Pending, 1.0), b"h", &[]).unwrap();
-    let (r1, r2) = ([rec("1")], [rec("2")]);
-    s.commit_many(&[commit("a", 1, Status::Running, 2.0, &r1), commit("a", 2, Status::Running, 3.0, &r2)]).unwrap();
-    assert_eq!(version(&mut s, "a"), 3);
-    let dup = [commit("a", 3, Status::Running, 4.0, &r1), commit("a", 3, Status::Running, 4.0, &r2)];
-    assert_eq!(s.commit_many(&dup), Err(CoreError::Conflict { instance: "a".into(), expected: 3, found: 4 }));
-    assert_eq!(version(&mut s, "a"), 3);
-    assert_eq!(s.records("a").unwrap(), vec![rec("1"), rec("2")]);
+    assert_eq!(
+        meta,
+        [("application".into(), "tideflow".into()), ("schema_version".into(), SCHEMA_VERSION.to_string())]
+    );
 }
 
 #[test]
@@ -246,14 +224,12 @@ fn two_connections_on_one_file_commit_concurrently() {
                     s.commit(&commit(&id, version, Status::Running, i as f64, &r))?;
                     version += 1;
                     if i % 10 == 0 {
-                        // creations and group commits interleave too
+                        // creations and commits of other instances interleave too
                         let side = format!("w{w}-{i}");
                         s.create(&meta(&side, "side", Status::Pending, 0.0), b"h", &[])?;
                         let r2 = [rec("s")];
-                        s.commit_many(&[
-                            commit(&side, 1, Status::Running, 1.0, &r2),
-                            commit(&id, version, Status::Running, 1.0, &[]),
-                        ])?;
+                        s.commit(&commit(&side, 1, Status::Running, 1.0, &r2))?;
+                        s.commit(&commit(&id, version, Status::Running, 1.0, &[]))?;
                         version += 1;
                     }
                 }
@@ -267,11 +243,11 @@ fn two_connections_on_one_file_commit_concurrently() {
     let mut s = open(&path);
     for w in 0..2 {
         assert_eq!(version(&mut s, &format!("w{w}")), 1 + COMMITS + COMMITS / 10);
-        assert_eq!(s.records(&format!("w{w}")).unwrap().len(), COMMITS as usize);
+        assert_eq!(s.records(&format!("w{w}"), 0).unwrap().len(), COMMITS as usize);
     }
-    let all = s.list(&ListQuery::default()).unwrap();
+    let all = s.list(&ListQuery::default()).unwrap().items;
     assert_eq!(all.len(), 2 + 2 * (COMMITS as usize / 10));
-    let side = s.list(&ListQuery { workflow: Some("side".into()), ..ListQuery::default() }).unwrap();
+    let side = s.list(&ListQuery { workflow: Some("side".into()), ..ListQuery::default() }).unwrap().items;
     assert!(side.iter().all(|m| m.version == 2 && m.status == Status::Running));
 }
 
@@ -305,7 +281,7 @@ fn two_connections_commit_hundreds_of_records_each() {
         let id = format!("w{w}");
         assert_eq!(version(&mut s, &id), COMMITS + 1);
         let want: Vec<Vec<u8>> = (1..=COMMITS).map(|v| format!("{w}:{v}").into_bytes()).collect();
-        assert_eq!(s.records(&id).unwrap(), want);
+        assert_eq!(s.records(&id, 0).unwrap(), want);
     }
 }
 
@@ -378,7 +354,7 @@ fn signal_contract<S: Store>(s: &mut S) {
     assert_eq!(s.create(&meta("w", "wf", Status::Running, 1.0), b"h", &[rec("r0")]).unwrap(), Created::New);
     assert_eq!(s.send_signal("w", b"first", 5.0).unwrap(), 1);
     assert_eq!(s.send_signal("w", b"second", 6.0).unwrap(), 2);
-    assert_eq!(s.signals("w").unwrap(), vec![(1, b"first".to_vec()), (2, b"second".to_vec())]);
+    assert_eq!(s.signals("w", 0).unwrap(), vec![(1, b"first".to_vec()), (2, b"second".to_vec())]);
     assert_eq!(s.send_signal("ghost", b"x", 6.0), Err(CoreError::UnknownInstance("ghost".into())));
     // a suspending commit that saw only signal 1 stays due now; one that saw both is not due
     s.commit(&Commit { signals_seen: 1, ..commit("w", 1, Status::Suspended, 7.0, &[rec("r1")]) }).unwrap();
@@ -386,11 +362,11 @@ fn signal_contract<S: Store>(s: &mut S) {
     s.commit(&Commit { signals_seen: 2, due_at: Some(100.0), ..commit("w", 2, Status::Suspended, 8.0, &[]) }).unwrap();
     assert!(s.due(99.0, None).unwrap().is_empty());
     assert_eq!(s.due(100.0, Some(5)).unwrap()[0].id, "w");
-    assert_eq!(s.records("w").unwrap(), vec![rec("r0"), rec("r1")]);
+    assert_eq!(s.records("w", 0).unwrap(), vec![rec("r0"), rec("r1")]);
     s.commit(&commit("w", 3, Status::Completed, 9.0, &[])).unwrap();
     assert!(matches!(s.send_signal("w", b"late", 10.0), Err(CoreError::InvalidState(_))));
     assert!(s.delete("w").unwrap());
-    assert!(s.signals("w").unwrap().is_empty());
+    assert!(s.signals("w", 0).unwrap().is_empty());
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::{
-    check_lease, check_version, claim_order, claimable, effective_due, finished_instance, purge_selects, Claim,
+    check_lease, check_version, claim_order, claimable, effective_due, finished_instance, is_due, purge_selects, Claim,
     Commit, Count, Created, InstanceMeta, ListPage, ListQuery, Loaded, Store, StoredInstance,
 };
 use crate::error::{CoreError, Result};
@@ -174,8 +174,7 @@ impl Store for MemoryStore {
             .entries
             .values()
             .map(|e| &e.meta)
-            .filter(|m| m.status == Status::Suspended && m.due_at.is_some_and(|d| d <= now))
-            .filter(|m| !m.leased_to_other(None, now))
+            .filter(|m| is_due(m, now))
             .collect();
         hits.sort_by(|a, b| claim_order(a).total_cmp(&claim_order(b)));
         if let Some(n) = limit {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tideflow_core::store::sqlite::{Durability, SqliteStore};
-use tideflow_core::store::{Commit, InstanceMeta, Store};
+use tideflow_core::store::{Claim, Commit, InstanceMeta, Store};
 use tideflow_core::{CoreError, Status};
 
 // ---------------------------------------------------------------------------------------------
@@ -39,13 +39,20 @@ pub fn meta(id: &str, workflow: &str, status: Status, t: f64) -> InstanceMeta {
     InstanceMeta {
         id: id.into(),
         workflow: workflow.into(),
+        plan_hash: PLAN.into(),
         status,
         version: 1,
         created_at: t,
         updated_at: t,
         due_at: None,
+        owner: None,
+        lease_until: None,
+        error: None,
     }
 }
+
+/// The plan hash of the instances [`meta`] makes.
+pub const PLAN: &str = "plan-1";
 
 pub fn commit<'a>(id: &'a str, expected: u64, status: Status, t: f64, records: &'a [Vec<u8>]) -> Commit<'a> {
     Commit {
@@ -57,7 +64,15 @@ pub fn commit<'a>(id: &'a str, expected: u64, status: Status, t: f64, records: &
         header: None,
         records,
         signals_seen: 0,
+        owner: None,
+        error: None,
     }
+}
+
+/// A claim by `owner` at `now` of up to 10 instances of [`PLAN`] for 30 seconds.
+pub fn claim_for(owner: &str, now: f64) -> Claim<'_> {
+    static PLANS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| vec![PLAN.to_string()]);
+    Claim { owner, limit: 10, lease: 30.0, now, plan_hashes: PLANS.as_slice() }
 }
 
 pub fn rec(s: &str) -> Vec<u8> {

@@ -17,9 +17,10 @@ pub const APPLICATION_ID: i32 = 0x5446_4C57;
 
 /// The schema steps, in order: `(version reached, SQL)`. Append a step to change the schema; never
 /// edit one that has shipped.
-pub const MIGRATIONS: &[(u32, &str)] = &[(
-    1,
-    "CREATE TABLE tideflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+pub const MIGRATIONS: &[(u32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE tideflow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
      CREATE TABLE instances (
          id TEXT PRIMARY KEY,
          workflow TEXT NOT NULL,
@@ -49,7 +50,24 @@ pub const MIGRATIONS: &[(u32, &str)] = &[(
          data BLOB NOT NULL,
          PRIMARY KEY (instance_id, seq)
      ) WITHOUT ROWID;",
-)];
+    ),
+    (
+        2,
+        // Contract v2: plan hashes (filled from the headers by `fill_plan_hashes`), leases and
+        // failure summaries; log rows that pack a commit's records, with the commit time.
+        "ALTER TABLE instances ADD COLUMN plan_hash TEXT NOT NULL DEFAULT '';
+     ALTER TABLE instances ADD COLUMN owner TEXT;
+     ALTER TABLE instances ADD COLUMN lease_until REAL;
+     ALTER TABLE instances ADD COLUMN error TEXT;
+     ALTER TABLE records ADD COLUMN packed INTEGER; -- NULL: data is one record (or a marker)
+     ALTER TABLE records ADD COLUMN at REAL; -- the commit time (NULL in rows of schema 1)
+     CREATE INDEX instances_claim_free ON instances (plan_hash, status, COALESCE(due_at, updated_at), seq)
+         WHERE owner IS NULL;
+     CREATE INDEX instances_claim_leased ON instances (plan_hash, lease_until) WHERE owner IS NOT NULL;
+     CREATE INDEX instances_plan_hash_seq ON instances (plan_hash, seq);
+     CREATE INDEX instances_workflow_seq ON instances (workflow, seq);",
+    ),
+];
 
 /// The schema version this code writes and understands (the last step of [`MIGRATIONS`]).
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -169,6 +187,11 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
         conn.execute_batch(step)
             .map_err(|e| CoreError::Store(format!("{}: migration to schema {version} failed: {e}", path.display())))?;
     }
+    if from < 2 {
+        fill_plan_hashes(conn).map_err(|e| {
+            CoreError::Store(format!("{}: migration to schema 2 failed filling plan hashes: {e}", path.display()))
+        })?;
+    }
     conn.execute(
         "INSERT INTO tideflow_meta (key, value) VALUES ('application', ?1), ('schema_version', ?2)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -178,6 +201,22 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
     conn.pragma_update(None, "application_id", APPLICATION_ID).map_err(sql)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sql)?;
     txn.commit().map_err(sql)
+}
+
+/// Copies each instance's plan hash out of its header record (which SQL cannot read) into the
+/// `plan_hash` column that schema 2 adds. A header that does not decode leaves it empty: such an
+/// instance is never claimed, and loading it reports the corruption where it belongs.
+fn fill_plan_hashes(conn: &Connection) -> rusqlite::Result<()> {
+    let mut read = conn.prepare("SELECT id, header FROM instances")?;
+    let mut update = conn.prepare("UPDATE instances SET plan_hash = ?2 WHERE id = ?1")?;
+    let mut rows = read.query([])?;
+    while let Some(row) = rows.next()? {
+        let (id, header): (String, Vec<u8>) = (row.get(0)?, row.get(1)?);
+        if let Ok(h) = crate::codec::decode_header(&header) {
+            update.execute(params![id, h.plan_hash])?;
+        }
+    }
+    Ok(())
 }
 
 /// Puts the file in WAL mode (persistent: a no-op once any connection has done it).
@@ -310,10 +349,6 @@ impl SqliteStore {
             return Err(self.fail(what, Fail::Moved));
         }
         Ok(())
-    }
-
-    pub(super) fn corrupt_status(&self, id: &str, status: &str) -> CoreError {
-        CoreError::Corrupt(format!("{}: instance {id:?} has unknown status {status:?}", self.label))
     }
 }
 
