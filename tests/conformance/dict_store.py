@@ -240,12 +240,12 @@ class DictStore:
             return len(e.inbox)
 
     def due(self, now: float, limit: int | None) -> builtins.list[InstanceMeta]:
-        """Suspended, due by `now`, and under no live lease; earliest due first."""
+        """Pending or suspended, due by `now`, and under no live lease; earliest due first."""
         with self._lock:
             hits = [
                 e.meta
                 for e in self._entries.values()
-                if e.meta.status == "suspended"
+                if e.meta.status in ("pending", "suspended")
                 and e.meta.due_at is not None
                 and e.meta.due_at <= now
                 and not (

@@ -1,5 +1,5 @@
 """Store protocol: the signal inbox (numbering, its own write, finished and unknown instances) and
-`due` (what is due, in which order, and what a live lease hides), with the rule that a suspend
+`due` (what is due, pending instances included, in which order, and what a live lease hides), with the rule that a suspend
 which missed a signal stays due."""
 
 from __future__ import annotations
@@ -151,3 +151,16 @@ def test_only_a_suspending_commit_is_kept_due_for_a_missed_signal(store: SyncFac
     store.commit(commit("r", 2, "completed", at=T0 + 6, header=blob(), seen=0))
     assert due_at(store, "r") is None
     assert store.due(T0 + 100, None) == []
+
+
+def test_a_pending_instance_is_due_from_the_due_time_it_was_created_with(
+    store: SyncFacade,
+) -> None:
+    new(store, "p", status="pending", at=T0, due_at=T0)
+    new(store, "later", status="pending", at=T0, due_at=T0 + 5)
+    new(store, "s", at=T0)
+    store.commit(commit("s", 1, "suspended", at=T0 + 0.5, due_at=T0 + 2))
+    assert ids(store, T0) == ["p"]
+    assert ids(store, T0 + 10) == ["p", "s", "later"]
+    store.claim(claim("w1", T0 + 10, plans=["plan-a"], limit=1))  # takes "p": earliest due
+    assert ids(store, T0 + 10) == ["s", "later"]
