@@ -43,6 +43,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -101,8 +102,10 @@ ALL_PYTHON: dict[str, Callable[[Path], AbstractContextManager[Store | AsyncStore
 
 STORES = ["memory", "sqlite", *ALL_PYTHON]
 DURABLE = ["sqlite", *ALL_PYTHON]
+#: The native stores, which the protocol suite reaches as `Engine(...).store`.
+NATIVE = ["memory", "sqlite"]
 #: The stores the protocol suite calls directly.
-PROTOCOL = [*ALL_PYTHON]
+PROTOCOL = [*NATIVE, *ALL_PYTHON]
 
 
 @pytest.fixture(params=STORES)
@@ -123,12 +126,23 @@ def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SyncFacade]:
     """A new, empty store, called directly through the store protocol, synchronously (an
     `AsyncStore`'s coroutines run on a private event loop)."""
-    with ALL_PYTHON[request.param](tmp_path) as inner:
+    with _protocol_store(request.param, tmp_path) as inner:
         facade = SyncFacade(request.param, inner)
         try:
             yield facade
         finally:
             facade.close()
+
+
+@contextmanager
+def _protocol_store(name: str, tmp_path: Path) -> Iterator[Store | AsyncStore]:
+    if name == "memory":
+        yield cast(Store, Engine().store)
+    elif name == "sqlite":
+        yield cast(Store, Engine(store=f"sqlite:///{tmp_path / 'protocol.db'}").store)
+    else:
+        with ALL_PYTHON[name](tmp_path) as store:
+            yield store
 
 
 @contextmanager

@@ -184,7 +184,7 @@ impl Engine {
         notify: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let backend = match py_store {
-            Some(obj) => Backend::Python(PyStore::new(obj)?),
+            Some(obj) => Backend::Python(PyStore::new(obj, Some(coro_runner.clone_ref(py)))?),
             None => native(py, store)?,
         };
         Ok(Engine {

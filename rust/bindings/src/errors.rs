@@ -26,12 +26,26 @@ pub fn error(py: Python<'_>, class: &str, message: impl Into<String>) -> PyErr {
     }
 }
 
-/// Maps a core error onto its Python class.
+/// Maps a core error onto its Python class. A conflict and a lost lease are built with their
+/// fields (`StoreConflict(instance_id, expected, found)`, `LeaseLost(instance_id, owner,
+/// holder)`); a `StoreError` gets the Python store's exception behind it, if any, as its cause.
 pub fn core_error(py: Python<'_>, e: CoreError) -> PyErr {
+    let built = match &e {
+        CoreError::Conflict { instance, expected, found } => {
+            Some(instance_of(py, "StoreConflict", (instance.as_str(), *expected, *found)))
+        }
+        CoreError::LeaseLost { instance, owner, holder } => {
+            Some(instance_of(py, "LeaseLost", (instance.as_str(), owner.as_deref(), holder.as_deref())))
+        }
+        _ => None,
+    };
+    if let Some(err) = built {
+        return err;
+    }
     let class = match &e {
         CoreError::Definition(_) => "DefinitionError",
         CoreError::Corrupt(_) => "CorruptCheckpoint",
-        CoreError::Store(_) | CoreError::Conflict { .. } => "StoreError",
+        CoreError::Store(_) | CoreError::Conflict { .. } | CoreError::LeaseLost { .. } => "StoreError",
         CoreError::UnknownInstance(_) => "UnknownInstance",
         CoreError::VersionMismatch { .. } => "VersionMismatch",
         CoreError::InvalidState(_) => "TideflowError",
@@ -43,6 +57,14 @@ pub fn core_error(py: Python<'_>, e: CoreError) -> PyErr {
         }
     }
     err
+}
+
+/// An instance of `tideflow.errors.<class>` built from `args`.
+fn instance_of<'py>(py: Python<'py>, class: &str, args: impl pyo3::call::PyCallArgs<'py>) -> PyErr {
+    match errors_module(py).and_then(|m| m.getattr(class)).and_then(|c| c.call1(args)) {
+        Ok(value) => PyErr::from_value(value),
+        Err(e) => e,
+    }
 }
 
 /// Extension trait: `result.py_err(py)?` maps a core error at the boundary.
