@@ -86,7 +86,9 @@ class LeaseLost(StoreError):
     lease; the store changed nothing. ``owner`` is the writer (None: an engine in its own
     process), ``holder`` the live holder (None when the lease ran out)."""
 
-    def __init__(self, instance_id: str, owner: str | None = None, holder: str | None = None) -> None:
+    def __init__(
+        self, instance_id: str, owner: str | None = None, holder: str | None = None
+    ) -> None:
         if owner is not None:
             message = f"worker {owner!r} no longer holds the lease on instance {instance_id!r}"
         else:
