@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, final
 
-from typing_extensions import Self
+from typing_extensions import Self, disjoint_base
 
 from tideflow.stores.base import (
     Claim,
@@ -185,6 +185,7 @@ class AsyncRun:
     def finished(self) -> bool: ...
     def outcome(self) -> Outcome: ...
 
+@disjoint_base
 class NativeStore:
     """A native store (memory, or SQLite on one file) with the synchronous store protocol of
     ``tideflow.stores.base.Store``; the base class of ``MemoryStore`` and ``SQLiteStore``."""

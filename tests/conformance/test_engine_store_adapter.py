@@ -100,9 +100,7 @@ class TextRecords(DictStore):
 def test_a_record_that_is_not_bytes_is_a_store_error() -> None:
     engine = Engine(store=TextRecords())
     engine.run(WF, 1, id="r")
-    with pytest.raises(
-        StoreError, match=r"load\(\) returned str 'text' where a record, bytes"
-    ):
+    with pytest.raises(StoreError, match=r"load\(\) returned str 'text' where a record, bytes"):
         engine.resume("r")
 
 
