@@ -7,6 +7,7 @@ Needs the extension (the engine-level half of the suite, deselected by `-k "not 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -157,3 +158,30 @@ def test_a_native_store_refuses_bad_arguments(call: object, message: str) -> Non
     with pytest.raises(InvalidArgument, match=message):
         call(store)  # type: ignore[operator]
     assert store.load("x") == before
+
+
+@pytest.mark.parametrize("make", [DictStore, AsyncDictStore], ids=["dict", "async-dict"])
+def test_two_threads_drive_one_python_store_at_once(make: type[object]) -> None:
+    # each step waits for the other thread's step: a lock held across a store call (or a step)
+    # would deadlock here; the adapter holds none
+    barrier = threading.Barrier(2)
+
+    @step
+    def meet(ctx: Context, x: int) -> int:
+        barrier.wait(timeout=10)
+        return x * 10
+
+    wf = Workflow("meet").then(meet).then(one)
+    engine = Engine(store=make())
+    engine.register(wf)
+    out: dict[int, object] = {}
+
+    def drive(i: int) -> None:
+        out[i] = engine.run(wf, i, id=f"t{i}").output
+
+    threads = [threading.Thread(target=drive, args=(i,)) for i in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert out == {1: 11, 2: 21}
