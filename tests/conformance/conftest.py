@@ -126,8 +126,14 @@ def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SyncFacade]:
     """A new, empty store, called directly through the store protocol, synchronously (an
     `AsyncStore`'s coroutines run on a private event loop)."""
+    peers: Callable[[], Store] | None = None
+    if request.param == "sqlite":
+        from tideflow.stores import SQLiteStore
+
+        path = tmp_path / "protocol.db"
+        peers = lambda: SQLiteStore(path)  # noqa: E731 -- another connection, as another process
     with _protocol_store(request.param, tmp_path) as inner:
-        facade = SyncFacade(request.param, inner)
+        facade = SyncFacade(request.param, inner, peers)
         try:
             yield facade
         finally:

@@ -4,7 +4,8 @@
 coroutine runs to completion on a private event loop that the facade owns and closes). It adds
 one thing the protocols do not have: `race`, which runs several calls at the same time, on
 threads released together by a barrier for a synchronous store, or interleaved on the event loop
-(``asyncio.gather``) for an asynchronous one, and returns each call's result or exception.
+(``asyncio.gather``) for an asynchronous one, and returns each call's result or exception. A
+store with `peers` (SQLite) races over separate connections to the same data, as processes do.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import builtins
 import inspect
 import threading
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 
 from tideflow.stores.base import (
@@ -37,11 +38,16 @@ T = TypeVar("T")
 class SyncFacade:
     """The synchronous store protocol over a `Store` or an `AsyncStore` (see the module doc)."""
 
-    def __init__(self, name: str, store: Store | AsyncStore) -> None:
+    def __init__(
+        self, name: str, store: Store | AsyncStore, peers: Callable[[], Store] | None = None
+    ) -> None:
         #: The fixture parameter the store was made by ("dict", "async-dict", "memory", ...).
         self.name = name
         #: The store under test, as given.
         self.inner = store
+        #: Opens another handle on the same data (another connection, as another process would
+        #: have), for the threads of `race`; None: they share `inner`.
+        self.peers = peers
         #: Whether `inner` is an `AsyncStore` (its operations are coroutine functions).
         self.is_async = inspect.iscoroutinefunction(getattr(store, "commit", None))
         self._loop = asyncio.new_event_loop() if self.is_async else None
@@ -72,11 +78,14 @@ class SyncFacade:
             return self._loop.run_until_complete(together())
         barrier = threading.Barrier(len(calls))
         out: builtins.list[object] = [None] * len(calls)
+        handles = [self.inner] + [
+            self.inner if self.peers is None else self.peers() for _ in calls[1:]
+        ]
 
         def run(i: int, method: str, args: tuple[Any, ...]) -> None:
             barrier.wait()
             try:
-                out[i] = getattr(self.inner, method)(*args)
+                out[i] = getattr(handles[i], method)(*args)
             except Exception as e:
                 out[i] = e
 
