@@ -185,3 +185,17 @@ def test_two_threads_drive_one_python_store_at_once(make: type[object]) -> None:
     for t in threads:
         t.join(timeout=30)
     assert out == {1: 11, 2: 21}
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_engine_store_holds_what_the_engine_runs(kind: str, tmp_path: Path) -> None:
+    # the engine runs on the very store `engine.store` is (`NativeStore.shared`), so a tool that
+    # claims or lists through it sees the engine's instances, in memory too
+    engine = Engine(store=MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "e.db"))
+    engine.run(WF, 1, id="seen")
+    store = engine.store
+    assert isinstance(store, NativeStore)
+    got = store.load("seen")
+    assert got is not None and got.meta.status == "completed"
+    again = Engine(store=store)  # a second engine on the same store object shares its data
+    assert again.get("seen").output == 2
