@@ -28,7 +28,7 @@ use crate::driver::{Driver, Outcome};
 use crate::engine::Engine;
 use crate::errors::error;
 use crate::open::{prepare, Prepared};
-use crate::reopen::{finished_outcome, header_of, reopen};
+use crate::reopen::{finished_outcome, header_of};
 use crate::workflow::Compiled;
 
 const RUN: u8 = 0;
@@ -229,7 +229,7 @@ impl AsyncRun {
             let mut st = run.lock();
             if e.backend.is_async() {
                 e.registry.register(wf);
-                st.phase = Phase::Creating(Box::new(prepare(py, e, wf, id, input, false)?));
+                st.phase = Phase::Creating(Box::new(prepare(py, e, wf, id, input, Some(Mode::Concurrent))?));
             } else {
                 let opened = e.open(py, wf, id, input, Mode::Concurrent)?;
                 run.opened(py, &mut st, opened)?;

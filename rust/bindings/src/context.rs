@@ -5,7 +5,7 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
-use crate::driver::CancelState;
+use crate::cancels::CancelState;
 
 /// The context a step receives as its first argument.
 #[pyclass(frozen, module = "tideflow", name = "Context")]

@@ -70,7 +70,8 @@ impl Engine {
         self.backend.call(py, |s| s.load(id)).py_err(py)?.ok_or_else(|| unknown(py, id))
     }
 
-    /// Drives `d` in this thread (telling the observer), then releases it.
+    /// Drives `d` in this thread, then releases it; the observer is told how the run ended (and,
+    /// with `announce`, that it started).
     fn drive(&self, py: Python<'_>, mut d: Driver, announce: bool) -> PyResult<Outcome> {
         let workflow = d.wf.get().plan.name.clone();
         if announce {
@@ -81,7 +82,7 @@ impl Engine {
         drop(d);
         self.active.release(&id);
         let outcome = result?;
-        if announce {
+        {
             let status = Status::parse(&outcome.0).unwrap_or(Status::Running);
             self.observer.ended(py, &id, &workflow, status, &outcome.1, &outcome.2)?;
         }
@@ -100,7 +101,7 @@ impl Engine {
     ) -> PyResult<Result<Driver, Outcome>> {
         self.registry.register(wf);
         let name = &wf.get().plan.name;
-        let prepared = match prepare(py, self, wf, id, input, false) {
+        let prepared = match prepare(py, self, wf, id, input, Some(mode)) {
             Ok(p) => p,
             Err(e) => {
                 // an input that does not encode: an existing instance never looks at it
@@ -184,7 +185,7 @@ impl Engine {
         notify: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let backend = match py_store {
-            Some(obj) => Backend::Python(PyStore::new(obj, Some(coro_runner.clone_ref(py)))?),
+            Some(obj) => Backend::Python(PyStore::new(obj, coro_runner.clone_ref(py))?),
             None => native(py, store)?,
         };
         Ok(Engine {
@@ -216,7 +217,7 @@ impl Engine {
     /// Returns the instance's status.
     fn start(&self, py: Python<'_>, wf: &Bound<'_, Compiled>, id: &str, input: &Bound<'_, PyAny>) -> PyResult<String> {
         self.registry.register(wf);
-        let p = prepare(py, self, wf, id, input, true)?;
+        let p = prepare(py, self, wf, id, input, None)?;
         match self.backend.call(py, |s| s.create(&p.meta, &p.header_bytes, &p.records)).py_err(py)? {
             Created::New => Ok(Status::Pending.as_str().to_string()),
             Created::Existing(stored) if stored.meta.workflow != p.meta.workflow => Err(error(
@@ -232,13 +233,15 @@ impl Engine {
     }
 
     /// Resumes stored instance `id` in this thread (until it finishes or suspends); a finished
-    /// instance returns its stored result.
-    fn resume(&self, py: Python<'_>, id: &str) -> PyResult<Outcome> {
+    /// instance returns its stored result. Returns the outcome, the workflow and the plan hash.
+    fn resume(&self, py: Python<'_>, id: &str) -> PyResult<(Outcome, String, String)> {
         let loaded = self.load(py, id)?;
-        match reopen(py, self, loaded, Mode::Sequential)? {
-            Err(done) => Ok(done),
-            Ok(d) => self.drive(py, d, true),
-        }
+        let header = header_of(py, id, &loaded.header)?;
+        let outcome = match reopen(py, self, loaded, Mode::Sequential)? {
+            Err(done) => done,
+            Ok(d) => self.drive(py, d, true)?,
+        };
+        Ok((outcome, header.workflow, header.plan_hash))
     }
 
     /// Persists a signal for instance `id` (before anything else) and marks it due; returns the

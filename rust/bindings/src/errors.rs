@@ -26,45 +26,41 @@ pub fn error(py: Python<'_>, class: &str, message: impl Into<String>) -> PyErr {
     }
 }
 
-/// Maps a core error onto its Python class. A conflict and a lost lease are built with their
-/// fields (`StoreConflict(instance_id, expected, found)`, `LeaseLost(instance_id, owner,
-/// holder)`); a `StoreError` gets the Python store's exception behind it, if any, as its cause.
+/// An instance of `tideflow.errors.<class>` built from `args`.
+fn error_with<'py>(py: Python<'py>, class: &str, args: impl pyo3::call::PyCallArgs<'py>) -> PyErr {
+    match errors_module(py).and_then(|m| m.getattr(class)).and_then(|cls| cls.call1(args)) {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(e) => e,
+    }
+}
+
+/// Maps a core error onto its Python class (a store's own exception, if any, as the cause).
 pub fn core_error(py: Python<'_>, e: CoreError) -> PyErr {
-    let built = match &e {
+    let err = match &e {
         CoreError::Conflict { instance, expected, found } => {
-            Some(instance_of(py, "StoreConflict", (instance.as_str(), *expected, *found)))
+            error_with(py, "StoreConflict", (instance.as_str(), *expected, *found))
         }
         CoreError::LeaseLost { instance, owner, holder } => {
-            Some(instance_of(py, "LeaseLost", (instance.as_str(), owner.as_deref(), holder.as_deref())))
+            error_with(py, "LeaseLost", (instance.as_str(), owner.as_deref(), holder.as_deref()))
         }
-        _ => None,
+        other => {
+            let class = match other {
+                CoreError::Definition(_) => "DefinitionError",
+                CoreError::Corrupt(_) => "CorruptCheckpoint",
+                CoreError::UnknownInstance(_) => "UnknownInstance",
+                CoreError::VersionMismatch { .. } => "VersionMismatch",
+                CoreError::InvalidState(_) => "TideflowError",
+                _ => "StoreError",
+            };
+            error(py, class, e.to_string())
+        }
     };
-    if let Some(err) = built {
-        return err;
-    }
-    let class = match &e {
-        CoreError::Definition(_) => "DefinitionError",
-        CoreError::Corrupt(_) => "CorruptCheckpoint",
-        CoreError::Store(_) | CoreError::Conflict { .. } | CoreError::LeaseLost { .. } => "StoreError",
-        CoreError::UnknownInstance(_) => "UnknownInstance",
-        CoreError::VersionMismatch { .. } => "VersionMismatch",
-        CoreError::InvalidState(_) => "TideflowError",
-    };
-    let err = error(py, class, e.to_string());
-    if class == "StoreError" {
+    if matches!(e, CoreError::Store(_)) {
         if let Some(cause) = crate::pystore::take_cause() {
             err.set_cause(py, Some(cause));
         }
     }
     err
-}
-
-/// An instance of `tideflow.errors.<class>` built from `args`.
-fn instance_of<'py>(py: Python<'py>, class: &str, args: impl pyo3::call::PyCallArgs<'py>) -> PyErr {
-    match errors_module(py).and_then(|m| m.getattr(class)).and_then(|c| c.call1(args)) {
-        Ok(value) => PyErr::from_value(value),
-        Err(e) => e,
-    }
 }
 
 /// Extension trait: `result.py_err(py)?` maps a core error at the boundary.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use tideflow_core::codec::{encode_header, encode_record, Header};
-use tideflow_core::drive::{Driving, Mode, Stored};
+use tideflow_core::drive::{take_wave, Driving, Mode, Stored};
 use tideflow_core::instance::{Instance, Task};
 use tideflow_core::store::InstanceMeta;
 use tideflow_core::Status;
@@ -29,21 +29,22 @@ pub struct Prepared {
     pub records: Vec<Vec<u8>>,
     header: Header,
     inst: Instance<Py<PyAny>>,
-    first: Option<Task<Py<PyAny>>>,
+    first: Vec<Task<Py<PyAny>>>,
     input: Py<PyAny>,
     wf: Py<Compiled>,
 }
 
-/// Builds instance `id` of `wf` on `input`. `pending`: only created, for a later `resume` or a
-/// worker to run (no task is taken, status `pending`); else its first task is taken now, so that
-/// the create records that it starts (a step costs one commit from the first on).
+/// Builds instance `id` of `wf` on `input`. `run`: None to only create it, for a later `resume`
+/// or a worker to run (no task is taken, status `pending`); else its first tasks (as that mode
+/// runs them) are taken now, so that the create records that they start (a step costs one commit
+/// from the first on).
 pub fn prepare(
     py: Python<'_>,
     engine: &Engine,
     wf: &Bound<'_, Compiled>,
     id: &str,
     input: &Bound<'_, PyAny>,
-    pending: bool,
+    run: Option<Mode>,
 ) -> PyResult<Prepared> {
     let compiled = wf.get();
     let fallback = engine.fallback.bind(py);
@@ -64,7 +65,11 @@ pub fn prepare(
     let no_signals = HashMap::new();
     let mut host = PyHost { py, wf: compiled, fallback, inbox: &no_signals };
     let mut inst = Instance::start(id, Arc::clone(&compiled.plan), input.clone_ref(py), now, &mut host);
-    let first = if pending { None } else { inst.pop_ready(now) };
+    let first = match run {
+        None => Vec::new(),
+        Some(mode) => take_wave(&mut inst, now, mode, &|s| compiled.steps[s as usize].is_async),
+    };
+    let pending = run.is_none();
     let records = inst.take_records().iter().map(encode_record).collect();
     let status = if pending { Status::Pending } else { Status::Running };
     let meta = InstanceMeta {

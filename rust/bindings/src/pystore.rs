@@ -112,7 +112,7 @@ pub fn classes(py: Python<'_>) -> PyResult<&Classes> {
 pub struct PyStore {
     obj: Py<PyAny>,
     /// Runs an `AsyncStore`'s coroutine to completion (`runner(coro)`), for the synchronous paths.
-    runner: Option<Py<PyAny>>,
+    runner: Py<PyAny>,
     is_async: bool,
     name: Arc<str>,
 }
@@ -121,7 +121,7 @@ impl PyStore {
     /// Wraps `obj`, checking that it implements the whole protocol, synchronously (`Store`) or
     /// asynchronously (`AsyncStore`: then `runner`, a callable taking a coroutine and returning
     /// its result, runs its operations on the synchronous paths).
-    pub fn new(obj: Bound<'_, PyAny>, runner: Option<Py<PyAny>>) -> PyResult<PyStore> {
+    pub fn new(obj: Bound<'_, PyAny>, runner: Py<PyAny>) -> PyResult<PyStore> {
         let py = obj.py();
         let tn = obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
         let not_store = |why: String| crate::errors::error(py, "StoreError", format!("{tn} is not a store: {why}"));
@@ -151,9 +151,6 @@ impl PyStore {
         if iscoro.call1((obj.getattr("describe")?,))?.is_truthy()? {
             return Err(not_store("describe() must be a plain method, also on an AsyncStore".into()));
         }
-        if is_async && runner.is_none() {
-            return Err(not_store("an AsyncStore needs a coroutine runner here".into()));
-        }
         let described = obj.call_method0("describe")?;
         let name: String = match described.cast::<PyString>() {
             Ok(s) => s.to_str()?.to_string(),
@@ -166,7 +163,7 @@ impl PyStore {
     pub fn clone_ref(&self, py: Python<'_>) -> PyStore {
         PyStore {
             obj: self.obj.clone_ref(py),
-            runner: self.runner.as_ref().map(|r| r.clone_ref(py)),
+            runner: self.runner.clone_ref(py),
             is_async: self.is_async,
             name: Arc::clone(&self.name),
         }
@@ -177,9 +174,9 @@ impl PyStore {
         self.is_async
     }
 
-    /// The Python object.
-    pub fn object<'py>(&self, py: Python<'py>) -> &Bound<'py, PyAny> {
-        self.obj.bind(py)
+    /// The store object.
+    pub fn object(&self) -> &Py<PyAny> {
+        &self.obj
     }
 
     /// Calls operation `method`, running its coroutine for an `AsyncStore`; `id` is the instance
@@ -196,9 +193,10 @@ impl PyStore {
     {
         let run = || -> PyResult<Bound<'py, PyAny>> {
             let r = self.obj.bind(py).call_method1(method, args)?;
-            match (&self.runner, self.is_async) {
-                (Some(runner), true) => runner.bind(py).call1((r,)),
-                _ => Ok(r),
+            if self.is_async {
+                self.runner.bind(py).call1((r,))
+            } else {
+                Ok(r)
             }
         };
         run().map_err(|e| store_error(py, &self.name, method, e, id))

@@ -2,7 +2,6 @@
 //! registered plan it runs on (or saying why there is none), rebuilding a driver from its records
 //! and inbox, or the result of a finished one.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
@@ -17,6 +16,7 @@ use crate::driver::{Driver, Outcome};
 use crate::engine::Engine;
 use crate::errors::error;
 use crate::host::{decode_value, PyHost};
+use crate::inbox::read_signals;
 use crate::registry::{Registry, Untyped};
 
 /// The header record of instance `id`, decoded (or the `CorruptCheckpoint` naming it).
@@ -117,8 +117,9 @@ pub fn resume(py: Python<'_>, engine: &Engine, loaded: Loaded, header: Header, m
     let input = decode_stored_input(py, compiled.input_decode.as_ref(), &id, &header)?;
     let fallback = engine.fallback.bind(py);
     let now = engine.clock.now(py)?;
-    let no_payloads = HashMap::new();
-    let mut host = PyHost { py, wf: compiled, fallback, inbox: &no_payloads };
+    // the payloads of signals consumed before are decoded again as the log is replayed
+    let payloads = read_signals(py, &id, &signals)?.payloads;
+    let mut host = PyHost { py, wf: compiled, fallback, inbox: &payloads };
     let plan = Arc::clone(&compiled.plan);
     let inst = Instance::resume(&id, plan, input.clone().unbind(), header.created_at, now, &records, &mut host);
     if let (Status::Failed, Some(e)) = (inst.status(), inst.error().filter(|e| e.kind != "interrupted")) {
@@ -141,7 +142,7 @@ pub fn resume(py: Python<'_>, engine: &Engine, loaded: Loaded, header: Header, m
         cancel: engine.active.state(&id),
         id_str: id,
         input: input.unbind(),
-        inbox: HashMap::new(),
+        inbox: payloads,
         epoch: 0,
         settled: None,
     };

@@ -190,14 +190,20 @@ impl<V: Clone> Driving<V> {
         }
     }
 
-    /// A new instance whose first task was taken before the create (which recorded its start):
-    /// it is handed out by the first [`Driving::next`], with no commit before it.
-    pub fn with_first(mut self, first: Option<Task<V>>) -> Self {
-        if let Some(t) = first {
-            self.emit_start(&t);
-            self.staged.push(t);
+    /// A new instance whose first tasks were taken ([`take_wave`]) before the create, which
+    /// recorded their starts: they are handed out by the first [`Driving::next`], with no commit
+    /// before them.
+    pub fn with_first(mut self, first: Vec<Task<V>>) -> Self {
+        for t in &first {
+            self.emit_start(t);
         }
+        self.staged = first;
         self
+    }
+
+    /// How this driver runs tasks.
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
     /// What the store holds, as last known.
@@ -252,17 +258,19 @@ impl<V: Clone> Driving<V> {
             return Next::Run(std::mem::take(&mut self.staged));
         }
         self.apply_cancel(now, host);
+        // signals just read arrived before anything now due fires (a wait's timeout that passed
+        // while the instance was not driven does not overtake a signal sent in time)
+        if self.inst.is_waiting() {
+            self.inst.deliver(now, host);
+        }
         self.inst.fire_timers(now, host);
         if self.inst.is_waiting() {
             self.inst.deliver(now, host);
         }
-        while let Some(task) = self.inst.pop_ready(now) {
-            let alone = self.mode == Mode::Sequential || !concurrent(task.step);
-            self.emit_start(&task);
-            self.staged.push(task);
-            if alone {
-                break;
-            }
+        self.staged = take_wave(&mut self.inst, now, self.mode, concurrent);
+        for i in 0..self.staged.len() {
+            let (step, key, attempt) = (self.staged[i].step, self.staged[i].key.clone(), self.staged[i].attempt);
+            self.emit(|| Event::StepStarted { step, key, attempt });
         }
         let status = self.status();
         let due_at = if status == Status::Suspended { self.inst.next_deadline() } else { None };
@@ -425,6 +433,27 @@ impl<V: Clone> Driving<V> {
             events.push(e());
         }
     }
+}
+
+/// Takes the tasks that start now: one in [`Mode::Sequential`]; in [`Mode::Concurrent`] every
+/// ready task that may run beside others (`concurrent(step)`), up to and including the first that
+/// may not (sync steps run one at a time, so those after it stay ready, and uncharged, until it
+/// ended). Their starts go into the instance's next records.
+pub fn take_wave<V: Clone>(
+    inst: &mut Instance<V>,
+    now: f64,
+    mode: Mode,
+    concurrent: &dyn Fn(u32) -> bool,
+) -> Vec<Task<V>> {
+    let mut wave = Vec::new();
+    while let Some(task) = inst.pop_ready(now) {
+        let alone = mode == Mode::Sequential || !concurrent(task.step);
+        wave.push(task);
+        if alone {
+            break;
+        }
+    }
+    wave
 }
 
 /// The reason carried by a cancellation request's payload (a JSON string).
