@@ -12,11 +12,12 @@ the store an engine runs on.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from tideflow import _core
+from tideflow._args import check_text
 from tideflow.errors import InvalidArgument, StoreError
 
+TYPE_CHECKING = False  # (see tideflow.retry: importing typing costs a minimal run)
 if TYPE_CHECKING:
     from typing_extensions import Self
 
@@ -63,6 +64,7 @@ class SQLiteStore(_core.NativeStore):
             raise InvalidArgument(msg)
         if not fspath:
             raise StoreError("a SQLite store needs a file path")
+        check_text(fspath, "the SQLite store's path")  # UTF-8 must encode it (no lone surrogate)
         return super().__new__(cls, fspath, durability)
 
     @property
