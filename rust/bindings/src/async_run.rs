@@ -199,7 +199,6 @@ impl AsyncRun {
     }
 }
 
-
 #[pymethods]
 impl AsyncRun {
     /// Opens instance `id` of `wf` on `input` for the asyncio driver: created, resumed, or found
@@ -217,12 +216,7 @@ impl AsyncRun {
         let run = AsyncRun {
             id: id.to_string(),
             workflow,
-            state: Mutex::new(State {
-                phase: Phase::Loading,
-                inflight: HashMap::new(),
-                next_id: 0,
-                announced: false,
-            }),
+            state: Mutex::new(State { phase: Phase::Loading, inflight: HashMap::new(), next_id: 0, announced: false }),
             engine: engine.clone_ref(py),
         };
         {

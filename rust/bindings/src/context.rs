@@ -8,7 +8,7 @@ use pyo3::types::PyString;
 use crate::cancels::CancelState;
 
 /// The context a step receives as its first argument.
-#[pyclass(frozen, module = "tideflow", name = "Context")]
+#[pyclass(module = "tideflow._core", name = "Context", frozen)]
 pub struct Context {
     pub instance: Py<PyString>,
     pub step: Py<PyString>,

@@ -90,10 +90,5 @@ pub fn loaded_from_py(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<Option<L
         return Ok(None);
     }
     let meta = meta_from_py(py, &v.getattr("meta")?)?;
-    Ok(Some(Loaded {
-        meta,
-        header: field(v, "header")?,
-        records: field(v, "records")?,
-        signals: field(v, "signals")?,
-    }))
+    Ok(Some(Loaded { meta, header: field(v, "header")?, records: field(v, "records")?, signals: field(v, "signals")? }))
 }

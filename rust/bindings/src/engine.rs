@@ -367,7 +367,17 @@ impl Engine {
             ((stored.meta.status.as_str().to_string(), py.None(), py.None()), None)
         };
         let m = stored.meta;
-        Ok((id.to_string(), header.workflow, status, output, err, m.created_at, m.updated_at, header.plan_hash, untyped))
+        Ok((
+            id.to_string(),
+            header.workflow,
+            status,
+            output,
+            err,
+            m.created_at,
+            m.updated_at,
+            header.plan_hash,
+            untyped,
+        ))
     }
 
     /// The history of instance `id`: one `(kind, position, fields)` per event, in log order

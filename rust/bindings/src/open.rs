@@ -93,7 +93,8 @@ impl Prepared {
     /// The driver of the instance, once the store created it.
     pub fn into_driver(self, py: Python<'_>, engine: &Engine, mode: Mode) -> Driver {
         let stored = Stored { version: 1, status: self.meta.status, due_at: self.meta.due_at };
-        let core = Driving::new(self.inst, stored, self.header, mode, 0, engine.observer.active()).with_first(self.first);
+        let core =
+            Driving::new(self.inst, stored, self.header, mode, 0, engine.observer.active()).with_first(self.first);
         let id = self.meta.id;
         Driver {
             core,

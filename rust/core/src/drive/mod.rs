@@ -398,7 +398,8 @@ impl<V: Clone> Driving<V> {
             if seq <= self.inbox_read {
                 continue;
             }
-            let sig = decode_signal(&r).map_err(|e| CoreError::Corrupt(format!("instance {id:?}, signal #{seq}: {e}")))?;
+            let sig =
+                decode_signal(&r).map_err(|e| CoreError::Corrupt(format!("instance {id:?}, signal #{seq}: {e}")))?;
             self.inbox_read = self.inbox_read.max(seq);
             if sig.name == CANCEL_SIGNAL {
                 out.cancel.get_or_insert_with(|| cancel_reason(&sig.payload));

@@ -160,6 +160,7 @@ pub struct Claim<'a> {
 
 /// What [`Store::create`] found.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // returned once per start, never stored
 pub enum Created {
     /// A new instance was written.
     New,
@@ -275,7 +276,7 @@ pub fn check_lease(id: &str, owner: Option<&str>, holder: Option<&str>, until: O
 
 /// Whether an instance may be claimed at `now` by a claim over `plan_hashes`.
 pub fn claimable(m: &InstanceMeta, now: f64, plan_hashes: &[String]) -> bool {
-    if m.status.is_finished() || !plan_hashes.iter().any(|h| *h == m.plan_hash) {
+    if m.status.is_finished() || !plan_hashes.contains(&m.plan_hash) {
         return false;
     }
     match (&m.owner, m.lease_until) {
