@@ -191,7 +191,7 @@ class NativeStore:
     ``tideflow.stores.base.Store``; the base class of ``MemoryStore`` and ``SQLiteStore``."""
 
     def __new__(
-        cls, path: str | os.PathLike[str] | None = None, durability: str = "normal"
+        cls, path: str | None = None, durability: str = "normal"
     ) -> Self: ...
     @property
     def path(self) -> str | None: ...

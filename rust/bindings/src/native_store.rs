@@ -191,7 +191,7 @@ impl NativeStore {
     /// (`durability` "normal" or "full"), opened now.
     #[new]
     #[pyo3(signature = (path=None, durability="normal"))]
-    fn new(py: Python<'_>, path: Option<PathBuf>, durability: &str) -> PyResult<Self> {
+    fn new(py: Python<'_>, path: Option<String>, durability: &str) -> PyResult<Self> {
         let Some(path) = path else {
             let store: Box<dyn Store> = Box::new(MemoryStore::new());
             let name = store.describe();
@@ -210,13 +210,14 @@ impl NativeStore {
                 return Err(error(py, "StoreError", format!("durability must be 'normal' or 'full', got {other:?}")))
             }
         };
-        let opened = py.detach(|| SqliteStore::open(&path, durability)).map_err(|e| core_error(py, e))?;
+        let file = PathBuf::from(&path);
+        let opened = py.detach(|| SqliteStore::open(&file, durability)).map_err(|e| core_error(py, e))?;
         let store: Box<dyn Store> = Box::new(opened);
         let name = store.describe();
         Ok(NativeStore {
             store: Arc::new(Mutex::new(store)),
             on_disk: true,
-            path: Some(path.to_string_lossy().into_owned()),
+            path: Some(path),
             durability: Some(label),
             name,
         })
