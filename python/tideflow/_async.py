@@ -72,7 +72,12 @@ async def drive(engine: Engine, handle: _core.AsyncRun, iid: str) -> None:
                     # the sequential fast path: await the step inline, no task scheduling
                     tid, fn, ctx, value, is_async, budget = arg[0]
                     try:
-                        out = await _call(fn, ctx, value, budget) if is_async else fn(ctx, value)
+                        if not is_async:
+                            out = fn(ctx, value)
+                        elif budget is None:
+                            out = await fn(ctx, value)
+                        else:
+                            out = await timed(fn(ctx, value), budget)
                     except (Exception, Cancelled) as exc:
                         # Cancelled is a BaseException: the core takes it as the step stopping for
                         # a cancellation that was asked for (and re-raises it otherwise)

@@ -144,8 +144,8 @@ class Count(NamedTuple):
     workflow: str
     #: The status, lowercase.
     status: str
-    #: How many (never 0: ``counts`` leaves zero counts out). The field hides ``tuple.count``.
-    count: int  # type: ignore[assignment]
+    #: How many instances (never 0: ``counts`` leaves zero counts out).
+    instances: int
 
 
 class Claim(NamedTuple):

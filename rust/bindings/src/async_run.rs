@@ -133,28 +133,7 @@ impl AsyncRun {
             d.advance(py, engine, true)?
         };
         match next {
-            Next::Run(tasks) => {
-                let out = PyList::empty(py);
-                let now = engine.clock.now(py)?;
-                for task in tasks {
-                    let entry = &d.wf.get().steps[task.step as usize];
-                    st.next_id += 1;
-                    let item = PyTuple::new(
-                        py,
-                        [
-                            st.next_id.into_pyobject(py)?.into_any(),
-                            entry.func.bind(py).clone(),
-                            d.context(py, &task)?.into_any(),
-                            task.input.bind(py).clone(),
-                            PyBool::new(py, entry.is_async).to_owned().into_any(),
-                            d.core.budget(&task, now).into_pyobject(py)?.into_any(),
-                        ],
-                    )?;
-                    out.append(item)?;
-                    st.inflight.insert(st.next_id, (task, d.epoch));
-                }
-                answer(py, RUN, out.into_any())
-            }
+            Next::Run(tasks) => self.run_answer(py, st, tasks),
             Next::Wait { until } => answer(py, WAIT, until.into_pyobject(py)?.into_any()),
             Next::Sleep { until } => answer(py, WAIT, Some(until).into_pyobject(py)?.into_any()),
             Next::Done => answer(py, DONE, py.None().into_bound(py)),
@@ -165,6 +144,32 @@ impl AsyncRun {
             }
             Next::ReadInbox { after } => answer(py, INBOX, after.into_pyobject(py)?.into_any()),
         }
+    }
+
+    /// `RUN` with `tasks`, handed out (noted in flight with the driver's epoch).
+    fn run_answer<'py>(&self, py: Python<'py>, st: &mut State, tasks: Vec<Task<Py<PyAny>>>) -> PyResult<Answer<'py>> {
+        let engine = self.engine.get();
+        let Phase::Driving(d) = &mut st.phase else { return answer(py, DONE, py.None().into_bound(py)) };
+        let out = PyList::empty(py);
+        let now = engine.clock.now(py)?;
+        for task in tasks {
+            let entry = &d.wf.get().steps[task.step as usize];
+            st.next_id += 1;
+            let item = PyTuple::new(
+                py,
+                [
+                    st.next_id.into_pyobject(py)?.into_any(),
+                    entry.func.bind(py).clone(),
+                    d.context(py, &task)?.into_any(),
+                    task.input.bind(py).clone(),
+                    PyBool::new(py, entry.is_async).to_owned().into_any(),
+                    d.core.budget(&task, now).into_pyobject(py)?.into_any(),
+                ],
+            )?;
+            out.append(item)?;
+            st.inflight.insert(st.next_id, (task, d.epoch));
+        }
+        answer(py, RUN, out.into_any())
     }
 
     fn driver<'a>(&self, py: Python<'_>, st: &'a mut State) -> PyResult<&'a mut Driver> {
@@ -311,8 +316,11 @@ impl AsyncRun {
     fn committed<'py>(&self, py: Python<'py>) -> PyResult<Answer<'py>> {
         let mut guard = self.lock();
         let st = &mut *guard;
-        self.driver(py, st)?.core.committed();
-        self.next_answer(py, st)
+        let tasks = self.driver(py, st)?.core.committed();
+        match tasks {
+            Some(tasks) => self.run_answer(py, st, tasks),
+            None => self.next_answer(py, st),
+        }
     }
 
     /// The `AsyncStore` rejected the commit with `StoreConflict`: another writer advanced the

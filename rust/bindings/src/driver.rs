@@ -110,7 +110,9 @@ impl Driver {
                         let commit = pending.as_commit(&self.id_str, None);
                         engine.backend.call(py, |s| s.commit(&commit))
                     };
-                    self.committed(py, engine, result)?;
+                    if let Some(tasks) = self.committed(py, engine, result)? {
+                        return Ok(Next::Run(tasks));
+                    }
                 }
                 Next::ReadInbox { after } => {
                     let id = &self.id_str;
@@ -122,18 +124,22 @@ impl Driver {
         }
     }
 
-    /// Takes the result of the commit the policy asked for: on a conflict (another writer
-    /// advanced the instance first) nothing of this driver's was written, and it reloads.
-    pub fn committed(&mut self, py: Python<'_>, engine: &Engine, result: Result<(), CoreError>) -> PyResult<()> {
+    /// Takes the result of the commit the policy asked for, and returns the tasks it started, to
+    /// run now. On a conflict (another writer advanced the instance first) nothing of this
+    /// driver's was written, and it reloads.
+    pub fn committed(
+        &mut self,
+        py: Python<'_>,
+        engine: &Engine,
+        result: Result<(), CoreError>,
+    ) -> PyResult<Option<Vec<Task<Py<PyAny>>>>> {
         match result {
-            Ok(()) => {
-                self.core.committed();
-                Ok(())
-            }
+            Ok(()) => Ok(self.core.committed()),
             Err(CoreError::Conflict { .. }) => {
                 let id = &self.id_str;
                 let loaded = engine.backend.call(py, |s| s.load(id)).py_err(py)?;
-                self.reloaded(py, engine, loaded)
+                self.reloaded(py, engine, loaded)?;
+                Ok(None)
             }
             Err(e) => Err(e).py_err(py),
         }

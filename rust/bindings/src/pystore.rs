@@ -444,7 +444,7 @@ impl Check<'_> {
             out.push(Count {
                 workflow: self.text("Count.workflow, a str,", &f[0])?,
                 status,
-                count: self.uint("Count.count, an int,", &f[2])?,
+                count: self.uint("Count.instances, an int,", &f[2])?,
             });
         }
         Ok(out)

@@ -329,11 +329,14 @@ impl<V: Clone> Driving<V> {
         self.asked.as_ref()
     }
 
-    /// The commit asked for by the last [`Driving::next`] is in the store.
-    pub fn committed(&mut self) {
+    /// The commit asked for by the last [`Driving::next`] is in the store. Returns the tasks
+    /// whose starts it recorded, to run now (what the next [`Driving::next`] would answer), if
+    /// any; else the driver asks [`Driving::next`].
+    pub fn committed(&mut self) -> Option<Vec<Task<V>>> {
         if let Some(p) = self.asked.take() {
             self.stored = Stored { version: self.stored.version + 1, status: p.status, due_at: p.due_at };
         }
+        (!self.staged.is_empty()).then(|| std::mem::take(&mut self.staged))
     }
 
     /// Whether the instance finished.
