@@ -1,7 +1,6 @@
 """Type stubs for the native extension ``tideflow._core`` (checked by stubtest)."""
 
 import builtins
-import os
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, Literal, final, overload
@@ -216,9 +215,7 @@ class NativeStore:
     """A native store (memory, or SQLite on one file) with the synchronous store protocol of
     ``tideflow.stores.base.Store``; the base class of ``MemoryStore`` and ``SQLiteStore``."""
 
-    def __new__(
-        cls, path: str | None = None, durability: str = "normal"
-    ) -> Self: ...
+    def __new__(cls, path: str | None = None, durability: str = "normal") -> Self: ...
     @property
     def path(self) -> str | None: ...
     @property
