@@ -81,10 +81,14 @@ class StoreConflict(StoreError):
 
 
 class LeaseLost(StoreError):
-    """A commit, extend or release came from a writer that does not hold the instance's lease (it
-    expired, or another owner holds it now); the store changed nothing."""
+    """A commit or an extend came from a writer that does not hold the instance's lease (it
+    expired, or another owner holds it now), or a commit without owner met someone else's live
+    lease; the store changed nothing. ``owner`` is the writer (None: an engine in its own
+    process), ``holder`` the live holder (None when the lease ran out)."""
 
-    def __init__(self, instance_id: str, owner: str | None = None, holder: str | None = None) -> None:
+    def __init__(
+        self, instance_id: str, owner: str | None = None, holder: str | None = None
+    ) -> None:
         if owner is not None:
             message = f"worker {owner!r} no longer holds the lease on instance {instance_id!r}"
         else:

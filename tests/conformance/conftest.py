@@ -5,14 +5,16 @@ under test; `engine(fresh=True)` stands for a restarted process (a new engine on
 the store outlives an engine; the same engine for the in-memory store, whose data lives in it).
 `durable` is the same over the stores whose data outlives an engine.
 
-Stores written in Python are listed once, in `PYTHON_STORES`: name -> factory. A factory is a
-context manager that takes the test's `tmp_path`, yields a new, empty store and cleans it up on
-exit. Every store listed there runs the whole engine-level suite (through `stores` and `durable`)
-and the store-protocol tests of `test_store_contract.py` (through `py_store`), unchanged. To add
-one, e.g. PostgreSQL:
+Stores written in Python are listed once, by name: synchronous ones (`tideflow.stores.base.Store`)
+in `PYTHON_STORES`, asynchronous ones (`AsyncStore`) in `ASYNC_STORES`. A factory is a context
+manager that takes the test's `tmp_path`, yields a new, empty store and cleans it up on exit.
+Every store listed there runs the whole engine-level suite (through `stores` and `durable`) and
+the store-protocol suite (`test_protocol_*.py`, through `store`, which gives every store, sync or
+async, one synchronous face: `facade.SyncFacade`), unchanged. The native stores (memory, SQLite)
+run the protocol suite through `Engine(...).store`. To add one, e.g. PostgreSQL:
 
     @contextmanager
-    def _postgres(tmp: Path) -> Iterator[Store]:
+    def _postgres(tmp: Path) -> Iterator[AsyncStore]:
         from tideflow.stores.postgres import PostgresStore
 
         dsn = os.environ.get("TIDEFLOW_TEST_POSTGRES")
@@ -27,7 +29,9 @@ one, e.g. PostgreSQL:
             store.drop_schema()
             store.close()
 
-    PYTHON_STORES["postgres"] = _postgres
+    ASYNC_STORES["postgres"] = _postgres
+
+Run the suite on it alone with `pytest tests/conformance -k postgres`.
 
 The store must be empty when yielded (each test starts from nothing) and must not share data with
 another test; a store reached over the network should use a fresh schema, key prefix or database
@@ -39,11 +43,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from tideflow import Engine, VirtualClock
-from tideflow.stores.base import Store
+from tideflow.stores.base import AsyncStore, Store
+
+from .facade import SyncFacade
 
 
 class Stores:
@@ -70,13 +77,35 @@ def _dict_store(tmp: Path) -> Iterator[Store]:
     yield DictStore()
 
 
-#: The stores written in Python, by name: a factory each (see the module docstring).
+@contextmanager
+def _async_dict_store(tmp: Path) -> Iterator[AsyncStore]:
+    from .async_dict_store import AsyncDictStore
+
+    yield AsyncDictStore()
+
+
+#: The synchronous stores written in Python, by name: a factory each (see the module docstring).
 PYTHON_STORES: dict[str, Callable[[Path], AbstractContextManager[Store]]] = {
-    "python": _dict_store,  # the reference implementation, on dicts
+    "dict": _dict_store,  # the reference implementation, on dicts
 }
 
-STORES = ["memory", "sqlite", *PYTHON_STORES]
-DURABLE = ["sqlite", *PYTHON_STORES]
+#: The asynchronous stores written in Python, by name: a factory each (see the module docstring).
+ASYNC_STORES: dict[str, Callable[[Path], AbstractContextManager[AsyncStore]]] = {
+    "async-dict": _async_dict_store,  # the reference implementation, awaited
+}
+
+#: The stores written in Python, synchronous or not.
+ALL_PYTHON: dict[str, Callable[[Path], AbstractContextManager[Store | AsyncStore]]] = {
+    **PYTHON_STORES,
+    **ASYNC_STORES,
+}
+
+STORES = ["memory", "sqlite", *ALL_PYTHON]
+DURABLE = ["sqlite", *ALL_PYTHON]
+#: The native stores, which the protocol suite reaches as `Engine(...).store`.
+NATIVE = ["memory", "sqlite"]
+#: The stores the protocol suite calls directly.
+PROTOCOL = [*NATIVE, *ALL_PYTHON]
 
 
 @pytest.fixture(params=STORES)
@@ -93,11 +122,33 @@ def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
         yield handle
 
 
-@pytest.fixture(params=list(PYTHON_STORES))
-def py_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A new, empty store written in Python, called directly through the store protocol."""
-    with PYTHON_STORES[request.param](tmp_path) as store:
-        yield store
+@pytest.fixture(params=PROTOCOL)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SyncFacade]:
+    """A new, empty store, called directly through the store protocol, synchronously (an
+    `AsyncStore`'s coroutines run on a private event loop)."""
+    peers: Callable[[], Store] | None = None
+    if request.param == "sqlite":
+        from tideflow.stores import SQLiteStore
+
+        path = tmp_path / "protocol.db"
+        peers = lambda: SQLiteStore(path)  # noqa: E731 -- another connection, as another process
+    with _protocol_store(request.param, tmp_path) as inner:
+        facade = SyncFacade(request.param, inner, peers)
+        try:
+            yield facade
+        finally:
+            facade.close()
+
+
+@contextmanager
+def _protocol_store(name: str, tmp_path: Path) -> Iterator[Store | AsyncStore]:
+    if name == "memory":
+        yield cast(Store, Engine().store)
+    elif name == "sqlite":
+        yield cast(Store, Engine(store=f"sqlite:///{tmp_path / 'protocol.db'}").store)
+    else:
+        with ALL_PYTHON[name](tmp_path) as store:
+            yield store
 
 
 @contextmanager
@@ -107,8 +158,8 @@ def _open(name: str, tmp_path: Path) -> Iterator[Stores]:
     elif name == "sqlite":
         path = tmp_path / "conformance.db"
         yield Stores(name, lambda clock: Engine(store=f"sqlite:///{path}", clock=clock), True)
-    elif name in PYTHON_STORES:
-        with PYTHON_STORES[name](tmp_path) as data:  # outlives each engine, like a database
+    elif name in ALL_PYTHON:
+        with ALL_PYTHON[name](tmp_path) as data:  # outlives each engine, like a database
             yield Stores(name, lambda clock: Engine(store=data, clock=clock), durable=True)
     else:
         raise ValueError(f"unknown store {name!r} in the conformance parameters")

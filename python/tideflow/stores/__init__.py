@@ -1,61 +1,92 @@
-"""Store configurations: where an engine keeps its checkpoints.
+"""The stores an engine keeps its checkpoints in.
 
-``Engine(store=...)`` takes one of these objects or a URL: ``None``/``"memory"`` for the in-memory
-store, ``"sqlite:///relative/path.db"`` or ``"sqlite:////absolute/path.db"`` (add
-``?durability=full`` to sync every commit) for SQLite. Both are native (Rust).
+``Engine(store=...)`` takes one of these objects, a URL, or a store written in Python:
+``None``/``"memory"`` for the in-memory store, ``"sqlite:///relative/path.db"`` or
+``"sqlite:////absolute/path.db"`` (add ``?durability=full`` to sync every commit) for SQLite,
+or an object implementing ``tideflow.stores.base.Store`` or ``AsyncStore``. Memory and SQLite
+are native (Rust): ``MemoryStore`` and ``SQLiteStore`` are store objects with the synchronous
+protocol of ``base.Store`` (``describe``, ``claim``, ``list``, ...), and ``engine.store`` is
+the store an engine runs on.
 """
 
 from __future__ import annotations
 
 import os
 
+from tideflow import _core
+from tideflow._args import check_text
 from tideflow.errors import InvalidArgument, StoreError
 
-__all__ = ["MemoryStore", "SQLiteStore", "parse_store"]
+TYPE_CHECKING = False  # (see tideflow.retry: importing typing costs a minimal run)
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["MemoryStore", "NativeStore", "SQLiteStore", "parse_store"]
+
+#: The native store class: the base of ``MemoryStore`` and ``SQLiteStore``.
+NativeStore = _core.NativeStore
 
 
-class MemoryStore:
-    """The in-memory store (the default): fast, and gone when the process exits."""
+class MemoryStore(_core.NativeStore):
+    """The in-memory store (the default): fast, and gone when the process exits. Engines given
+    the same ``MemoryStore`` object share its instances."""
 
     __slots__ = ()
+
+    def __new__(cls) -> Self:
+        return super().__new__(cls)
 
     def __repr__(self) -> str:
         return "MemoryStore()"
 
 
-class SQLiteStore:
-    """A durable store in one SQLite file (WAL mode), shared safely by several processes.
+class SQLiteStore(_core.NativeStore):
+    """A durable store in one SQLite file (WAL mode), shared safely by several processes; the
+    file is opened (created, migrated) at once.
 
     ``durability="normal"`` (the default) survives a crash of the process; after a power loss the
     last commits may be lost, so a step may run again (which its idempotency key covers).
     ``durability="full"`` syncs every commit to disk before the next step starts.
     """
 
-    __slots__ = ("durability", "path")
+    __slots__ = ()
 
-    def __init__(self, path: str | os.PathLike[str], durability: str = "normal") -> None:
+    def __new__(cls, path: str | os.PathLike[str], durability: str = "normal") -> Self:
         if durability not in ("normal", "full"):
             raise StoreError(f"durability must be 'normal' or 'full', got {durability!r}")
         try:
-            self.path = os.fspath(path)
+            fspath = os.fspath(path)
         except TypeError:
             msg = f"a SQLite store's path must be a str or an os.PathLike, got {type(path).__name__} {path!r}"
             raise InvalidArgument(msg) from None
-        if not self.path:
+        if not isinstance(fspath, str):
+            msg = f"a SQLite store's path must be a str or an os.PathLike, got {type(path).__name__} {path!r}"
+            raise InvalidArgument(msg)
+        if not fspath:
             raise StoreError("a SQLite store needs a file path")
-        self.durability = durability
+        check_text(fspath, "the SQLite store's path")  # UTF-8 must encode it (no lone surrogate)
+        return super().__new__(cls, fspath, durability)
+
+    @property
+    def path(self) -> str:
+        """The file's path."""
+        return str(super().path)
+
+    @property
+    def durability(self) -> str:
+        """``"normal"`` or ``"full"``."""
+        return str(super().durability)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}, durability={self.durability!r})"
 
 
 def parse_store(store: object) -> object:
-    """Resolves what ``Engine(store=...)`` was given: a ``MemoryStore``, a ``SQLiteStore``, or an
-    object implementing the Python store protocol (``tideflow.stores.base.Store``)."""
-    if store is None or isinstance(store, MemoryStore) or store in ("memory", "memory://"):
+    """Resolves what ``Engine(store=...)`` was given into the store the engine runs on: a
+    ``MemoryStore`` or ``SQLiteStore`` (given, or opened from a URL), or an object implementing
+    the Python store protocol (``tideflow.stores.base.Store`` or ``AsyncStore``)."""
+    if store is None or (isinstance(store, str) and store in ("memory", "memory://")):
         return MemoryStore()
-    if isinstance(store, SQLiteStore):
-        return store
     if isinstance(store, str) and store.startswith("sqlite://"):
         rest = store[len("sqlite://") :]
         if not rest.startswith("/"):
@@ -70,6 +101,8 @@ def parse_store(store: object) -> object:
                 raise StoreError(f"unknown SQLite URL option {key!r} in {store!r}")
             durability = value
         return SQLiteStore(path, durability)
+    if isinstance(store, _core.NativeStore):
+        return store
     if not isinstance(store, str) and all(
         callable(getattr(store, m, None)) for m in ("create", "commit", "get", "records", "list")
     ):

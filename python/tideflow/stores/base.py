@@ -138,11 +138,13 @@ class ListPage(NamedTuple):
 
 
 class Count(NamedTuple):
-    """How many instances of one workflow have one status."""
+    """How many instances of one workflow have one status (see ``Store.counts``)."""
 
+    #: The workflow name.
     workflow: str
+    #: The status, lowercase.
     status: str
-    #: How many instances.
+    #: How many instances (never 0: ``counts`` leaves zero counts out).
     instances: int
 
 
@@ -206,7 +208,9 @@ class Store(Protocol):
         ...
 
     def list(self, query: ListQuery) -> ListPage:
-        """The instances matching ``query``, most recently created first, one page at a time."""
+        """The instances matching ``query``, most recently created first, one page at a time:
+        when ``query.limit`` cut the page short, its ``cursor`` continues after it (None on the
+        last page). Raises ``tideflow.InvalidArgument`` for a cursor the store did not make."""
         ...
 
     def counts(self) -> builtins.list[Count]:

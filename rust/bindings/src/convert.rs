@@ -51,13 +51,6 @@ pub fn commit_to_py<'py>(py: Python<'py>, c: &Commit<'_>) -> PyResult<Bound<'py,
     ))
 }
 
-/// The error for a store method that returned something of the wrong shape.
-pub fn bad_return(py: Python<'_>, store: &str, method: &str, what: &str, got: &Bound<'_, PyAny>) -> PyErr {
-    let shown = got.repr().map(|r| r.to_string()).unwrap_or_else(|_| "?".into());
-    let shown: String = shown.chars().take(120).collect();
-    error(py, "StoreError", format!("{store}: {method}() must return {what}, got {shown}"))
-}
-
 fn field<'py, T: FromPyObjectOwned<'py>>(v: &Bound<'py, PyAny>, name: &str) -> PyResult<T> {
     v.getattr(name)?.extract::<T>().map_err(Into::into)
 }

@@ -17,6 +17,7 @@ mod history;
 mod host;
 mod inbox;
 mod json;
+mod native_store;
 mod observe;
 mod open;
 mod pystore;
@@ -45,6 +46,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<workflow::Compiled>()?;
     m.add_class::<engine::Engine>()?;
     m.add_class::<async_run::AsyncRun>()?;
+    m.add_class::<native_store::NativeStore>()?;
     m.add_function(wrap_pyfunction!(decode_json, m)?)?;
     m.add_function(wrap_pyfunction!(encode_json, m)?)?;
     m.add("FORMAT_VERSION", tideflow_core::codec::FORMAT)?;

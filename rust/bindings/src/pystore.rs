@@ -1,18 +1,31 @@
-//! A store written in Python (see `tideflow/stores/base.py`), seen by the core as a `Store`.
-//! Records cross as `bytes`, indexed fields as the protocol's NamedTuples; the Python side never
-//! parses a record. An `AsyncStore`'s coroutines are run to completion by the engine's runner on
-//! the synchronous paths (the asyncio driver awaits them itself).
+//! A store written in Python (`tideflow.stores.base.Store`, or `AsyncStore` whose coroutines a
+//! runner callable runs to completion), seen by the core as a [`Store`].
+//!
+//! Values cross as the typed NamedTuples of `base.py` (the classes are imported once); records
+//! as `bytes`, which the Python side never parses. What the store returns is checked field by
+//! field: a wrong type is a `StoreError` naming the store, the method and what came back. Its
+//! exceptions are recognised by `isinstance`: `StoreConflict`, `LeaseLost`, `UnknownInstance`,
+//! `SignalError` and `InvalidArgument` become the matching [`CoreError`]; anything else becomes
+//! [`CoreError::Store`], with the Python exception kept as the `__cause__` of the `StoreError`
+//! that reaches Python ([`take_cause`]).
+//!
+//! A `PyStore` holds no lock: every method works from `&self` with the GIL, and
+//! [`PyStore::clone_ref`] is a cheap handle, so a Python store driven from two threads cannot
+//! deadlock on a lock held across a call into Python.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
+use pyo3::call::PyCallArgs;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 use tideflow_core::store::{
     Claim, Commit, Count, Created, InstanceMeta, ListPage, ListQuery, Loaded, Store, StoredInstance,
 };
 use tideflow_core::{CoreError, Status};
 
-use crate::convert::{bad_return, class, commit_to_py, loaded_from_py, meta_from_py, meta_to_py, stored_from_py};
+use crate::convert::{commit_to_py, meta_to_py};
 
 thread_local! {
     /// The Python exception behind the last `CoreError::Store` from a Python store, attached as
@@ -25,8 +38,12 @@ pub fn take_cause() -> Option<PyErr> {
     CAUSE.with(|c| c.borrow_mut().take())
 }
 
-/// The operations of the protocol, checked at construction.
-const METHODS: [&str; 16] = [
+fn set_cause(e: Option<PyErr>) {
+    CAUSE.with(|c| *c.borrow_mut() = e);
+}
+
+/// The operations of the protocol besides `describe` (synchronous in both protocols).
+pub const OPERATIONS: [&str; 15] = [
     "create",
     "commit",
     "get",
@@ -42,48 +59,117 @@ const METHODS: [&str; 16] = [
     "claim",
     "extend",
     "release",
-    "describe",
 ];
 
-/// A Python object implementing `Store` or `AsyncStore`.
+/// The classes of `tideflow.stores.base` and `tideflow.errors` the adapter builds and recognises.
+pub struct Classes {
+    pub instance_meta: Py<PyType>,
+    pub stored_instance: Py<PyType>,
+    pub loaded: Py<PyType>,
+    pub list_query: Py<PyType>,
+    pub list_page: Py<PyType>,
+    pub count: Py<PyType>,
+    pub claim: Py<PyType>,
+    pub commit: Py<PyType>,
+    store_conflict: Py<PyType>,
+    lease_lost: Py<PyType>,
+    unknown_instance: Py<PyType>,
+    signal_error: Py<PyType>,
+    invalid_argument: Py<PyType>,
+    iscoroutinefunction: Py<PyAny>,
+}
+
+static CLASSES: PyOnceLock<Classes> = PyOnceLock::new();
+
+/// The classes, imported once.
+pub fn classes(py: Python<'_>) -> PyResult<&Classes> {
+    CLASSES.get_or_try_init(py, || {
+        let base = py.import("tideflow.stores.base")?;
+        let errors = py.import("tideflow.errors")?;
+        let t = |m: &Bound<'_, PyModule>, n: &str| -> PyResult<Py<PyType>> {
+            Ok(m.getattr(n)?.cast_into::<PyType>()?.unbind())
+        };
+        Ok(Classes {
+            instance_meta: t(&base, "InstanceMeta")?,
+            stored_instance: t(&base, "StoredInstance")?,
+            loaded: t(&base, "Loaded")?,
+            list_query: t(&base, "ListQuery")?,
+            list_page: t(&base, "ListPage")?,
+            count: t(&base, "Count")?,
+            claim: t(&base, "Claim")?,
+            commit: t(&base, "Commit")?,
+            store_conflict: t(&errors, "StoreConflict")?,
+            lease_lost: t(&errors, "LeaseLost")?,
+            unknown_instance: t(&errors, "UnknownInstance")?,
+            signal_error: t(&errors, "SignalError")?,
+            invalid_argument: t(&errors, "InvalidArgument")?,
+            iscoroutinefunction: py.import("inspect")?.getattr("iscoroutinefunction")?.unbind(),
+        })
+    })
+}
+
+/// A Python object implementing the store protocol.
 pub struct PyStore {
     obj: Py<PyAny>,
-    name: String,
-    is_async: bool,
-    /// Runs a coroutine to completion (for an `AsyncStore` on the synchronous paths).
+    /// Runs an `AsyncStore`'s coroutine to completion (`runner(coro)`), for the synchronous paths.
     runner: Py<PyAny>,
+    is_async: bool,
+    name: Arc<str>,
 }
 
 impl PyStore {
-    /// Wraps `obj`, checking that it has every operation of the protocol.
+    /// Wraps `obj`, checking that it implements the whole protocol, synchronously (`Store`) or
+    /// asynchronously (`AsyncStore`: then `runner`, a callable taking a coroutine and returning
+    /// its result, runs its operations on the synchronous paths).
     pub fn new(obj: Bound<'_, PyAny>, runner: Py<PyAny>) -> PyResult<PyStore> {
         let py = obj.py();
-        let missing: Vec<&str> = METHODS.iter().copied().filter(|m| !obj.hasattr(*m).unwrap_or(false)).collect();
+        let tn = obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+        let not_store = |why: String| crate::errors::error(py, "StoreError", format!("{tn} is not a store: {why}"));
+        let callable = |m: &str| obj.getattr(m).is_ok_and(|a| a.is_callable());
+        let missing: Vec<&str> = OPERATIONS.iter().copied().chain(["describe"]).filter(|m| !callable(m)).collect();
         if !missing.is_empty() {
-            let tn = obj.get_type().name()?.to_string();
-            return Err(crate::errors::error(
-                py,
-                "StoreError",
-                format!("{tn} is not a store: it lacks {}", missing.join(", ")),
-            ));
+            return Err(not_store(format!("it lacks {}", missing.join(", "))));
         }
-        let name = obj.call_method0("describe")?.extract::<String>()?;
-        let inspect = py.import("inspect")?;
-        let is_async = inspect.call_method1("iscoroutinefunction", (obj.getattr("commit")?,))?.is_truthy()?;
-        Ok(PyStore { obj: obj.unbind(), name, is_async, runner })
+        let iscoro = classes(py)?.iscoroutinefunction.bind(py);
+        let mut sync_ops = Vec::new();
+        for m in OPERATIONS {
+            if !iscoro.call1((obj.getattr(m)?,))?.is_truthy()? {
+                sync_ops.push(m);
+            }
+        }
+        let is_async = match sync_ops.len() {
+            0 => true,
+            n if n == OPERATIONS.len() => false,
+            _ => {
+                return Err(not_store(format!(
+                    "it mixes coroutine and plain methods ({} are not coroutine functions); an AsyncStore's \
+                     operations are all `async def`, a Store's none",
+                    sync_ops.join(", ")
+                )))
+            }
+        };
+        if iscoro.call1((obj.getattr("describe")?,))?.is_truthy()? {
+            return Err(not_store("describe() must be a plain method, also on an AsyncStore".into()));
+        }
+        let described = obj.call_method0("describe")?;
+        let name: String = match described.cast::<PyString>() {
+            Ok(s) => s.to_str()?.to_string(),
+            Err(_) => return Err(not_store(format!("describe() must return a str, got {}", shown(&described)))),
+        };
+        Ok(PyStore { obj: obj.unbind(), runner, is_async, name: name.into() })
     }
 
-    /// Another handle on the same Python object (no lock is shared between handles).
+    /// Another handle on the same store (no lock is shared: each call takes the GIL).
     pub fn clone_ref(&self, py: Python<'_>) -> PyStore {
         PyStore {
             obj: self.obj.clone_ref(py),
-            name: self.name.clone(),
-            is_async: self.is_async,
             runner: self.runner.clone_ref(py),
+            is_async: self.is_async,
+            name: Arc::clone(&self.name),
         }
     }
 
-    /// Whether the store is an `AsyncStore`.
+    /// Whether the store is an `AsyncStore` (the asyncio driver awaits its calls itself).
     pub fn is_async(&self) -> bool {
         self.is_async
     }
@@ -93,184 +179,405 @@ impl PyStore {
         &self.obj
     }
 
-    fn map_err(&self, py: Python<'_>, e: PyErr) -> CoreError {
-        let value = e.value(py);
-        let is = |name: &str| {
-            py.import("tideflow.errors")
-                .and_then(|m| m.getattr(name))
-                .and_then(|cls| value.is_instance(&cls))
-                .unwrap_or(false)
+    /// Calls operation `method`, running its coroutine for an `AsyncStore`; `id` is the instance
+    /// the call is about (for the `UnknownInstance` it may raise).
+    fn call<'py, A>(
+        &self,
+        py: Python<'py>,
+        method: &'static str,
+        args: A,
+        id: Option<&str>,
+    ) -> Result<Bound<'py, PyAny>, CoreError>
+    where
+        A: PyCallArgs<'py>,
+    {
+        let run = || -> PyResult<Bound<'py, PyAny>> {
+            let r = self.obj.bind(py).call_method1(method, args)?;
+            if self.is_async {
+                self.runner.bind(py).call1((r,))
+            } else {
+                Ok(r)
+            }
         };
-        let attr = |n: &str| value.getattr(n).ok();
-        let text = || value.str().map(|s| s.to_string()).unwrap_or_default();
-        if is("StoreConflict") {
-            let id = attr("instance_id").and_then(|v| v.extract::<String>().ok()).unwrap_or_default();
-            let expected = attr("expected").and_then(|v| v.extract::<u64>().ok()).unwrap_or(0);
-            let found = attr("found").and_then(|v| v.extract::<u64>().ok()).unwrap_or(0);
-            return CoreError::Conflict { instance: id, expected, found };
-        }
-        if is("LeaseLost") {
-            let id = attr("instance_id").and_then(|v| v.extract::<String>().ok()).unwrap_or_default();
-            let owner = attr("owner").and_then(|v| v.extract::<Option<String>>().ok()).flatten();
-            let holder = attr("holder").and_then(|v| v.extract::<Option<String>>().ok()).flatten();
-            return CoreError::LeaseLost { instance: id, owner, holder };
-        }
-        if is("UnknownInstance") {
-            return CoreError::UnknownInstance(text());
-        }
-        if is("SignalError") {
-            return CoreError::InvalidState(text());
-        }
-        let class = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-        let msg = format!("{}: {class}: {}", self.name, text());
-        CAUSE.with(|c| *c.borrow_mut() = Some(e));
-        CoreError::Store(msg)
+        run().map_err(|e| store_error(py, &self.name, method, e, id))
     }
 
-    /// Calls `method` with `args` (awaiting an `AsyncStore`'s coroutine) and converts the result.
-    fn call<T>(
+    fn check<'a>(&'a self, method: &'static str) -> Check<'a> {
+        Check { store: &self.name, method, given: false }
+    }
+}
+
+/// Maps an exception raised by store `name` in `method` onto the core's errors.
+pub fn store_error(py: Python<'_>, name: &str, method: &str, e: PyErr, id: Option<&str>) -> CoreError {
+    let v = e.value(py);
+    let text = v.str().map(|s| s.to_string()).unwrap_or_default();
+    let Ok(c) = classes(py) else {
+        set_cause(Some(e));
+        return CoreError::Store(format!("{name}: {method}() failed: {text}"));
+    };
+    let is = |t: &Py<PyType>| v.is_instance(t.bind(py)).unwrap_or(false);
+    let attr_s = |n: &str| v.getattr(n).ok().and_then(|a| a.extract::<Option<String>>().ok()).flatten();
+    let attr_u = |n: &str| v.getattr(n).ok().and_then(|a| a.extract::<u64>().ok()).unwrap_or(0);
+    let instance = || attr_s("instance_id").or_else(|| id.map(str::to_string)).unwrap_or_default();
+    if is(&c.store_conflict) {
+        return CoreError::Conflict { instance: instance(), expected: attr_u("expected"), found: attr_u("found") };
+    }
+    if is(&c.lease_lost) {
+        return CoreError::LeaseLost { instance: instance(), owner: attr_s("owner"), holder: attr_s("holder") };
+    }
+    if is(&c.unknown_instance) {
+        return CoreError::UnknownInstance(id.map(str::to_string).unwrap_or(text));
+    }
+    if is(&c.signal_error) || is(&c.invalid_argument) {
+        return CoreError::InvalidState(text);
+    }
+    let class = v.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "Exception".into());
+    set_cause(Some(e));
+    CoreError::Store(format!("{name}: {method}() raised {class}: {text}"))
+}
+
+/// A short repr of a value, for messages.
+fn shown(v: &Bound<'_, PyAny>) -> String {
+    let r = v.repr().map(|r| r.to_string()).unwrap_or_else(|_| "?".into());
+    if r.chars().count() > 120 {
+        format!("{}...", r.chars().take(117).collect::<String>())
+    } else {
+        r
+    }
+}
+
+/// Checks the values one method of one store returned (or, `given`, was passed from Python).
+pub struct Check<'a> {
+    /// The store's name (`describe()`).
+    pub store: &'a str,
+    /// The method.
+    pub method: &'static str,
+    /// Whether the values are arguments given to the method (else what it returned).
+    pub given: bool,
+}
+
+impl Check<'_> {
+    /// The error for a value `got` where `what` was expected (a `CoreError::Store`).
+    pub fn bad(&self, what: &str, got: &Bound<'_, PyAny>) -> CoreError {
+        set_cause(None); // not caused by an exception: none from an earlier call may stick to it
+        let verb = if self.given { "was given" } else { "returned" };
+        CoreError::Store(format!(
+            "{}: {}() {verb} {} where {what} was expected",
+            self.store,
+            self.method,
+            shown_typed(got)
+        ))
+    }
+
+    pub fn text(&self, what: &str, v: &Bound<'_, PyAny>) -> Result<String, CoreError> {
+        match v.cast::<PyString>() {
+            Ok(s) => s.to_str().map(str::to_string).map_err(|_| self.bad(what, v)),
+            Err(_) => Err(self.bad(what, v)),
+        }
+    }
+
+    pub fn opt_text(&self, what: &str, v: &Bound<'_, PyAny>) -> Result<Option<String>, CoreError> {
+        if v.is_none() {
+            Ok(None)
+        } else {
+            self.text(what, v).map(Some)
+        }
+    }
+
+    /// A non-negative int (not a bool).
+    pub fn uint(&self, what: &str, v: &Bound<'_, PyAny>) -> Result<u64, CoreError> {
+        if v.is_instance_of::<PyInt>() && !v.is_instance_of::<PyBool>() {
+            v.extract::<u64>().map_err(|_| self.bad(what, v))
+        } else {
+            Err(self.bad(what, v))
+        }
+    }
+
+    /// A float (an int is taken too; a bool is not).
+    pub fn float(&self, what: &str, v: &Bound<'_, PyAny>) -> Result<f64, CoreError> {
+        if v.is_instance_of::<PyFloat>() || (v.is_instance_of::<PyInt>() && !v.is_instance_of::<PyBool>()) {
+            v.extract::<f64>().map_err(|_| self.bad(what, v))
+        } else {
+            Err(self.bad(what, v))
+        }
+    }
+
+    pub fn opt_float(&self, what: &str, v: &Bound<'_, PyAny>) -> Result<Option<f64>, CoreError> {
+        if v.is_none() {
+            Ok(None)
+        } else {
+            self.float(what, v).map(Some)
+        }
+    }
+
+    /// A bool.
+    pub fn boolean(&self, what: &str, v: &Bound<'_, PyAny>) -> Result<bool, CoreError> {
+        match v.cast::<PyBool>() {
+            Ok(b) => Ok(b.is_true()),
+            Err(_) => Err(self.bad(what, v)),
+        }
+    }
+
+    /// `bytes` (exactly: a record is never text).
+    pub fn bytes(&self, what: &str, v: &Bound<'_, PyAny>) -> Result<Vec<u8>, CoreError> {
+        match v.cast::<PyBytes>() {
+            Ok(b) => Ok(b.as_bytes().to_vec()),
+            Err(_) => Err(self.bad(what, v)),
+        }
+    }
+
+    /// The items of a list (or tuple).
+    pub fn items<'py>(&self, what: &str, v: &Bound<'py, PyAny>) -> Result<Vec<Bound<'py, PyAny>>, CoreError> {
+        if let Ok(l) = v.cast::<PyList>() {
+            Ok(l.iter().collect())
+        } else if let Ok(t) = v.cast::<PyTuple>() {
+            Ok(t.iter().collect())
+        } else {
+            Err(self.bad(what, v))
+        }
+    }
+
+    /// The fields of an instance of the NamedTuple `class` (`n` of them).
+    pub fn fields<'py>(
         &self,
-        method: &str,
-        args: impl FnOnce(Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyTuple>>,
-        convert: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) -> PyResult<T>,
-    ) -> Result<T, CoreError> {
-        Python::attach(|py| {
-            let run = || -> PyResult<T> {
-                let mut r = self.obj.bind(py).call_method1(method, args(py)?)?;
-                if self.is_async {
-                    r = self.runner.bind(py).call1((r, py.None()))?;
-                }
-                convert(py, &r).map_err(|e| {
-                    if e.is_instance_of::<pyo3::exceptions::PyTypeError>(py)
-                        || e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py)
-                    {
-                        bad_return(py, &self.name, method, &format!("what the protocol says ({e})"), &r)
-                    } else {
-                        e
-                    }
-                })
-            };
-            run().map_err(|e| self.map_err(py, e))
+        what: &str,
+        class: &Py<PyType>,
+        n: usize,
+        v: &Bound<'py, PyAny>,
+    ) -> Result<Vec<Bound<'py, PyAny>>, CoreError> {
+        let py = v.py();
+        let ok = v.is_instance(class.bind(py)).unwrap_or(false);
+        match v.cast::<PyTuple>() {
+            Ok(t) if ok && t.len() == n => Ok(t.iter().collect()),
+            _ => Err(self.bad(what, v)),
+        }
+    }
+
+    /// An `InstanceMeta`.
+    pub fn meta(&self, v: &Bound<'_, PyAny>) -> Result<InstanceMeta, CoreError> {
+        let c = classes(v.py()).map_err(|e| store_error(v.py(), self.store, self.method, e, None))?;
+        let f = self.fields("an InstanceMeta", &c.instance_meta, 11, v)?;
+        let status = self.text("InstanceMeta.status, a str,", &f[3])?;
+        let Some(status) = Status::parse(&status) else {
+            return Err(self.bad("a status (pending, running, suspended, completed, failed, cancelled)", &f[3]));
+        };
+        Ok(InstanceMeta {
+            id: self.text("InstanceMeta.id, a str,", &f[0])?,
+            workflow: self.text("InstanceMeta.workflow, a str,", &f[1])?,
+            plan_hash: self.text("InstanceMeta.plan_hash, a str,", &f[2])?,
+            status,
+            version: self.uint("InstanceMeta.version, an int,", &f[4])?,
+            created_at: self.float("InstanceMeta.created_at, a float,", &f[5])?,
+            updated_at: self.float("InstanceMeta.updated_at, a float,", &f[6])?,
+            due_at: self.opt_float("InstanceMeta.due_at, a float or None,", &f[7])?,
+            owner: self.opt_text("InstanceMeta.owner, a str or None,", &f[8])?,
+            lease_until: self.opt_float("InstanceMeta.lease_until, a float or None,", &f[9])?,
+            error: self.opt_text("InstanceMeta.error, a str or None,", &f[10])?,
         })
     }
+
+    /// A list of `InstanceMeta`.
+    pub fn metas(&self, v: &Bound<'_, PyAny>) -> Result<Vec<InstanceMeta>, CoreError> {
+        self.items("a list of InstanceMeta", v)?.iter().map(|m| self.meta(m)).collect()
+    }
+
+    /// A `StoredInstance`, or None.
+    pub fn stored(&self, v: &Bound<'_, PyAny>) -> Result<Option<StoredInstance>, CoreError> {
+        if v.is_none() {
+            return Ok(None);
+        }
+        let c = classes(v.py()).map_err(|e| store_error(v.py(), self.store, self.method, e, None))?;
+        let f = self.fields("a StoredInstance or None", &c.stored_instance, 2, v)?;
+        Ok(Some(StoredInstance {
+            meta: self.meta(&f[0])?,
+            header: self.bytes("StoredInstance.header, bytes,", &f[1])?,
+        }))
+    }
+
+    /// A list of records (`bytes`).
+    pub fn records(&self, v: &Bound<'_, PyAny>) -> Result<Vec<Vec<u8>>, CoreError> {
+        self.items("a list of bytes", v)?.iter().map(|r| self.bytes("a record, bytes,", r)).collect()
+    }
+
+    /// A list of `(number, record)` signals.
+    pub fn signals(&self, v: &Bound<'_, PyAny>) -> Result<Vec<(u64, Vec<u8>)>, CoreError> {
+        let what = "a list of (int, bytes) signals";
+        let mut out = Vec::new();
+        for s in self.items(what, v)? {
+            let pair = self.items(what, &s)?;
+            let [n, r] = pair.as_slice() else { return Err(self.bad("a signal, an (int, bytes) pair,", &s)) };
+            out.push((self.uint("a signal number, an int,", n)?, self.bytes("a signal record, bytes,", r)?));
+        }
+        Ok(out)
+    }
+
+    /// A `Loaded`, or None.
+    pub fn loaded(&self, v: &Bound<'_, PyAny>) -> Result<Option<Loaded>, CoreError> {
+        if v.is_none() {
+            return Ok(None);
+        }
+        let c = classes(v.py()).map_err(|e| store_error(v.py(), self.store, self.method, e, None))?;
+        let f = self.fields("a Loaded or None", &c.loaded, 4, v)?;
+        Ok(Some(Loaded {
+            meta: self.meta(&f[0])?,
+            header: self.bytes("Loaded.header, bytes,", &f[1])?,
+            records: self.records(&f[2])?,
+            signals: self.signals(&f[3])?,
+        }))
+    }
+
+    /// A `ListPage`.
+    pub fn page(&self, v: &Bound<'_, PyAny>) -> Result<ListPage, CoreError> {
+        let c = classes(v.py()).map_err(|e| store_error(v.py(), self.store, self.method, e, None))?;
+        let f = self.fields("a ListPage", &c.list_page, 2, v)?;
+        Ok(ListPage { items: self.metas(&f[0])?, cursor: self.opt_text("ListPage.cursor, a str or None,", &f[1])? })
+    }
+
+    /// A list of `Count`.
+    pub fn counts(&self, v: &Bound<'_, PyAny>) -> Result<Vec<Count>, CoreError> {
+        let c = classes(v.py()).map_err(|e| store_error(v.py(), self.store, self.method, e, None))?;
+        let mut out = Vec::new();
+        for item in self.items("a list of Count", v)? {
+            let f = self.fields("a Count", &c.count, 3, &item)?;
+            let status = self.text("Count.status, a str,", &f[1])?;
+            let Some(status) = Status::parse(&status) else { return Err(self.bad("a status", &f[1])) };
+            out.push(Count {
+                workflow: self.text("Count.workflow, a str,", &f[0])?,
+                status,
+                count: self.uint("Count.instances, an int,", &f[2])?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn shown_typed(v: &Bound<'_, PyAny>) -> String {
+    let tn = v.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+    format!("{tn} {}", shown(v))
 }
 
 fn names(statuses: &[Status]) -> Vec<&'static str> {
     statuses.iter().map(|s| s.as_str()).collect()
 }
 
-fn metas(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<Vec<InstanceMeta>> {
-    v.try_iter()?.map(|m| meta_from_py(py, &m?)).collect()
+fn bytes_list<'py>(py: Python<'py>, records: &[Vec<u8>]) -> PyResult<Bound<'py, PyList>> {
+    PyList::new(py, records.iter().map(|r| PyBytes::new(py, r)))
+}
+
+/// A `ListQuery` for Python.
+pub fn query_to_py<'py>(py: Python<'py>, q: &ListQuery) -> PyResult<Bound<'py, PyAny>> {
+    classes(py)?.list_query.bind(py).call1((
+        PyList::new(py, names(&q.statuses))?,
+        q.workflow.as_deref(),
+        q.plan_hash.as_deref(),
+        q.limit,
+        q.cursor.as_deref(),
+    ))
+}
+
+/// A `Claim` for Python.
+pub fn claim_to_py<'py>(py: Python<'py>, c: &Claim<'_>) -> PyResult<Bound<'py, PyAny>> {
+    classes(py)?.claim.bind(py).call1((c.owner, c.limit, c.lease, c.now, PyList::new(py, c.plan_hashes)?))
+}
+
+/// A Python conversion failure (building an argument) as a store error.
+fn arg_error(py: Python<'_>, name: &str, method: &str, e: PyErr) -> CoreError {
+    store_error(py, name, method, e, None)
 }
 
 impl Store for PyStore {
     fn create(&mut self, meta: &InstanceMeta, header: &[u8], records: &[Vec<u8>]) -> Result<Created, CoreError> {
-        self.call(
-            "create",
-            |py| {
-                let recs = PyList::new(py, records.iter().map(|r| PyBytes::new(py, r)))?;
-                (meta_to_py(py, meta)?, PyBytes::new(py, header), recs).into_pyobject(py)
-            },
-            |py, r| Ok(stored_from_py(py, r)?.map_or(Created::New, Created::Existing)),
-        )
+        Python::attach(|py| {
+            let args =
+                (|| Ok::<_, PyErr>((meta_to_py(py, meta)?, PyBytes::new(py, header), bytes_list(py, records)?)))()
+                    .map_err(|e| arg_error(py, &self.name, "create", e))?;
+            let r = self.call(py, "create", args, Some(&meta.id))?;
+            Ok(match self.check("create").stored(&r)? {
+                None => Created::New,
+                Some(s) => Created::Existing(s),
+            })
+        })
     }
 
     fn commit(&mut self, c: &Commit<'_>) -> Result<(), CoreError> {
-        self.call("commit", |py| (commit_to_py(py, c)?,).into_pyobject(py), |_, _| Ok(()))
+        Python::attach(|py| {
+            let arg = commit_to_py(py, c).map_err(|e| arg_error(py, &self.name, "commit", e))?;
+            let r = self.call(py, "commit", (arg,), Some(c.id))?;
+            if r.is_none() {
+                Ok(())
+            } else {
+                Err(self.check("commit").bad("None", &r))
+            }
+        })
     }
 
     fn get(&mut self, id: &str) -> Result<Option<StoredInstance>, CoreError> {
-        self.call("get", |py| (id,).into_pyobject(py), stored_from_py)
+        Python::attach(|py| self.check("get").stored(&self.call(py, "get", (id,), Some(id))?))
     }
 
     fn load(&mut self, id: &str) -> Result<Option<Loaded>, CoreError> {
-        self.call("load", |py| (id,).into_pyobject(py), loaded_from_py)
+        Python::attach(|py| self.check("load").loaded(&self.call(py, "load", (id,), Some(id))?))
     }
 
     fn records(&mut self, id: &str, after: u64) -> Result<Vec<Vec<u8>>, CoreError> {
-        self.call("records", |py| (id, after).into_pyobject(py), |_, r| r.extract())
+        Python::attach(|py| self.check("records").records(&self.call(py, "records", (id, after), Some(id))?))
     }
 
     fn list(&mut self, q: &ListQuery) -> Result<ListPage, CoreError> {
-        self.call(
-            "list",
-            |py| {
-                let query = class(py, "ListQuery")?.call1((
-                    names(&q.statuses),
-                    q.workflow.as_deref(),
-                    q.plan_hash.as_deref(),
-                    q.limit,
-                    q.cursor.as_deref(),
-                ))?;
-                (query,).into_pyobject(py)
-            },
-            |py, r| Ok(ListPage { items: metas(py, &r.getattr("items")?)?, cursor: r.getattr("cursor")?.extract()? }),
-        )
+        Python::attach(|py| {
+            let arg = query_to_py(py, q).map_err(|e| arg_error(py, &self.name, "list", e))?;
+            self.check("list").page(&self.call(py, "list", (arg,), None)?)
+        })
     }
 
     fn counts(&mut self) -> Result<Vec<Count>, CoreError> {
-        self.call(
-            "counts",
-            |py| Ok(pyo3::types::PyTuple::empty(py)),
-            |py, r| {
-                r.try_iter()?
-                    .map(|c| {
-                        let c = c?;
-                        let status: String = c.getattr("status")?.extract()?;
-                        let status = Status::parse(&status).ok_or_else(|| {
-                            crate::errors::error(py, "StoreError", format!("counts(): unknown status {status:?}"))
-                        })?;
-                        Ok(Count {
-                            workflow: c.getattr("workflow")?.extract()?,
-                            status,
-                            count: c.getattr("instances")?.extract()?,
-                        })
-                    })
-                    .collect()
-            },
-        )
+        Python::attach(|py| self.check("counts").counts(&self.call(py, "counts", (), None)?))
     }
 
     fn delete(&mut self, id: &str) -> Result<bool, CoreError> {
-        self.call("delete", |py| (id,).into_pyobject(py), |_, r| r.extract())
+        Python::attach(|py| self.check("delete").boolean("a bool", &self.call(py, "delete", (id,), Some(id))?))
     }
 
     fn purge(&mut self, before: f64, statuses: &[Status]) -> Result<u64, CoreError> {
-        self.call("purge", |py| (before, names(statuses)).into_pyobject(py), |_, r| r.extract())
+        Python::attach(|py| {
+            let statuses = PyList::new(py, names(statuses)).map_err(|e| arg_error(py, &self.name, "purge", e))?;
+            self.check("purge").uint("an int", &self.call(py, "purge", (before, statuses), None)?)
+        })
     }
 
     fn send_signal(&mut self, id: &str, record: &[u8], now: f64) -> Result<u64, CoreError> {
-        self.call("send_signal", |py| (id, PyBytes::new(py, record), now).into_pyobject(py), |_, r| r.extract())
+        Python::attach(|py| {
+            let r = self.call(py, "send_signal", (id, PyBytes::new(py, record), now), Some(id))?;
+            self.check("send_signal").uint("an int", &r)
+        })
     }
 
     fn signals(&mut self, id: &str, after: u64) -> Result<Vec<(u64, Vec<u8>)>, CoreError> {
-        self.call("signals", |py| (id, after).into_pyobject(py), |_, r| r.extract())
+        Python::attach(|py| self.check("signals").signals(&self.call(py, "signals", (id, after), Some(id))?))
     }
 
     fn due(&mut self, now: f64, limit: Option<usize>) -> Result<Vec<InstanceMeta>, CoreError> {
-        self.call("due", |py| (now, limit).into_pyobject(py), metas)
+        Python::attach(|py| self.check("due").metas(&self.call(py, "due", (now, limit), None)?))
     }
 
     fn claim(&mut self, c: &Claim<'_>) -> Result<Vec<InstanceMeta>, CoreError> {
-        self.call(
-            "claim",
-            |py| {
-                let claim = class(py, "Claim")?.call1((c.owner, c.limit, c.lease, c.now, c.plan_hashes.to_vec()))?;
-                (claim,).into_pyobject(py)
-            },
-            metas,
-        )
+        Python::attach(|py| {
+            let arg = claim_to_py(py, c).map_err(|e| arg_error(py, &self.name, "claim", e))?;
+            self.check("claim").metas(&self.call(py, "claim", (arg,), None)?)
+        })
     }
 
     fn extend(&mut self, id: &str, owner: &str, lease: f64, now: f64) -> Result<f64, CoreError> {
-        self.call("extend", |py| (id, owner, lease, now).into_pyobject(py), |_, r| r.extract())
+        Python::attach(|py| {
+            self.check("extend").float("a float", &self.call(py, "extend", (id, owner, lease, now), Some(id))?)
+        })
     }
 
     fn release(&mut self, id: &str, owner: &str) -> Result<bool, CoreError> {
-        self.call("release", |py| (id, owner).into_pyobject(py), |_, r| r.extract())
+        Python::attach(|py| self.check("release").boolean("a bool", &self.call(py, "release", (id, owner), Some(id))?))
     }
 
     fn describe(&self) -> String {
-        self.name.clone()
+        self.name.to_string()
     }
 }
