@@ -34,9 +34,7 @@ async def timed(step: Awaitable[Any], budget: float | None) -> Any:
     try:
         return await asyncio.wait_for(step, budget)
     except asyncio.TimeoutError:
-        raise StepTimeout(
-            f"the step ran past its timeout of {budget}s and was cancelled"
-        ) from None
+        raise StepTimeout(f"the step ran past its timeout of {budget}s and was cancelled") from None
 
 
 async def _call(fn: Any, ctx: Any, value: Any, budget: float | None) -> Any:
@@ -126,7 +124,9 @@ async def drive(engine: Engine, handle: _core.AsyncRun, iid: str) -> None:
                 else:
                     kind, arg = handle.committed()
             elif kind == _INBOX:
-                kind, arg = handle.inbox(await _store_call(store, "signals", store.signals(iid, arg)))
+                kind, arg = handle.inbox(
+                    await _store_call(store, "signals", store.signals(iid, arg))
+                )
             elif kind == _LOAD:
                 kind, arg = handle.reloaded(await _store_call(store, "load", store.load(iid)))
             elif kind == _CREATE:

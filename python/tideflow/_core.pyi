@@ -143,7 +143,7 @@ class Engine:
         fallback: Callable[[Any], Any],
         coro_runner: Callable[[Any], Any],
         clock: object | None = None,
-        store: tuple[str, str, str] | None = None,
+        store: NativeStore | None = None,
         py_store: object | None = None,
         notify: Callable[..., None] | None = None,
     ) -> Engine: ...

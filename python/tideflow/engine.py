@@ -91,23 +91,24 @@ class Engine:
 
     def __init__(self, store: object = None, clock: object = None, observer: object = None) -> None:
         from tideflow.codec import to_jsonable
-        from tideflow.stores import MemoryStore, SQLiteStore, parse_store
+        from tideflow.stores import parse_store
 
         if isinstance(store, str):
             check_text(store, "store", empty=True)
-        self.store = parse_store(store)
-        spec, py_store = None, None
-        if isinstance(self.store, SQLiteStore):
-            path = check_text(self.store.path, "the SQLite store's path", empty=True)
-            spec = ("sqlite", path, self.store.durability)
-        elif not isinstance(self.store, MemoryStore):
-            py_store = self.store
+        #: The store the engine runs on: a ``MemoryStore``, a ``SQLiteStore`` (both native), or the
+        #: store written in Python that was given (``tideflow.stores.base.Store`` or ``AsyncStore``).
+        self.store: Any = parse_store(store)
+        native, py_store = (
+            (self.store, None) if isinstance(self.store, _core.NativeStore) else (None, self.store)
+        )
         self._notify: Any = None
         if observer is not None:
             from tideflow.observe import notifier
 
             self._notify = notifier(observer)
-        self._core = _core.Engine(to_jsonable, _run_coroutine, clock, spec, py_store, self._notify)
+        self._core = _core.Engine(
+            to_jsonable, _run_coroutine, clock, native, py_store, self._notify
+        )
         self.clock = clock
         self.observer = observer
         self._by_name: dict[str, CompiledWorkflow] = {}

@@ -91,11 +91,19 @@ class Run:
 
     @classmethod
     def _listed(
-        cls, engine: Engine, id: str, workflow: str, status: Status, plan_hash: str, error: str | None
+        cls,
+        engine: Engine,
+        id: str,
+        workflow: str,
+        status: Status,
+        plan_hash: str,
+        error: str | None,
     ) -> Run:
         """A Run from a listing: ``output`` and ``error`` of a finished one are read from the
         store the first time one of them is asked for."""
-        run = cls(id, workflow, status, _UNREAD if status.finished else None, None, plan_hash, engine)
+        run = cls(
+            id, workflow, status, _UNREAD if status.finished else None, None, plan_hash, engine
+        )
         run.error_summary = error
         return run
 

@@ -9,7 +9,6 @@ use pyo3::prelude::*;
 use tideflow_core::codec::decode_header;
 use tideflow_core::drive::Mode;
 use tideflow_core::store::memory::MemoryStore;
-use tideflow_core::store::sqlite::{Durability, SqliteStore};
 use tideflow_core::store::{Created, ListQuery, Loaded, Store};
 use tideflow_core::Status;
 
@@ -22,6 +21,7 @@ use crate::errors::{error, IntoPy};
 use crate::history::{Details, EventRow, WaitingRow};
 use crate::host::encode_value;
 use crate::inbox::{persist_cancel, persist_signal};
+use crate::native_store::NativeStore;
 use crate::observe::Observer;
 use crate::open::prepare;
 use crate::pystore::PyStore;
@@ -148,30 +148,11 @@ impl Engine {
     }
 }
 
-fn native(py: Python<'_>, spec: Option<(String, String, String)>) -> PyResult<Backend> {
-    let Some((kind, path, durability)) = spec else {
-        let store: Box<dyn Store> = Box::new(MemoryStore::new());
-        return Ok(Backend::Native { store: Arc::new(Mutex::new(store)), on_disk: false });
-    };
-    if kind != "sqlite" {
-        return Err(error(py, "StoreError", format!("unknown native store kind {kind:?}")));
-    }
-    let durability = match durability.as_str() {
-        "normal" => Durability::Normal,
-        "full" => Durability::Full,
-        other => return Err(error(py, "StoreError", format!("durability must be 'normal' or 'full', got {other:?}"))),
-    };
-    let path = std::path::PathBuf::from(path);
-    let s = py.detach(|| SqliteStore::open(&path, durability)).py_err(py)?;
-    let store: Box<dyn Store> = Box::new(s);
-    Ok(Backend::Native { store: Arc::new(Mutex::new(store)), on_disk: true })
-}
-
 #[pymethods]
 impl Engine {
-    /// A native engine: `store` is None (memory) or `("sqlite", path, "normal" | "full")`;
-    /// `py_store` a store written in Python (sync or async: `runner` runs its coroutines on the
-    /// synchronous paths).
+    /// A native engine on `store` (a `NativeStore`: memory or SQLite; None: a new memory store)
+    /// or on `py_store`, a store written in Python (sync or async; the synchronous paths run an
+    /// async store's coroutines with `coro_runner`).
     #[new]
     #[pyo3(signature = (fallback, coro_runner, clock=None, store=None, py_store=None, notify=None))]
     #[allow(clippy::too_many_arguments)] // mirrors the Python constructor's keyword arguments
@@ -180,13 +161,17 @@ impl Engine {
         fallback: Py<PyAny>,
         coro_runner: Py<PyAny>,
         clock: Option<Bound<'_, PyAny>>,
-        store: Option<(String, String, String)>,
+        store: Option<Bound<'_, NativeStore>>,
         py_store: Option<Bound<'_, PyAny>>,
         notify: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
-        let backend = match py_store {
-            Some(obj) => Backend::Python(PyStore::new(obj, coro_runner.clone_ref(py))?),
-            None => native(py, store)?,
+        let backend = match (store, py_store) {
+            (_, Some(obj)) => Backend::Python(PyStore::new(obj, coro_runner.clone_ref(py))?),
+            (Some(native), None) => Backend::Native { store: native.get().shared(), on_disk: native.get().on_disk },
+            (None, None) => {
+                let store: Box<dyn Store> = Box::new(MemoryStore::new());
+                Backend::Native { store: Arc::new(Mutex::new(store)), on_disk: false }
+            }
         };
         Ok(Engine {
             backend,
