@@ -12,7 +12,7 @@ use crate::store::{check_lease, claim_order, Claim, InstanceMeta};
 
 /// The three kinds of claimable instance of one plan (the rules of [`crate::store::claimable`]),
 /// each read in claim order (`COALESCE(due_at, updated_at)`, then `seq`) from an index:
-/// `?1` = plan hash, `?2` = now, `?3` = limit.
+/// `?1` = plan hash, `?2` = now, `?3` = limit (the first two).
 pub(super) fn claim_sql() -> [String; 3] {
     let order = "ORDER BY COALESCE(due_at, updated_at), seq LIMIT ?3";
     [
@@ -23,11 +23,13 @@ pub(super) fn claim_sql() -> [String; 3] {
             "SELECT {INSTANCE_COLUMNS}, seq FROM instances WHERE owner IS NULL AND plan_hash = ?1 AND status = 'suspended'
                AND COALESCE(due_at, updated_at) <= ?2 AND due_at IS NOT NULL {order}"
         ),
-        // an expired lease, whatever the (unfinished) status
+        // an expired lease, whatever the (unfinished) status; all of them (few: only what
+        // workers held when they stopped), sorted by the caller on the current `updated_at`
+        // (the column's may be older: see `rows`)
         format!(
-            "SELECT {INSTANCE_COLUMNS}, seq FROM instances WHERE owner IS NOT NULL AND plan_hash = ?1
-               AND (lease_until IS NULL OR lease_until <= ?2)
-               AND status NOT IN ('completed', 'failed', 'cancelled') {order}"
+            "SELECT {INSTANCE_COLUMNS}, seq FROM instances INDEXED BY instances_claim_leased
+             WHERE owner IS NOT NULL AND plan_hash = ?1 AND (lease_until IS NULL OR lease_until <= ?2)
+               AND status NOT IN ('completed', 'failed', 'cancelled')"
         ),
     ]
 }
@@ -39,9 +41,10 @@ pub(super) fn claim(conn: &Connection, label: &str, c: &Claim<'_>) -> Res<Vec<In
         if !seen.insert(hash.as_str()) {
             continue;
         }
-        for sql in claim_sql() {
-            let args = [Value::Text(hash.clone()), Value::Real(c.now), Value::Integer(sql_limit(Some(c.limit)))];
-            let mut stmt = conn.prepare_cached(&sql)?;
+        let args = [Value::Text(hash.clone()), Value::Real(c.now), Value::Integer(sql_limit(Some(c.limit)))];
+        for (i, sql) in claim_sql().iter().enumerate() {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let args = &args[..if i < 2 { 3 } else { 2 }];
             let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
                 Ok((raw_meta(r)?, r.get::<_, i64>(META_WIDTH)?))
             })?;

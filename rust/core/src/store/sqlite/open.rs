@@ -65,7 +65,10 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
          WHERE owner IS NULL;
      CREATE INDEX instances_claim_leased ON instances (plan_hash, lease_until) WHERE owner IS NOT NULL;
      CREATE INDEX instances_plan_hash_seq ON instances (plan_hash, seq);
-     CREATE INDEX instances_workflow_seq ON instances (workflow, seq);",
+     CREATE INDEX instances_workflow_seq ON instances (workflow, seq);
+     CREATE INDEX instances_status_seq ON instances (status, seq);
+     DROP INDEX instances_due_at;
+     CREATE INDEX instances_suspended_due_at ON instances (due_at, seq) WHERE status = 'suspended';",
     ),
 ];
 

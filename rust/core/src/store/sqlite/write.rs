@@ -9,6 +9,28 @@ use crate::error::CoreError;
 use crate::status::Status;
 use crate::store::{check_lease, check_version, finished_instance, Commit, InstanceMeta};
 
+/// The append of [`apply`]: `?1` id, `?2` new version, `?3` data, `?4` packed, `?5` now, `?6`
+/// expected version, `?7` owner.
+pub(super) const COMMIT_APPEND_SQL: &str = "INSERT INTO records (instance_id, version, idx, data, packed, at)
+             SELECT ?1, ?2, 0, ?3, ?4, ?5
+             WHERE EXISTS (SELECT 1 FROM records WHERE instance_id = ?1 AND version = ?6)
+               AND EXISTS (SELECT 1 FROM instances WHERE id = ?1 AND CASE WHEN ?7 IS NULL
+                               THEN owner IS NULL OR lease_until IS NULL OR lease_until <= ?5
+                               ELSE owner = ?7 AND lease_until > ?5 END)";
+
+/// The instance-row write of [`apply`] (see there).
+pub(super) const COMMIT_UPDATE_SQL: &str =
+    "UPDATE instances SET status = ?1, updated_at = ?2, header = COALESCE(?4, header), version = ?6,
+             due_at = due.t, error = ?8,
+             owner = CASE WHEN ?9 THEN NULL ELSE owner END,
+             lease_until = CASE WHEN ?9 THEN NULL ELSE lease_until END
+         FROM (SELECT CASE WHEN ?1 = 'suspended'
+                             AND EXISTS (SELECT 1 FROM signals WHERE instance_id = ?5 AND seq > ?7)
+                           THEN MIN(COALESCE(?3, ?2), ?2) ELSE ?3 END AS t) AS due
+         WHERE id = ?5
+           AND (status IS NOT ?1 OR due_at IS NOT due.t OR ?4 IS NOT NULL OR error IS NOT ?8
+                OR (?9 AND (owner IS NOT NULL OR lease_until IS NOT NULL)))";
+
 /// Appends the one log row of a commit (version `version`, see [`pack`]).
 fn insert_log(conn: &Connection, id: &str, version: u64, records: &[Vec<u8>], at: f64) -> rusqlite::Result<usize> {
     let (data, packed) = pack(records);
@@ -58,16 +80,15 @@ pub(super) fn create(conn: &Connection, meta: &InstanceMeta, header: &[u8], reco
 pub(super) fn apply(conn: &Connection, c: &Commit<'_>) -> Res<()> {
     let new = c.expected_version + 1;
     let (data, packed) = pack(c.records);
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO records (instance_id, version, idx, data, packed, at)
-             SELECT ?1, ?2, 0, ?3, ?4, ?5
-             WHERE EXISTS (SELECT 1 FROM records WHERE instance_id = ?1 AND version = ?6)
-               AND EXISTS (SELECT 1 FROM instances WHERE id = ?1 AND CASE WHEN ?7 IS NULL
-                               THEN owner IS NULL OR lease_until IS NULL OR lease_until <= ?5
-                               ELSE owner = ?7 AND lease_until > ?5 END)",
-        )?
-        .execute(params![c.id, new, data, packed, c.updated_at, c.expected_version, c.owner]);
+    let inserted = conn.prepare_cached(COMMIT_APPEND_SQL)?.execute(params![
+        c.id,
+        new,
+        data,
+        packed,
+        c.updated_at,
+        c.expected_version,
+        c.owner
+    ]);
     let inserted = match inserted {
         Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => 0,
         other => other?,
@@ -75,22 +96,10 @@ pub(super) fn apply(conn: &Connection, c: &Commit<'_>) -> Res<()> {
     if inserted == 0 {
         return Err(why_rejected(conn, c)?.into());
     }
-    // `?8`: whether the lease goes (an owner-less or a finishing commit leaves none behind).
+    // `?9`: whether the lease goes (an owner-less or a finishing commit leaves none behind).
     // The due time is `effective_due`: a suspending commit that has not seen every signal leaves
     // the instance due now.
-    conn.prepare_cached(
-        "UPDATE instances SET status = ?1, updated_at = ?2, header = COALESCE(?4, header), version = ?6,
-             due_at = due.t, error = ?8,
-             owner = CASE WHEN ?9 THEN NULL ELSE owner END,
-             lease_until = CASE WHEN ?9 THEN NULL ELSE lease_until END
-         FROM (SELECT CASE WHEN ?1 = 'suspended'
-                             AND EXISTS (SELECT 1 FROM signals WHERE instance_id = ?5 AND seq > ?7)
-                           THEN MIN(COALESCE(?3, ?2), ?2) ELSE ?3 END AS t) AS due
-         WHERE id = ?5
-           AND (status IS NOT ?1 OR due_at IS NOT due.t OR ?4 IS NOT NULL OR error IS NOT ?8
-                OR (?9 AND (owner IS NOT NULL OR lease_until IS NOT NULL)))",
-    )?
-    .execute(params![
+    conn.prepare_cached(COMMIT_UPDATE_SQL)?.execute(params![
         c.status.as_str(),
         c.updated_at,
         c.due_at,
