@@ -13,15 +13,24 @@ use crate::store::{check_lease, claim_order, Claim, InstanceMeta};
 /// The three kinds of claimable instance of one plan (the rules of [`crate::store::claimable`]),
 /// each read in claim order (`COALESCE(due_at, updated_at)`, then `seq`) from an index:
 /// `?1` = plan hash, `?2` = now, `?3` = limit (the first two).
+///
+/// The indexes are chosen for the commits' sake: a commit that suspends or resumes an instance
+/// updates only the status and due-time indexes it updated before leases existed. So the
+/// suspended ones are read from the due-time index of every plan, skipping other plans' due
+/// instances (a backlog only of plans no worker claims).
 pub(super) fn claim_sql() -> [String; 3] {
-    let order = "ORDER BY COALESCE(due_at, updated_at), seq LIMIT ?3";
     [
         // pending, no lease
-        format!("SELECT {INSTANCE_COLUMNS}, seq FROM instances WHERE owner IS NULL AND plan_hash = ?1 AND status = 'pending' {order}"),
-        // suspended and due, no lease (due_at is set, so the index's expression is due_at)
         format!(
-            "SELECT {INSTANCE_COLUMNS}, seq FROM instances WHERE owner IS NULL AND plan_hash = ?1 AND status = 'suspended'
-               AND COALESCE(due_at, updated_at) <= ?2 AND due_at IS NOT NULL {order}"
+            "SELECT {INSTANCE_COLUMNS}, seq FROM instances INDEXED BY instances_claim_pending
+             WHERE status = 'pending' AND owner IS NULL AND plan_hash = ?1
+             ORDER BY COALESCE(due_at, updated_at), seq LIMIT ?3"
+        ),
+        // suspended and due, no lease (due_at is set, so it is the claim order)
+        format!(
+            "SELECT {INSTANCE_COLUMNS}, seq FROM instances INDEXED BY instances_suspended_due_at
+             WHERE status = 'suspended' AND due_at IS NOT NULL AND due_at <= ?2 AND owner IS NULL AND plan_hash = ?1
+             ORDER BY due_at, seq LIMIT ?3"
         ),
         // an expired lease, whatever the (unfinished) status; all of them (few: only what
         // workers held when they stopped), sorted by the caller on the current `updated_at`
