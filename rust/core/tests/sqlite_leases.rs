@@ -294,11 +294,14 @@ fn two_connections_racing_to_claim_never_share_an_instance() {
             s.create(&meta(&format!("i{i}"), "wf", Status::Pending, i as f64), b"h", &[]).unwrap();
         }
     }
+    let start = std::sync::Arc::new(std::sync::Barrier::new(2));
     let workers: Vec<_> = (0..2)
         .map(|w| {
             let path = path.clone();
+            let start = start.clone();
             std::thread::spawn(move || -> Vec<String> {
                 let mut s = SqliteStore::open(&path, tideflow_core::store::sqlite::Durability::Normal).unwrap();
+                start.wait();
                 let owner = format!("w{w}");
                 let mine = plans(&[PLAN]);
                 let mut got = Vec::new();
@@ -323,8 +326,39 @@ fn two_connections_racing_to_claim_never_share_an_instance() {
     let (a, b): (BTreeSet<&String>, BTreeSet<&String>) = (results[0].iter().collect(), results[1].iter().collect());
     assert_eq!(a.len() + b.len(), INSTANCES, "nothing claimed twice by one worker either");
     assert!(a.is_disjoint(&b));
-    assert!(!a.is_empty() && !b.is_empty(), "both got work ({} / {})", a.len(), b.len());
+    // (on a loaded machine one thread may well drain the queue before the other is scheduled;
+    // the interleaving of two handles is pinned down by the test below)
+    println!("claimed: {} / {}", a.len(), b.len());
     let mut s = open(&path);
     let all = s.list(&ListQuery::default()).unwrap().items;
     assert!(all.iter().all(|m| m.version == 2 && m.owner.is_some()));
+}
+
+#[test]
+fn two_handles_on_one_file_see_each_others_leases() {
+    let dir = TempDir::new("handles");
+    let path = dir.join("h.db");
+    let (mut a, mut b) = (open(&path), open(&path));
+    for i in 0..10 {
+        a.create(&meta(&format!("i{i}"), "wf", Status::Pending, i as f64), b"h", &[]).unwrap();
+    }
+    let mine = plans(&[PLAN]);
+    let claim = |owner, now| Claim { owner, limit: 4, lease: 10.0, now, plan_hashes: &mine };
+    let got_a = a.claim(&claim("a", 1.0)).unwrap();
+    let got_b = b.claim(&claim("b", 1.0)).unwrap();
+    let got_a2 = a.claim(&claim("a", 1.0)).unwrap();
+    assert_eq!(ids(&got_a), ["i0", "i1", "i2", "i3"]);
+    assert_eq!(ids(&got_b), ["i4", "i5", "i6", "i7"]);
+    assert_eq!(ids(&got_a2), ["i8", "i9"]);
+    // b cannot commit what a holds; after a's lease ends, b takes it over and a is fenced off
+    let r = b.commit(&Commit { owner: Some("b"), ..commit("i0", 1, Status::Running, 2.0, &[]) });
+    assert_eq!(r, Err(lost("i0", Some("b"), Some("a"))));
+    let got = b.claim(&Claim { limit: 1, ..claim("b", 11.0) }).unwrap();
+    assert_eq!(ids(&got), ["i0"]);
+    let r = a.commit(&Commit { owner: Some("a"), ..commit("i0", 1, Status::Running, 11.5, &[rec("late")]) });
+    assert_eq!(r, Err(lost("i0", Some("a"), Some("b"))));
+    b.commit(&Commit { owner: Some("b"), ..commit("i0", 1, Status::Running, 11.5, &[rec("b")]) }).unwrap();
+    assert_eq!(a.records("i0", 0).unwrap(), [rec("b")]);
+    assert_eq!(a.extend("i0", "a", 10.0, 12.0), Err(lost("i0", Some("a"), Some("b"))));
+    assert_eq!(a.extend("i1", "a", 10.0, 9.0).unwrap(), 19.0);
 }
