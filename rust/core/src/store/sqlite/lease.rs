@@ -1,6 +1,8 @@
 //! Leases: claim, extend, release (each inside the caller's write transaction, so that two
 //! connections, in one process or two, never lease one instance at once).
 
+use std::sync::LazyLock;
+
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -18,7 +20,7 @@ use crate::store::{check_lease, claim_order, Claim, InstanceMeta};
 /// updates only the status and due-time indexes it updated before leases existed. So the
 /// suspended ones are read from the due-time index of every plan, skipping other plans' due
 /// instances (a backlog only of plans no worker claims).
-pub(super) fn claim_sql() -> [String; 3] {
+pub(super) static CLAIM_SQL: LazyLock<[String; 3]> = LazyLock::new(|| {
     [
         // pending, no lease
         format!(
@@ -41,7 +43,7 @@ pub(super) fn claim_sql() -> [String; 3] {
                AND status NOT IN ('completed', 'failed', 'cancelled')"
         ),
     ]
-}
+});
 
 pub(super) fn claim(conn: &Connection, label: &str, c: &Claim<'_>) -> Res<Vec<InstanceMeta>> {
     let mut hits: Vec<(InstanceMeta, i64)> = Vec::new();
@@ -51,7 +53,7 @@ pub(super) fn claim(conn: &Connection, label: &str, c: &Claim<'_>) -> Res<Vec<In
             continue;
         }
         let args = [Value::Text(hash.clone()), Value::Real(c.now), Value::Integer(sql_limit(Some(c.limit)))];
-        for (i, sql) in claim_sql().iter().enumerate() {
+        for (i, sql) in CLAIM_SQL.iter().enumerate() {
             let mut stmt = conn.prepare_cached(sql)?;
             let args = &args[..if i < 2 { 3 } else { 2 }];
             let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {

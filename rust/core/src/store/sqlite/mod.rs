@@ -5,7 +5,17 @@
 //!
 //! The schema is versioned: `tideflow_meta` holds an application marker and `schema_version`, the
 //! file header carries [`APPLICATION_ID`] and `user_version`, and [`MIGRATIONS`] brings an older
-//! file up to date inside one transaction when it is opened.
+//! file up to date inside one transaction when it is opened (schema 2, contract v2, also fills
+//! each instance's plan hash from its header, in Rust, in that transaction).
+//!
+//! Leases are judged by the engine's clock (the `now` of each call, a commit's `updated_at`), as
+//! in the memory store: SQLite has no clock of its own to offer. A claim is one write
+//! transaction, so two connections, in one process or two, never lease one instance at once.
+//!
+//! Files: `open` (opening, the schema, refusing foreign files), `rows` (how fields and records
+//! are laid out in rows, records packed one row per commit), `write` (create, commit, signal,
+//! delete, purge), `read` (get, load, incremental reads, paged lists, counts, due), `lease`
+//! (claim, extend, release), `space` (keeping the file small).
 
 use std::ffi::{c_int, c_void};
 use std::fmt;

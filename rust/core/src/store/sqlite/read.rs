@@ -1,5 +1,7 @@
 //! The reads: an instance, its log and inbox, listings, counts and due instances.
 
+use std::sync::LazyLock;
+
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
@@ -125,15 +127,15 @@ pub(super) fn counts(conn: &Connection, label: &str) -> Res<Vec<Count>> {
     Ok(out)
 }
 
-pub(super) fn due_sql() -> String {
+pub(super) static DUE_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {INSTANCE_COLUMNS} FROM instances INDEXED BY instances_suspended_due_at
          WHERE due_at IS NOT NULL AND due_at <= ?1 AND status = 'suspended'
            AND (owner IS NULL OR lease_until IS NULL OR lease_until <= ?1)
          ORDER BY due_at, seq LIMIT ?2"
     )
-}
+});
 
 pub(super) fn due(conn: &Connection, label: &str, now: f64, limit: Option<usize>) -> Res<Vec<InstanceMeta>> {
-    metas(conn, label, &due_sql(), &[Value::Real(now), Value::Integer(sql_limit(limit))])
+    metas(conn, label, &DUE_SQL, &[Value::Real(now), Value::Integer(sql_limit(limit))])
 }

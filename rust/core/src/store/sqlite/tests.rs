@@ -43,7 +43,7 @@ fn hot_queries() -> Vec<(String, String)> {
         ("commit append".into(), write::COMMIT_APPEND_SQL.into()),
         ("commit update".into(), write::COMMIT_UPDATE_SQL.into()),
         ("records".into(), read::RECORDS_SQL.into()),
-        ("due".into(), read::due_sql()),
+        ("due".into(), read::DUE_SQL.clone()),
         ("counts".into(), read::COUNTS_SQL.into()),
         ("list".into(), read::list_sql("seq < ?")),
         ("list by status".into(), read::list_sql("seq < ? AND status IN (?)")),
@@ -51,7 +51,7 @@ fn hot_queries() -> Vec<(String, String)> {
         ("list by workflow".into(), read::list_sql("seq < ? AND workflow = ?")),
         ("list by plan".into(), read::list_sql("seq < ? AND plan_hash = ?")),
     ];
-    for (i, sql) in lease::claim_sql().into_iter().enumerate() {
+    for (i, sql) in lease::CLAIM_SQL.iter().cloned().enumerate() {
         out.push((format!("claim {i}"), sql));
     }
     out
@@ -115,4 +115,52 @@ fn print_query_plans() {
     for (name, sql) in hot_queries() {
         println!("{name}: {}", plan(&conn, &sql));
     }
+}
+
+#[test]
+fn a_step_commit_writes_one_row_and_a_status_change_two() {
+    use crate::store::{Commit, InstanceMeta};
+    let dir = std::env::temp_dir().join(format!("tideflow-rows-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("rows.db");
+    let _ = std::fs::remove_file(&path);
+    let mut s = SqliteStore::open(&path, Durability::Normal).unwrap();
+    let meta = InstanceMeta {
+        id: "a".into(),
+        workflow: "wf".into(),
+        plan_hash: "p".into(),
+        status: Status::Running,
+        version: 1,
+        created_at: 1.0,
+        updated_at: 1.0,
+        due_at: None,
+        owner: None,
+        lease_until: None,
+        error: None,
+    };
+    s.create(&meta, b"h", &[]).unwrap();
+    let two = [b"step".to_vec(), b"decision".to_vec()];
+    let commit = |v: u64, status: Status| Commit {
+        id: "a",
+        expected_version: v,
+        status,
+        updated_at: v as f64 + 1.0,
+        due_at: None,
+        header: None,
+        records: &two,
+        signals_seen: 0,
+        owner: None,
+        error: None,
+    };
+    let changes = |s: &mut SqliteStore, c: &Commit<'_>| {
+        let before = s.conn.total_changes();
+        s.commit(c).unwrap();
+        s.conn.total_changes() - before
+    };
+    assert_eq!(changes(&mut s, &commit(1, Status::Running)), 1, "a chain step: one INSERT, no UPDATE");
+    assert_eq!(changes(&mut s, &commit(2, Status::Suspended)), 2, "a status change: the INSERT and the row");
+    assert_eq!(changes(&mut s, &commit(3, Status::Suspended)), 1);
+    assert_eq!(s.get("a").unwrap().unwrap().meta.updated_at, 4.0, "the commit time, from the log");
+    drop(s);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
