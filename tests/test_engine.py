@@ -184,6 +184,24 @@ def test_public_names() -> None:
         assert getattr(tideflow, name) is not None
 
 
+def test_public_classes_name_the_module_that_holds_them() -> None:
+    # what repr(), tracebacks and documentation tools show: the module and qualname find the class
+    import importlib
+
+    from tideflow import _core
+
+    public = [getattr(tideflow, n) for n in tideflow.__all__]
+    for cls in [c for c in public if isinstance(c, type)]:
+        assert getattr(importlib.import_module(cls.__module__), cls.__qualname__) is cls, cls
+    # the extension's classes, re-exported or not, are tideflow._core's (as in _core.pyi)
+    native = [c for c in vars(_core).values() if isinstance(c, type) and c.__module__ != "builtins"]
+    native = [c for c in native if not issubclass(c, BaseException)]
+    assert {tideflow.Context, tideflow.VirtualClock} <= set(native)
+    assert sorted(c.__name__ for c in native if c.__module__ != "tideflow._core") == []
+    assert repr(tideflow.Context) == "<class 'tideflow._core.Context'>"
+    assert repr(tideflow.VirtualClock) == "<class 'tideflow._core.VirtualClock'>"
+
+
 def test_import_does_not_pull_heavy_modules() -> None:
     import subprocess
     import sys

@@ -10,15 +10,7 @@ import sys
 
 from tideflow import _core
 from tideflow._args import check_count, check_text
-from tideflow.errors import (
-    CodecError,
-    CorruptCheckpoint,
-    DefinitionError,
-    InvalidArgument,
-    StepTimeout,
-    TideflowError,
-    UnknownInstance,
-)
+from tideflow.errors import DefinitionError, InvalidArgument, TideflowError
 from tideflow.history import HistoryEvent, Waiting, events_from
 from tideflow.retry import to_seconds
 from tideflow.run import InvalidTransition, Run, Status, StepEvent, _error_from
@@ -26,7 +18,7 @@ from tideflow.workflow import Workflow
 
 TYPE_CHECKING = False  # (see tideflow.retry)
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
     from typing import Any
 
     from tideflow._compile import CompiledWorkflow
@@ -40,8 +32,13 @@ Context = _core.Context
 VirtualClock = _core.VirtualClock
 
 
-#: How often an idle ``run_async`` on a shared store reads its inbox (see docs/api.md).
+#: How often an idle ``run_async`` on a shared store reads its inbox (see docs/api-waiting.md).
 _POLL_SECONDS = 1.0
+
+#: How many instances ``list`` and ``recover`` read from the store at a time.
+_PAGE = 500
+
+_UNFINISHED = ["pending", "running", "suspended"]
 
 _loops: Any = None  # a threading.local, created on first use (keeps `threading` off the import)
 
@@ -69,14 +66,9 @@ def _run_coroutine(coro: Any, timeout: float | None = None) -> Any:
         import atexit
 
         atexit.register(loop.close)
-    if timeout is None:
-        return loop.run_until_complete(coro)
-    try:
-        return loop.run_until_complete(asyncio.wait_for(coro, timeout))
-    except asyncio.TimeoutError:
-        raise StepTimeout(
-            f"the step ran past its timeout of {timeout}s and was cancelled"
-        ) from None
+    from tideflow._async import timed
+
+    return loop.run_until_complete(timed(coro, timeout))
 
 
 def _in_event_loop() -> bool:
@@ -122,7 +114,7 @@ class Engine:
         self._wakers: dict[str, tuple[Any, Any]] = {}  # id -> (loop, asyncio.Event) of a driver
         #: How often (seconds, real time) an idle ``run_async`` looks at a store that other
         #: processes share, for their signals, cancellations and completions; None in memory.
-        self._poll: float | None = None if isinstance(self.store, MemoryStore) else _POLL_SECONDS
+        self._poll: float | None = _POLL_SECONDS if self._core.shared_store else None
 
     def register(self, *workflows: Workflow) -> None:
         """Validates and registers workflows so that their instances can be run and resumed."""
@@ -155,9 +147,18 @@ class Engine:
                 "event loop; use `await engine.run_async(...)` there"
             )
         iid = _new_id() if id is None else _check_id(id)
-        announce = self._announce(iid, c.name)
-        outcome = self._core.run(c.core, iid, input)
-        return self._observed(self._run_of(iid, c.name, outcome, c.hash), announce)
+        return self._run_of(iid, c.name, self._core.run(c.core, iid, input), c.hash)
+
+    def start(self, workflow: Workflow, input: Any = None, *, id: str | None = None) -> Run:
+        """Writes a new instance of ``workflow`` on ``input`` as PENDING and runs nothing: a later
+        ``resume(id)``, ``run_due()``, ``recover()`` (or, in a later release, a worker) runs it.
+        With the ``id`` of an existing instance, changes nothing and returns its stored Run."""
+        c = self._compiled(workflow)
+        iid = _new_id() if id is None else _check_id(id)
+        status = self._core.start(c.core, iid, input)
+        if status == Status.PENDING.value:
+            return Run(iid, c.name, Status.PENDING, None, None, c.hash, self)
+        return self.get(iid)
 
     async def run_async(
         self, workflow: Workflow, input: Any = None, *, id: str | None = None
@@ -167,10 +168,9 @@ class Engine:
         iid = _new_id() if id is None else _check_id(id)
         from tideflow._async import drive
 
-        announce = self._announce(iid, c.name)
         handle = _core.AsyncRun(self._core, c.core, iid, input)
         await drive(self, handle, iid)
-        return self._observed(self._run_of(iid, c.name, handle.outcome(), c.hash), announce)
+        return self._run_of(iid, c.name, handle.outcome(), c.hash)
 
     def get(self, id: str) -> Run:
         """The stored state of instance ``id``; raises UnknownInstance if there is none. It never
@@ -232,10 +232,7 @@ class Engine:
         if outcome is None:  # the driver in this process finishes the cancellation
             return self.get(iid)
         info = self._core.get(iid)
-        run = self._run_of(iid, info[1], outcome, info[7])
-        if self._notify is not None and run.status is Status.CANCELLED:
-            self._notify("workflow_cancelled", iid, info[1])
-        return run
+        return self._run_of(iid, info[1], outcome, info[7])
 
     def run_due(self, limit: int | None = None) -> list[Run]:
         """Continues, in this thread, every suspended instance whose signal or timer is ready, until
@@ -277,37 +274,11 @@ class Engine:
             loop.call_soon_threadsafe(event.set)
 
     def resume(self, id: str) -> Run:
-        """Continues stored instance ``id`` in this thread until it finishes or suspends again."""
+        """Continues stored instance ``id`` in this thread until it finishes or suspends again
+        (a PENDING one starts)."""
         iid = _check_id(id)
-        info = self._core.get(iid)
-        announce = self._announce(iid, info[1])
-        outcome = self._core.resume(iid)
-        return self._observed(self._run_of(iid, info[1], outcome, info[7]), announce)
-
-    def _announce(self, iid: str, workflow: str) -> bool:
-        """Tells the observer an instance starts running here, unless it already finished."""
-        if self._notify is None:
-            return False
-        try:
-            if Status(self._core.get(iid)[2]).finished:
-                return False
-        except UnknownInstance:
-            pass
-        self._notify("workflow_started", iid, workflow)
-        return True
-
-    def _observed(self, run: Run, announced: bool) -> Run:
-        """Tells the observer how a run it was told about ended up."""
-        if announced:
-            if run.status is Status.COMPLETED:
-                self._notify("workflow_completed", run.id, run.workflow, run.output)
-            elif run.status is Status.FAILED:
-                self._notify("workflow_failed", run.id, run.workflow, run.error)
-            elif run.status is Status.CANCELLED:
-                self._notify("workflow_cancelled", run.id, run.workflow)
-            elif run.status is Status.SUSPENDED:
-                self._notify("workflow_suspended", run.id, run.workflow)
-        return run
+        outcome, workflow, plan_hash = self._core.resume(iid)
+        return self._run_of(iid, workflow, outcome, plan_hash)
 
     def recover(self) -> list[Run]:
         """Resumes every unfinished instance in the store whose workflow this engine registered,
@@ -318,33 +289,62 @@ class Engine:
         the others; they are reported at the end by one exception (``VersionMismatch`` when that
         is the first problem) whose ``runs`` holds the Runs that were resumed and ``failures`` maps
         each instance id to its error. Until workers hold leases (a later release), call this
-        where no other live process is driving the same instances."""
-        rows = self._core.list(["pending", "running", "suspended"])
-        return self._resume_each([r[0] for r in rows if r[1] in self._by_name], "recover")
+        where no other live process is driving the same instances. The store is read one page at
+        a time (``_PAGE`` instances), so memory does not grow with the number of instances."""
+        return self._resume_each(self._unfinished_ids(), "recover")
+
+    def _unfinished_ids(self) -> Iterator[str]:
+        """Ids of the unfinished instances whose workflow is registered, a page at a time."""
+        cursor = None
+        while True:
+            rows, cursor = self._core.list(_UNFINISHED, None, _PAGE, cursor)
+            for row in rows:
+                if row[1] in self._by_name:
+                    yield row[0]
+            if cursor is None:
+                return
 
     def list(
         self,
         status: Status | str | Iterable[Status | str] | None = None,
         workflow: str | None = None,
         limit: int | None = None,
+        *,
+        plan_hash: str | None = None,
     ) -> list[Run]:
-        """Stored instances, newest first, filtered by status(es) and workflow name.
+        """Stored instances, newest first, filtered by status(es), workflow name and plan hash
+        (the instances of one version of a workflow: ``Workflow.plan_hash()``).
 
-        An instance whose stored state cannot be read (a corrupt record, an output that no longer
-        decodes) is listed all the same, with its indexed status and the problem as ``run.error``,
-        so that one bad instance never hides the others."""
+        The store is read a page at a time and nothing is read per row: a listed Run's ``output``
+        and ``error`` are read when first asked for. An instance whose stored state cannot be read
+        (a corrupt record, an output that no longer decodes) is listed all the same, with its
+        indexed status and the problem as ``run.error``, so that one bad instance never hides the
+        others."""
         statuses = _status_names(status)
         if workflow is not None:
             check_text(workflow, "list(workflow=)")
+        if plan_hash is not None:
+            check_text(plan_hash, "list(plan_hash=)")
         if limit is not None:
             check_count(limit, "list(limit=)")
-        runs = []
-        for iid, wf, st, _created, _updated in self._core.list(statuses, workflow, limit):
-            try:
-                runs.append(self.get(iid))
-            except (CorruptCheckpoint, CodecError) as e:
-                runs.append(Run(iid, wf, Status(st), None, e, "", self))
+        runs: list[Run] = []
+        cursor = None
+        while limit is None or len(runs) < limit:
+            page = _PAGE if limit is None else min(_PAGE, limit - len(runs))
+            rows, cursor = self._core.list(statuses, workflow, page, cursor, plan_hash)
+            for iid, wf, st, _created, _updated, _due, plan_hash, error in rows:
+                runs.append(Run._listed(self, iid, wf, Status(st), plan_hash, error))
+            if cursor is None:
+                break
         return runs
+
+    def counts(self) -> dict[str, dict[Status, int]]:
+        """How many instances there are per workflow and status (statuses with none left out),
+        counted by the store without reading any instance."""
+        out: dict[str, dict[Status, int]] = {}
+        for workflow, status, n in self._core.counts():
+            out.setdefault(workflow, {})[Status(status)] = n
+        return out
 
     def purge(
         self,

@@ -3,7 +3,7 @@
 ``run.history()`` lists what happened, in the order it was recorded: step attempts (finished, or
 interrupted by a crash), the decisions taken (branch, loop check, router), timers set for sleeps
 and wait timeouts, signals consumed or rejected, waits that timed out, sleeps that ended, and the
-cancellation. Every event has a ``kind`` and a ``position``; docs/api.md lists every field.
+cancellation. Every event has a ``kind`` and a ``position``; docs/api-running.md lists every field.
 """
 
 from __future__ import annotations

@@ -15,10 +15,16 @@ __all__ = ["LoggingObserver", "MetricsObserver", "Observer", "notifier"]
 
 def notifier(observer: Any) -> Any:
     """A function ``notify(event, *args)`` calling ``observer.<event>(*args)``, logging (not
-    raising) whatever the observer raises."""
+    raising) whatever the observer raises. The engine calls it from one place (the extension's
+    ``observe.rs``); ``workflow_failed`` arrives with the stored error record, turned here into
+    the ``WorkflowFailed`` the hook receives."""
 
     def notify(event: str, *args: Any) -> None:
         try:
+            if event == "workflow_failed":
+                from tideflow.run import _error_from
+
+                args = (args[0], args[1], _error_from(args[0], args[2]))
             getattr(observer, event)(*args)
         except Exception:
             logging.getLogger("tideflow").exception("observer %r failed on %s", observer, event)

@@ -54,10 +54,11 @@ class Run:
     __slots__ = (
         "_details",
         "_engine",
+        "_error",
+        "_output",
         "_untyped",
-        "error",
+        "error_summary",
         "id",
-        "output",
         "plan_hash",
         "status",
         "workflow",
@@ -78,12 +79,57 @@ class Run:
         self.id = id
         self.workflow = workflow
         self.status = status
-        self.output = output
-        self.error = error
+        self._output = output
+        self._error = error
+        #: A one-line summary of why a failed instance failed, as indexed by the store (set on
+        #: Runs from ``Engine.list``; else None).
+        self.error_summary: str | None = None
         self.plan_hash = plan_hash
         self._engine = engine
         self._details = _UNREAD if details is None else details
         self._untyped: TideflowError | None = None
+
+    @classmethod
+    def _listed(
+        cls, engine: Engine, id: str, workflow: str, status: Status, plan_hash: str, error: str | None
+    ) -> Run:
+        """A Run from a listing: ``output`` and ``error`` of a finished one are read from the
+        store the first time one of them is asked for."""
+        run = cls(id, workflow, status, _UNREAD if status.finished else None, None, plan_hash, engine)
+        run.error_summary = error
+        return run
+
+    def _read_result(self) -> None:
+        from tideflow.errors import CodecError, CorruptCheckpoint
+
+        try:
+            stored = self._attached().get(self.id)
+        except (CorruptCheckpoint, CodecError) as e:  # listed all the same, with the problem
+            self._output, self._error = None, e
+            return
+        self._output, self._error, self._untyped = stored.output, stored.error, stored._untyped
+
+    @property
+    def output(self) -> Any:
+        """The workflow's output once it completed (decoded with its output type), else None."""
+        if self._output is _UNREAD:
+            self._read_result()
+        return self._output
+
+    @output.setter
+    def output(self, value: Any) -> None:
+        self._output = value
+
+    @property
+    def error(self) -> TideflowError | None:
+        """Why the instance failed (a ``WorkflowFailed``), or None."""
+        if self._output is _UNREAD:
+            self._read_result()
+        return self._error
+
+    @error.setter
+    def error(self, value: TideflowError | None) -> None:
+        self._error = value
 
     @property
     def ok(self) -> bool:
@@ -96,11 +142,15 @@ class Run:
         completed on a plan this process has not registered (another version of the workflow, or a
         workflow it never registered): ``output`` is then the stored JSON, and ``result()`` raises
         the ``VersionMismatch`` (or ``UnknownWorkflow``) that says why."""
+        if self._output is _UNREAD:
+            self._read_result()
         return self._untyped is None
 
     def result(self) -> Any:
         """The output if the instance completed; raises its error if it failed, and the reason
         if its output could not be typed (see ``typed``)."""
+        if self._output is _UNREAD:
+            self._read_result()
         if self.error is not None:
             raise self.error
         if self._untyped is not None:

@@ -142,7 +142,8 @@ class Count(NamedTuple):
 
     workflow: str
     status: str
-    count: int
+    #: How many instances.
+    instances: int
 
 
 class Claim(NamedTuple):
@@ -229,8 +230,9 @@ class Store(Protocol):
         ...
 
     def due(self, now: float, limit: int | None) -> builtins.list[InstanceMeta]:
-        """Suspended instances whose ``due_at`` is at or before ``now`` and that no one holds a
-        live lease on, earliest due first, at most ``limit``."""
+        """Pending instances, and suspended ones whose ``due_at`` is at or before ``now``, that no
+        one holds a live lease on, earliest due first, at most ``limit`` (a pending instance is
+        created due at its creation time)."""
         ...
 
     def claim(self, claim: Claim) -> builtins.list[InstanceMeta]:

@@ -9,7 +9,7 @@ use pyo3::types::{PyBool, PyFloat, PyInt};
 use crate::errors::error;
 
 /// A clock whose time only moves when told to (or when the engine waits on it): tests never sleep.
-#[pyclass(module = "tideflow", name = "VirtualClock", frozen)]
+#[pyclass(module = "tideflow._core", name = "VirtualClock", frozen)]
 pub struct VirtualClock {
     now: Mutex<f64>,
 }

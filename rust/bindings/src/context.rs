@@ -5,10 +5,10 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
-use crate::driver::CancelState;
+use crate::cancels::CancelState;
 
 /// The context a step receives as its first argument.
-#[pyclass(frozen, module = "tideflow", name = "Context")]
+#[pyclass(module = "tideflow._core", name = "Context", frozen)]
 pub struct Context {
     pub instance: Py<PyString>,
     pub step: Py<PyString>,

@@ -26,18 +26,36 @@ pub fn error(py: Python<'_>, class: &str, message: impl Into<String>) -> PyErr {
     }
 }
 
-/// Maps a core error onto its Python class.
+/// An instance of `tideflow.errors.<class>` built from `args`.
+fn error_with<'py>(py: Python<'py>, class: &str, args: impl pyo3::call::PyCallArgs<'py>) -> PyErr {
+    match errors_module(py).and_then(|m| m.getattr(class)).and_then(|cls| cls.call1(args)) {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(e) => e,
+    }
+}
+
+/// Maps a core error onto its Python class (a store's own exception, if any, as the cause).
 pub fn core_error(py: Python<'_>, e: CoreError) -> PyErr {
-    let class = match &e {
-        CoreError::Definition(_) => "DefinitionError",
-        CoreError::Corrupt(_) => "CorruptCheckpoint",
-        CoreError::Store(_) | CoreError::Conflict { .. } => "StoreError",
-        CoreError::UnknownInstance(_) => "UnknownInstance",
-        CoreError::VersionMismatch { .. } => "VersionMismatch",
-        CoreError::InvalidState(_) => "TideflowError",
+    let err = match &e {
+        CoreError::Conflict { instance, expected, found } => {
+            error_with(py, "StoreConflict", (instance.as_str(), *expected, *found))
+        }
+        CoreError::LeaseLost { instance, owner, holder } => {
+            error_with(py, "LeaseLost", (instance.as_str(), owner.as_deref(), holder.as_deref()))
+        }
+        other => {
+            let class = match other {
+                CoreError::Definition(_) => "DefinitionError",
+                CoreError::Corrupt(_) => "CorruptCheckpoint",
+                CoreError::UnknownInstance(_) => "UnknownInstance",
+                CoreError::VersionMismatch { .. } => "VersionMismatch",
+                CoreError::InvalidState(_) => "TideflowError",
+                _ => "StoreError",
+            };
+            error(py, class, e.to_string())
+        }
     };
-    let err = error(py, class, e.to_string());
-    if class == "StoreError" {
+    if matches!(e, CoreError::Store(_)) {
         if let Some(cause) = crate::pystore::take_cause() {
             err.set_cause(py, Some(cause));
         }

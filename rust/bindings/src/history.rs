@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use tideflow_core::codec::{decode_record, Record};
 use tideflow_core::history::{events, Event};
 use tideflow_core::instance::inspect::waiting_for;
+use tideflow_core::store::{Loaded, StoredInstance};
 
-use crate::engine::Engine;
-use crate::errors::{error, IntoPy};
+use crate::inbox::read_signals;
+use crate::registry::Registry;
+use crate::reopen::{decode_stored_input, header_of, records_of};
 
 /// One history event: (kind, position, fields).
 pub type EventRow = (String, String, Py<PyDict>);
@@ -36,55 +37,44 @@ pub fn failure_text(json: &[u8]) -> String {
     }
 }
 
-impl Engine {
-    fn decoded_records(&self, py: Python<'_>, id: &str) -> PyResult<Vec<Record>> {
-        let raw = self.with_store(py, |s| s.records(id)).py_err(py)?;
-        raw.iter()
-            .enumerate()
-            .map(|(i, r)| {
-                decode_record(r)
-                    .map_err(|e| error(py, "CorruptCheckpoint", format!("instance {id:?}, record #{i}: {e}")))
-            })
-            .collect()
-    }
+/// Every event of a loaded instance, in log order.
+pub fn history_rows(py: Python<'_>, registry: &Registry, loaded: &Loaded) -> PyResult<Vec<EventRow>> {
+    let id = &loaded.meta.id;
+    let header = header_of(py, id, &loaded.header)?;
+    let records = records_of(py, id, &loaded.records)?;
+    let inbox = read_signals(py, id, &loaded.signals)?;
+    let names: HashMap<u64, String> = inbox.arrivals.into_iter().collect();
+    let wf = registry.find(py, &header.workflow, &header.plan_hash);
+    let plan = wf.as_ref().map(|w| Arc::clone(&w.get().plan));
+    let evs = events(plan.as_deref(), &records, &names, loaded.meta.status.is_finished());
+    evs.into_iter().map(|e| row(py, e)).collect()
+}
 
-    /// Every event of instance `id`, in log order.
-    pub fn history_rows(&self, py: Python<'_>, id: &str) -> PyResult<Vec<EventRow>> {
-        let (stored, header) = self.load(py, id)?;
-        let records = self.decoded_records(py, id)?;
-        let inbox = self.read_inbox(py, id, |_| false)?;
-        let names: HashMap<u64, String> = inbox.arrivals.into_iter().collect();
-        let wf = self.find(py, &header.workflow, &header.plan_hash);
-        let plan = wf.as_ref().map(|w| Arc::clone(&w.get().plan));
-        let evs = events(plan.as_deref(), &records, &names, stored.meta.status.is_finished());
-        evs.into_iter().map(|e| row(py, e)).collect()
+/// What a loaded instance waits for at `now` (nothing unless it is suspended).
+pub fn waiting_rows(py: Python<'_>, registry: &Registry, loaded: &Loaded, now: f64) -> PyResult<Vec<WaitingRow>> {
+    if loaded.meta.status.is_finished() {
+        return Ok(Vec::new());
     }
+    let id = &loaded.meta.id;
+    let header = header_of(py, id, &loaded.header)?;
+    let wf = registry.compiled_for(py, id, &header)?;
+    let records = records_of(py, id, &loaded.records)?;
+    let inbox = read_signals(py, id, &loaded.signals)?;
+    let plan = Arc::clone(&wf.get().plan);
+    let waits =
+        waiting_for(id, plan, &header.input, header.created_at, now, &records, &inbox.payloads, &inbox.arrivals);
+    Ok(waits.into_iter().map(|w| (w.kind.to_string(), w.key, w.signal, w.step, w.until)).collect())
+}
 
-    /// What instance `id` waits for (nothing unless it is suspended).
-    pub fn waiting_rows(&self, py: Python<'_>, id: &str) -> PyResult<Vec<WaitingRow>> {
-        let (stored, header) = self.load(py, id)?;
-        if stored.meta.status.is_finished() {
-            return Ok(Vec::new());
-        }
-        let wf = self.compiled_for(py, id, &header)?;
-        let records = self.decoded_records(py, id)?;
-        let inbox = self.read_inbox(py, id, |_| false)?;
-        let now = self.clock.now(py)?;
-        let plan = Arc::clone(&wf.get().plan);
-        let waits =
-            waiting_for(id, plan, &header.input, header.created_at, now, &records, &inbox.payloads, &inbox.arrivals);
-        Ok(waits.into_iter().map(|w| (w.kind.to_string(), w.key, w.signal, w.step, w.until)).collect())
-    }
-
-    /// The stored input and times of instance `id`.
-    pub fn details_of(&self, py: Python<'_>, id: &str) -> PyResult<Details> {
-        let (stored, header) = self.load(py, id)?;
-        let wf = self.find(py, &header.workflow, &header.plan_hash);
-        let dec = wf.as_ref().and_then(|w| w.get().input_decode.as_ref().map(|d| d.clone_ref(py)));
-        let input = crate::reopen::decode_stored_input(py, dec.as_ref(), id, &header)?;
-        let m = &stored.meta;
-        Ok((input.unbind(), m.created_at, m.updated_at, m.due_at))
-    }
+/// The stored input and times of an instance.
+pub fn details(py: Python<'_>, registry: &Registry, stored: &StoredInstance) -> PyResult<Details> {
+    let id = &stored.meta.id;
+    let header = header_of(py, id, &stored.header)?;
+    let wf = registry.find(py, &header.workflow, &header.plan_hash);
+    let dec = wf.as_ref().and_then(|w| w.get().input_decode.as_ref().map(|d| d.clone_ref(py)));
+    let input = decode_stored_input(py, dec.as_ref(), id, &header)?;
+    let m = &stored.meta;
+    Ok((input.unbind(), m.created_at, m.updated_at, m.due_at))
 }
 
 fn row(py: Python<'_>, e: Event) -> PyResult<EventRow> {

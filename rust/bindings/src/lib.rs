@@ -4,9 +4,12 @@
 use pyo3::prelude::*;
 
 mod async_run;
+mod backend;
+mod cancels;
 mod checked;
 mod clock;
 mod context;
+mod convert;
 mod driver;
 mod engine;
 mod errors;
@@ -14,7 +17,10 @@ mod history;
 mod host;
 mod inbox;
 mod json;
+mod observe;
+mod open;
 mod pystore;
+mod registry;
 mod reopen;
 mod workflow;
 

@@ -6,6 +6,7 @@
 //! deterministic and testable with `cargo test`.
 
 pub mod codec;
+pub mod drive;
 pub mod error;
 pub mod history;
 pub mod instance;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::{
-    check_lease, check_version, claim_order, claimable, effective_due, finished_instance, purge_selects, Claim,
+    check_lease, check_version, claim_order, claimable, effective_due, finished_instance, is_due, purge_selects, Claim,
     Commit, Count, Created, InstanceMeta, ListPage, ListQuery, Loaded, Store, StoredInstance,
 };
 use crate::error::{CoreError, Result};
@@ -51,7 +51,8 @@ impl Store for MemoryStore {
         let mut meta = meta.clone();
         meta.version = 1;
         let log = records.iter().map(|r| (1, r.clone())).collect();
-        self.entries.insert(meta.id.clone(), Entry { meta, header: header.to_vec(), log, inbox: Vec::new(), seq: self.seq });
+        self.entries
+            .insert(meta.id.clone(), Entry { meta, header: header.to_vec(), log, inbox: Vec::new(), seq: self.seq });
         Ok(Created::New)
     }
 
@@ -170,13 +171,7 @@ impl Store for MemoryStore {
     }
 
     fn due(&mut self, now: f64, limit: Option<usize>) -> Result<Vec<InstanceMeta>> {
-        let mut hits: Vec<&InstanceMeta> = self
-            .entries
-            .values()
-            .map(|e| &e.meta)
-            .filter(|m| m.status == Status::Suspended && m.due_at.is_some_and(|d| d <= now))
-            .filter(|m| !m.leased_to_other(None, now))
-            .collect();
+        let mut hits: Vec<&InstanceMeta> = self.entries.values().map(|e| &e.meta).filter(|m| is_due(m, now)).collect();
         hits.sort_by(|a, b| claim_order(a).total_cmp(&claim_order(b)));
         if let Some(n) = limit {
             hits.truncate(n);

@@ -160,6 +160,7 @@ pub struct Claim<'a> {
 
 /// What [`Store::create`] found.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // returned once per start, never stored
 pub enum Created {
     /// A new instance was written.
     New,
@@ -209,8 +210,9 @@ pub trait Store: Send {
     /// The inbox signals numbered above `after` (0: all): `(sequence number, record)` in arrival
     /// order; empty if the instance does not exist.
     fn signals(&mut self, id: &str, after: u64) -> Result<Vec<(u64, Vec<u8>)>>;
-    /// Suspended instances due at or before `now` (a timer, or a signal) that no one holds a live
-    /// lease on, earliest due first.
+    /// Pending instances, and suspended ones due at or before `now` (a timer, or a signal), that
+    /// no one holds a live lease on, earliest due first (a pending instance is due from its
+    /// creation).
     fn due(&mut self, now: f64, limit: Option<usize>) -> Result<Vec<InstanceMeta>>;
     /// Atomically leases up to `claim.limit` unfinished instances on the given plans to
     /// `claim.owner` until `now + lease`: those pending or suspended and due with no live lease,
@@ -274,7 +276,7 @@ pub fn check_lease(id: &str, owner: Option<&str>, holder: Option<&str>, until: O
 
 /// Whether an instance may be claimed at `now` by a claim over `plan_hashes`.
 pub fn claimable(m: &InstanceMeta, now: f64, plan_hashes: &[String]) -> bool {
-    if m.status.is_finished() || !plan_hashes.iter().any(|h| *h == m.plan_hash) {
+    if m.status.is_finished() || !plan_hashes.contains(&m.plan_hash) {
         return false;
     }
     match (&m.owner, m.lease_until) {
@@ -289,6 +291,13 @@ pub fn claimable(m: &InstanceMeta, now: f64, plan_hashes: &[String]) -> bool {
 /// The order claims and due lists take instances in: earliest due (or, undue, updated) first.
 pub fn claim_order(m: &InstanceMeta) -> f64 {
     m.due_at.unwrap_or(m.updated_at)
+}
+
+/// Whether an instance is due at `now` ([`Store::due`]): pending, or suspended with a due time
+/// passed, and no one holds a live lease on it.
+pub fn is_due(m: &InstanceMeta, now: f64) -> bool {
+    let waiting = m.status == Status::Pending || m.status == Status::Suspended;
+    waiting && m.due_at.is_some_and(|d| d <= now) && !m.leased_to_other(None, now)
 }
 
 /// Whether `status` is selected by a purge over `statuses` (empty: any finished status).
