@@ -362,3 +362,29 @@ fn two_handles_on_one_file_see_each_others_leases() {
     assert_eq!(a.extend("i0", "a", 10.0, 12.0), Err(lost("i0", Some("a"), Some("b"))));
     assert_eq!(a.extend("i1", "a", 10.0, 9.0).unwrap(), 19.0);
 }
+
+fn due_contract<S: Store>(s: &mut S) {
+    let at = |id: &str, status, due: Option<f64>| InstanceMeta { due_at: due, ..meta(id, "wf", status, 1.0) };
+    s.create(&at("p", Status::Pending, Some(1.0)), b"h", &[]).unwrap(); // due from its creation
+    s.create(&at("p-later", Status::Pending, Some(30.0)), b"h", &[]).unwrap();
+    s.create(&at("p-never", Status::Pending, None), b"h", &[]).unwrap();
+    s.create(&at("s", Status::Suspended, Some(5.0)), b"h", &[]).unwrap();
+    s.create(&at("r", Status::Running, Some(2.0)), b"h", &[]).unwrap();
+    s.create(&at("leased", Status::Pending, Some(0.5)), b"h", &[]).unwrap();
+    let mine = plans(&[PLAN]);
+    let got = s.claim(&Claim { owner: "w", limit: 1, lease: 100.0, now: 3.0, plan_hashes: &mine }).unwrap();
+    assert_eq!(ids(&got), ["leased"]);
+    assert_eq!(ids(&s.due(10.0, None).unwrap()), ["p", "s"]);
+    assert_eq!(ids(&s.due(10.0, Some(1)).unwrap()), ["p"]);
+    assert_eq!(ids(&s.due(40.0, None).unwrap()), ["p", "s", "p-later"]);
+    assert_eq!(ids(&s.due(200.0, None).unwrap()), ["leased", "p", "s", "p-later"], "its lease ran out");
+    s.commit(&commit("p", 1, Status::Running, 11.0, &[])).unwrap();
+    assert_eq!(ids(&s.due(40.0, None).unwrap()), ["s", "p-later"]);
+}
+
+#[test]
+fn due_lists_pending_and_suspended_instances_on_every_store() {
+    due_contract(&mut MemoryStore::new());
+    let dir = TempDir::new("due");
+    due_contract(&mut open(&dir.join("d.db")));
+}

@@ -18,7 +18,7 @@ use crate::store::{check_lease, claim_order, Claim, InstanceMeta};
 ///
 /// The indexes are chosen for the commits' sake: a commit that suspends or resumes an instance
 /// updates only the status and due-time indexes it updated before leases existed. So the
-/// suspended ones are read from the due-time index of every plan, skipping other plans' due
+/// suspended ones are read from the due-time index of every plan (the one `due` reads), skipping other plans' due
 /// instances (a backlog only of plans no worker claims).
 pub(super) static CLAIM_SQL: LazyLock<[String; 3]> = LazyLock::new(|| {
     [
@@ -30,8 +30,8 @@ pub(super) static CLAIM_SQL: LazyLock<[String; 3]> = LazyLock::new(|| {
         ),
         // suspended and due, no lease (due_at is set, so it is the claim order)
         format!(
-            "SELECT {INSTANCE_COLUMNS}, seq FROM instances INDEXED BY instances_suspended_due_at
-             WHERE status = 'suspended' AND due_at IS NOT NULL AND due_at <= ?2 AND owner IS NULL AND plan_hash = ?1
+            "SELECT {INSTANCE_COLUMNS}, seq FROM instances INDEXED BY instances_waiting_due_at
+             WHERE status IN ('pending', 'suspended') AND status = 'suspended' AND due_at IS NOT NULL AND due_at <= ?2 AND owner IS NULL AND plan_hash = ?1
              ORDER BY due_at, seq LIMIT ?3"
         ),
         // an expired lease, whatever the (unfinished) status; all of them (few: only what

@@ -67,7 +67,7 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
      CREATE INDEX instances_plan_hash_seq ON instances (plan_hash, seq);
      CREATE INDEX instances_workflow_seq ON instances (workflow, seq);
      DROP INDEX instances_due_at;
-     CREATE INDEX instances_suspended_due_at ON instances (due_at, seq) WHERE status = 'suspended';",
+     CREATE INDEX instances_waiting_due_at ON instances (due_at, seq) WHERE status IN ('pending', 'suspended');",
     ),
 ];
 

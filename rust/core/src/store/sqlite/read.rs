@@ -128,9 +128,10 @@ pub(super) fn counts(conn: &Connection, label: &str) -> Res<Vec<Count>> {
 }
 
 pub(super) static DUE_SQL: LazyLock<String> = LazyLock::new(|| {
+    // (the rule of `is_due`; the status term is the index's own, so that the index applies)
     format!(
-        "SELECT {INSTANCE_COLUMNS} FROM instances INDEXED BY instances_suspended_due_at
-         WHERE due_at IS NOT NULL AND due_at <= ?1 AND status = 'suspended'
+        "SELECT {INSTANCE_COLUMNS} FROM instances INDEXED BY instances_waiting_due_at
+         WHERE status IN ('pending', 'suspended') AND due_at IS NOT NULL AND due_at <= ?1
            AND (owner IS NULL OR lease_until IS NULL OR lease_until <= ?1)
          ORDER BY due_at, seq LIMIT ?2"
     )

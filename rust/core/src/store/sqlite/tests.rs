@@ -75,13 +75,13 @@ fn queries_use_the_partial_indexes() {
         ("commit read", "USING INDEX sqlite_autoindex_instances_1 (id=?)"),
         ("commit update", "USING INDEX sqlite_autoindex_instances_1 (id=?)"),
         ("records", "USING PRIMARY KEY (instance_id=? AND version>?)"),
-        ("due", "USING INDEX instances_suspended_due_at (due_at>? AND due_at<?)"),
+        ("due", "USING INDEX instances_waiting_due_at (due_at>? AND due_at<?)"),
         ("counts", "USING COVERING INDEX instances_status_workflow"),
         ("list", "USING INDEX instances_seq (seq<?)"),
         ("list by workflow", "USING INDEX instances_workflow_seq (workflow=? AND seq<?)"),
         ("list by plan", "USING INDEX instances_plan_hash_seq (plan_hash=? AND seq<?)"),
         ("claim 0", "USING INDEX instances_claim_pending (plan_hash=?)"),
-        ("claim 1", "USING INDEX instances_suspended_due_at (due_at>? AND due_at<?)"),
+        ("claim 1", "USING INDEX instances_waiting_due_at (due_at>? AND due_at<?)"),
         ("claim 2", "USING INDEX instances_claim_leased (plan_hash=?"),
     ];
     let plans: Vec<(String, String)> = hot_queries().into_iter().map(|(n, sql)| (n, plan(&conn, &sql))).collect();
