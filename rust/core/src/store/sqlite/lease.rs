@@ -1,6 +1,8 @@
 //! Leases: claim, extend, release (each inside the caller's write transaction, so that two
 //! connections, in one process or two, never lease one instance at once).
 
+use std::sync::LazyLock;
+
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -12,25 +14,36 @@ use crate::store::{check_lease, claim_order, Claim, InstanceMeta};
 
 /// The three kinds of claimable instance of one plan (the rules of [`crate::store::claimable`]),
 /// each read in claim order (`COALESCE(due_at, updated_at)`, then `seq`) from an index:
-/// `?1` = plan hash, `?2` = now, `?3` = limit.
-pub(super) fn claim_sql() -> [String; 3] {
-    let order = "ORDER BY COALESCE(due_at, updated_at), seq LIMIT ?3";
+/// `?1` = plan hash, `?2` = now, `?3` = limit (the first two).
+///
+/// The indexes are chosen for the commits' sake: a commit that suspends or resumes an instance
+/// updates only the status and due-time indexes it updated before leases existed. So the
+/// suspended ones are read from the due-time index of every plan (the one `due` reads), skipping other plans' due
+/// instances (a backlog only of plans no worker claims).
+pub(super) static CLAIM_SQL: LazyLock<[String; 3]> = LazyLock::new(|| {
     [
         // pending, no lease
-        format!("SELECT {INSTANCE_COLUMNS}, seq FROM instances WHERE owner IS NULL AND plan_hash = ?1 AND status = 'pending' {order}"),
-        // suspended and due, no lease (due_at is set, so the index's expression is due_at)
         format!(
-            "SELECT {INSTANCE_COLUMNS}, seq FROM instances WHERE owner IS NULL AND plan_hash = ?1 AND status = 'suspended'
-               AND COALESCE(due_at, updated_at) <= ?2 AND due_at IS NOT NULL {order}"
+            "SELECT {INSTANCE_COLUMNS}, seq FROM instances INDEXED BY instances_claim_pending
+             WHERE status = 'pending' AND owner IS NULL AND plan_hash = ?1
+             ORDER BY COALESCE(due_at, updated_at), seq LIMIT ?3"
         ),
-        // an expired lease, whatever the (unfinished) status
+        // suspended and due, no lease (due_at is set, so it is the claim order)
         format!(
-            "SELECT {INSTANCE_COLUMNS}, seq FROM instances WHERE owner IS NOT NULL AND plan_hash = ?1
-               AND (lease_until IS NULL OR lease_until <= ?2)
-               AND status NOT IN ('completed', 'failed', 'cancelled') {order}"
+            "SELECT {INSTANCE_COLUMNS}, seq FROM instances INDEXED BY instances_waiting_due_at
+             WHERE status IN ('pending', 'suspended') AND status = 'suspended' AND due_at IS NOT NULL AND due_at <= ?2 AND owner IS NULL AND plan_hash = ?1
+             ORDER BY due_at, seq LIMIT ?3"
+        ),
+        // an expired lease, whatever the (unfinished) status; all of them (few: only what
+        // workers held when they stopped), sorted by the caller on the current `updated_at`
+        // (the column's may be older: see `rows`)
+        format!(
+            "SELECT {INSTANCE_COLUMNS}, seq FROM instances INDEXED BY instances_claim_leased
+             WHERE owner IS NOT NULL AND plan_hash = ?1 AND (lease_until IS NULL OR lease_until <= ?2)
+               AND status NOT IN ('completed', 'failed', 'cancelled')"
         ),
     ]
-}
+});
 
 pub(super) fn claim(conn: &Connection, label: &str, c: &Claim<'_>) -> Res<Vec<InstanceMeta>> {
     let mut hits: Vec<(InstanceMeta, i64)> = Vec::new();
@@ -39,9 +52,10 @@ pub(super) fn claim(conn: &Connection, label: &str, c: &Claim<'_>) -> Res<Vec<In
         if !seen.insert(hash.as_str()) {
             continue;
         }
-        for sql in claim_sql() {
-            let args = [Value::Text(hash.clone()), Value::Real(c.now), Value::Integer(sql_limit(Some(c.limit)))];
-            let mut stmt = conn.prepare_cached(&sql)?;
+        let args = [Value::Text(hash.clone()), Value::Real(c.now), Value::Integer(sql_limit(Some(c.limit)))];
+        for (i, sql) in CLAIM_SQL.iter().enumerate() {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let args = &args[..if i < 2 { 3 } else { 2 }];
             let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
                 Ok((raw_meta(r)?, r.get::<_, i64>(META_WIDTH)?))
             })?;

@@ -5,7 +5,17 @@
 //!
 //! The schema is versioned: `tideflow_meta` holds an application marker and `schema_version`, the
 //! file header carries [`APPLICATION_ID`] and `user_version`, and [`MIGRATIONS`] brings an older
-//! file up to date inside one transaction when it is opened.
+//! file up to date inside one transaction when it is opened (schema 2, contract v2, also fills
+//! each instance's plan hash from its header, in Rust, in that transaction).
+//!
+//! Leases are judged by the engine's clock (the `now` of each call, a commit's `updated_at`), as
+//! in the memory store: SQLite has no clock of its own to offer. A claim is one write
+//! transaction, so two connections, in one process or two, never lease one instance at once.
+//!
+//! Files: `open` (opening, the schema, refusing foreign files), `rows` (how fields and records
+//! are laid out in rows, records packed one row per commit), `write` (create, commit, signal,
+//! delete, purge), `read` (get, load, incremental reads, paged lists, counts, due), `lease`
+//! (claim, extend, release), `space` (keeping the file small).
 
 use std::ffi::{c_int, c_void};
 use std::fmt;
@@ -215,7 +225,7 @@ impl Store for SqliteStore {
     }
 
     fn list(&mut self, q: &ListQuery) -> Result<ListPage> {
-        self.read("list", |conn, label| in_read(conn, |conn| read::list(conn, label, q)))
+        self.read("list", |conn, label| read::list(conn, label, q))
     }
 
     fn counts(&mut self) -> Result<Vec<Count>> {
@@ -284,58 +294,4 @@ impl Store for SqliteStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rusqlite::params_from_iter;
-    use rusqlite::types::Value;
-
-    #[test]
-    fn stores_of_one_process_on_one_file_are_known_until_the_last_is_dropped() {
-        let dir = std::env::temp_dir().join(format!("tideflow-held-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("held.db");
-        assert!(!open::held::contains(&path));
-        let a = SqliteStore::open(&path, Durability::Normal).unwrap();
-        assert!(open::held::contains(&path));
-        let b = SqliteStore::open(&path, Durability::Normal).unwrap(); // no descriptor of its own
-        drop(a);
-        assert!(open::held::contains(&path), "b still holds the file");
-        drop(b);
-        assert!(!open::held::contains(&path));
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    fn plan(conn: &Connection, sql: &str) -> String {
-        let sql = format!("EXPLAIN QUERY PLAN {sql}");
-        let mut stmt = conn.prepare(&sql).unwrap();
-        let nulls = vec![Value::Null; stmt.parameter_count()];
-        let rows = stmt.query_map(params_from_iter(nulls), |r| r.get::<_, String>(3)).unwrap();
-        rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("; ")
-    }
-
-    #[test]
-    fn queries_use_the_partial_indexes() {
-        let conn = Connection::open_in_memory().unwrap();
-        for (_, step) in MIGRATIONS {
-            conn.execute_batch(step).unwrap();
-        }
-        for n in 1..=3 {
-            for sql in write::purge_sql(n) {
-                let p = plan(&conn, &sql);
-                assert!(p.contains("instances_finished_updated_at (status=? AND updated_at<?)"), "{sql}: {p}");
-            }
-        }
-        let due = plan(&conn, "SELECT id FROM instances WHERE due_at <= 5");
-        assert!(due.contains("instances_due_at"), "{due}");
-        let commit = plan(&conn, "UPDATE instances SET version = 2 WHERE id = 'x' AND version = 1");
-        assert!(commit.contains("sqlite_autoindex_instances_1"), "{commit}");
-        let append = plan(&conn, "SELECT 1 FROM records WHERE instance_id = 'x' AND version = 3");
-        assert!(append.contains("PRIMARY KEY"), "{append}");
-    }
-
-    #[test]
-    fn schema_version_is_the_last_migration() {
-        assert!(MIGRATIONS.windows(2).all(|w| w[0].0 < w[1].0));
-        assert_eq!(SCHEMA_VERSION, MIGRATIONS.last().map_or(0, |m| m.0));
-    }
-}
+mod tests;

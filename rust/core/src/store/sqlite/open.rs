@@ -61,11 +61,13 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
      ALTER TABLE instances ADD COLUMN error TEXT;
      ALTER TABLE records ADD COLUMN packed INTEGER; -- NULL: data is one record (or a marker)
      ALTER TABLE records ADD COLUMN at REAL; -- the commit time (NULL in rows of schema 1)
-     CREATE INDEX instances_claim_free ON instances (plan_hash, status, COALESCE(due_at, updated_at), seq)
-         WHERE owner IS NULL;
+     CREATE INDEX instances_claim_pending ON instances (plan_hash, COALESCE(due_at, updated_at), seq)
+         WHERE status = 'pending' AND owner IS NULL;
      CREATE INDEX instances_claim_leased ON instances (plan_hash, lease_until) WHERE owner IS NOT NULL;
      CREATE INDEX instances_plan_hash_seq ON instances (plan_hash, seq);
-     CREATE INDEX instances_workflow_seq ON instances (workflow, seq);",
+     CREATE INDEX instances_workflow_seq ON instances (workflow, seq);
+     DROP INDEX instances_due_at;
+     CREATE INDEX instances_waiting_due_at ON instances (due_at, seq) WHERE status IN ('pending', 'suspended');",
     ),
 ];
 

@@ -1,5 +1,7 @@
 //! The reads: an instance, its log and inbox, listings, counts and due instances.
 
+use std::sync::LazyLock;
+
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
@@ -22,11 +24,12 @@ pub(super) fn get(conn: &Connection, label: &str, id: &str) -> Res<Option<Stored
     Ok(raw.map(|(raw, header)| raw.parse(label).map(|meta| StoredInstance { meta, header })).transpose()?)
 }
 
+pub(super) const RECORDS_SQL: &str =
+    "SELECT data, packed FROM records WHERE instance_id = ?1 AND version > ?2 ORDER BY version, idx";
+
 /// The records of the commits after version `after`, in commit order.
 pub(super) fn records(conn: &Connection, id: &str, after: u64) -> Res<Vec<Vec<u8>>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT data, packed FROM records WHERE instance_id = ?1 AND version > ?2 ORDER BY version, idx",
-    )?;
+    let mut stmt = conn.prepare_cached(RECORDS_SQL)?;
     let mut rows = stmt.query(params![id, after])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
@@ -81,27 +84,29 @@ pub(super) fn list(conn: &Connection, label: &str, q: &ListQuery) -> Res<ListPag
     // One more than asked for tells whether another page follows.
     args.push(Value::Integer(sql_limit(q.limit.map(|n| n.saturating_add(1)))));
     let sql = list_sql(&filters.join(" AND "));
-    let mut items = metas(conn, label, &sql, &args)?;
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args.iter()), |r| Ok((raw_meta(r)?, r.get::<_, i64>(META_WIDTH)?)))?;
+    let mut items = Vec::new();
+    let mut seqs = Vec::new();
+    for row in rows {
+        let (raw, seq) = row?;
+        items.push(raw.parse(label)?);
+        seqs.push(seq);
+    }
     let mut cursor = None;
     if let Some(n) = q.limit {
         if items.len() > n {
             items.truncate(n);
-            cursor = Some(seq_of(conn, items.last())?);
+            // (the memory store's rule: a page cut to nothing has no cursor either)
+            cursor = n.checked_sub(1).map(|last| seqs[last].to_string());
         }
     }
     Ok(ListPage { items, cursor })
 }
 
+/// The listing query over `filter` (the last placeholder is the limit).
 pub(super) fn list_sql(filter: &str) -> String {
-    format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE {filter} ORDER BY seq DESC LIMIT ?")
-}
-
-/// The cursor after `last` (its `seq`); "0" (nothing before it) when the page is empty.
-fn seq_of(conn: &Connection, last: Option<&InstanceMeta>) -> Res<String> {
-    let Some(last) = last else { return Ok("0".into()) };
-    let seq: i64 =
-        conn.prepare_cached("SELECT seq FROM instances WHERE id = ?1")?.query_row([&last.id], |r| r.get(0))?;
-    Ok(seq.to_string())
+    format!("SELECT {INSTANCE_COLUMNS}, seq FROM instances WHERE {filter} ORDER BY seq DESC LIMIT ?")
 }
 
 pub(super) const COUNTS_SQL: &str = "SELECT workflow, status, count(*) FROM instances GROUP BY status, workflow";
@@ -122,15 +127,16 @@ pub(super) fn counts(conn: &Connection, label: &str) -> Res<Vec<Count>> {
     Ok(out)
 }
 
-pub(super) fn due_sql() -> String {
+pub(super) static DUE_SQL: LazyLock<String> = LazyLock::new(|| {
+    // (the rule of `is_due`; the status term is the index's own, so that the index applies)
     format!(
-        "SELECT {INSTANCE_COLUMNS} FROM instances
-         WHERE due_at IS NOT NULL AND due_at <= ?1 AND status = 'suspended'
+        "SELECT {INSTANCE_COLUMNS} FROM instances INDEXED BY instances_waiting_due_at
+         WHERE status IN ('pending', 'suspended') AND due_at IS NOT NULL AND due_at <= ?1
            AND (owner IS NULL OR lease_until IS NULL OR lease_until <= ?1)
          ORDER BY due_at, seq LIMIT ?2"
     )
-}
+});
 
 pub(super) fn due(conn: &Connection, label: &str, now: f64, limit: Option<usize>) -> Res<Vec<InstanceMeta>> {
-    metas(conn, label, &due_sql(), &[Value::Real(now), Value::Integer(sql_limit(limit))])
+    metas(conn, label, &DUE_SQL, &[Value::Real(now), Value::Integer(sql_limit(limit))])
 }

@@ -7,7 +7,25 @@ use super::rows::{corrupt_status, pack};
 use super::{placeholders, Res, FINISHED};
 use crate::error::CoreError;
 use crate::status::Status;
-use crate::store::{check_lease, check_version, finished_instance, Commit, InstanceMeta};
+use crate::store::{check_lease, check_version, effective_due, finished_instance, Commit, InstanceMeta};
+
+/// What [`apply`] reads of the instance row first: `?1` id.
+pub(super) const COMMIT_READ_SQL: &str =
+    "SELECT status, due_at, error, owner, lease_until FROM instances WHERE id = ?1";
+
+/// The append of [`apply`], checking the version: `?1` id, `?2` new version, `?3` data,
+/// `?4` packed, `?5` commit time, `?6` expected version.
+pub(super) const COMMIT_APPEND_SQL: &str = "INSERT INTO records (instance_id, version, idx, data, packed, at)
+     SELECT ?1, ?2, 0, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM records WHERE instance_id = ?1 AND version = ?6)";
+
+/// The instance-row write of [`apply`], when a field the row keeps changes: `?1` id, `?2` status,
+/// `?3` commit time, `?4` due time, `?5` header or NULL, `?6` version, `?7` error, `?8` whether
+/// the lease goes.
+pub(super) const COMMIT_UPDATE_SQL: &str =
+    "UPDATE instances SET status = ?2, updated_at = ?3, due_at = ?4, header = COALESCE(?5, header), version = ?6,
+         error = ?7, owner = CASE WHEN ?8 THEN NULL ELSE owner END,
+         lease_until = CASE WHEN ?8 THEN NULL ELSE lease_until END
+     WHERE id = ?1";
 
 /// Appends the one log row of a commit (version `version`, see [`pack`]).
 fn insert_log(conn: &Connection, id: &str, version: u64, records: &[Vec<u8>], at: f64) -> rusqlite::Result<usize> {
@@ -48,76 +66,76 @@ pub(super) fn create(conn: &Connection, meta: &InstanceMeta, header: &[u8], reco
     Ok(true)
 }
 
-/// Applies one commit.
+/// Applies one commit, with the checks of the contract in its order (unknown instance, lease,
+/// version) and its helpers, so that it decides exactly as the memory store does.
 ///
-/// The checks and the append are one statement: the commit's log row (version `expected + 1`)
-/// is inserted only if version `expected` exists and the lease allows the writer (the rule of
-/// [`check_lease`], judged at `updated_at`); the primary key rejects a second writer of the same
-/// version. Only when that fails is anything read, to say why. The instance row is then written
-/// only when a field it keeps changes, so a step commit on a chain costs one INSERT.
+/// It reads the instance row (one lookup), then appends the commit's one log row, inserted only
+/// if version `expected` exists (the primary key also rejects a second writer of the same
+/// version; under the write lock there is none). The instance row is written only when a field
+/// it keeps changes (status, due time, header, error, lease), so a step commit on a chain costs
+/// one lookup and one INSERT.
 pub(super) fn apply(conn: &Connection, c: &Commit<'_>) -> Res<()> {
+    type Row = (String, Option<f64>, Option<String>, Option<String>, Option<f64>);
+    let row: Option<Row> = conn
+        .prepare_cached(COMMIT_READ_SQL)?
+        .query_row([c.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .optional()?;
+    let Some((status, due_at, error, holder, until)) = row else {
+        return Err(CoreError::UnknownInstance(c.id.to_string()).into());
+    };
+    check_lease(c.id, c.owner, holder.as_deref(), until, c.updated_at)?;
     let new = c.expected_version + 1;
     let (data, packed) = pack(c.records);
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO records (instance_id, version, idx, data, packed, at)
-             SELECT ?1, ?2, 0, ?3, ?4, ?5
-             WHERE EXISTS (SELECT 1 FROM records WHERE instance_id = ?1 AND version = ?6)
-               AND EXISTS (SELECT 1 FROM instances WHERE id = ?1 AND CASE WHEN ?7 IS NULL
-                               THEN owner IS NULL OR lease_until IS NULL OR lease_until <= ?5
-                               ELSE owner = ?7 AND lease_until > ?5 END)",
-        )?
-        .execute(params![c.id, new, data, packed, c.updated_at, c.expected_version, c.owner]);
+    let inserted = conn.prepare_cached(COMMIT_APPEND_SQL)?.execute(params![
+        c.id,
+        new,
+        data,
+        packed,
+        c.updated_at,
+        c.expected_version
+    ]);
     let inserted = match inserted {
         Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => 0,
         other => other?,
     };
     if inserted == 0 {
-        return Err(why_rejected(conn, c)?.into());
+        return Err(conflict(conn, c)?.into());
     }
-    // `?8`: whether the lease goes (an owner-less or a finishing commit leaves none behind).
-    // The due time is `effective_due`: a suspending commit that has not seen every signal leaves
-    // the instance due now.
-    conn.prepare_cached(
-        "UPDATE instances SET status = ?1, updated_at = ?2, header = COALESCE(?4, header), version = ?6,
-             due_at = due.t, error = ?8,
-             owner = CASE WHEN ?9 THEN NULL ELSE owner END,
-             lease_until = CASE WHEN ?9 THEN NULL ELSE lease_until END
-         FROM (SELECT CASE WHEN ?1 = 'suspended'
-                             AND EXISTS (SELECT 1 FROM signals WHERE instance_id = ?5 AND seq > ?7)
-                           THEN MIN(COALESCE(?3, ?2), ?2) ELSE ?3 END AS t) AS due
-         WHERE id = ?5
-           AND (status IS NOT ?1 OR due_at IS NOT due.t OR ?4 IS NOT NULL OR error IS NOT ?8
-                OR (?9 AND (owner IS NOT NULL OR lease_until IS NOT NULL)))",
-    )?
-    .execute(params![
-        c.status.as_str(),
-        c.updated_at,
-        c.due_at,
-        c.header,
-        c.id,
-        new,
-        c.signals_seen,
-        c.error,
-        c.owner.is_none() || c.status.is_finished(),
-    ])?;
+    let newest_signal = if c.status == Status::Suspended && c.due_at.is_none_or(|d| d > c.updated_at) {
+        // (only a suspending commit's due time depends on the inbox, and only when it would be later)
+        conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM signals WHERE instance_id = ?1")?
+            .query_row([c.id], |r| r.get(0))?
+    } else {
+        0
+    };
+    let due = effective_due(c, newest_signal);
+    let drop_lease = c.owner.is_none() || c.status.is_finished();
+    let changed = status != c.status.as_str()
+        || due_at != due
+        || c.header.is_some()
+        || error.as_deref() != c.error
+        || (drop_lease && (holder.is_some() || until.is_some()));
+    if changed {
+        conn.prepare_cached(COMMIT_UPDATE_SQL)?.execute(params![
+            c.id,
+            c.status.as_str(),
+            c.updated_at,
+            due,
+            c.header,
+            new,
+            c.error,
+            drop_lease
+        ])?;
+    }
     Ok(())
 }
 
-/// Why a commit's append matched nothing: the error of the first check that fails, in the order
-/// the contract gives (unknown instance, lease, version).
-fn why_rejected(conn: &Connection, c: &Commit<'_>) -> Res<CoreError> {
-    type Found = (Option<String>, Option<f64>, Option<u64>);
-    let found: Option<Found> = conn
-        .prepare_cached(
-            "SELECT owner, lease_until, (SELECT MAX(version) FROM records WHERE instance_id = ?1)
-             FROM instances WHERE id = ?1",
-        )?
-        .query_row([c.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
-    let Some((holder, until, version)) = found else { return Ok(CoreError::UnknownInstance(c.id.to_string())) };
-    check_lease(c.id, c.owner, holder.as_deref(), until, c.updated_at)?;
-    check_version(c.id, c.expected_version, version.unwrap_or(0))?;
+/// The conflict of a commit whose append matched nothing (its lease was fine).
+fn conflict(conn: &Connection, c: &Commit<'_>) -> Res<CoreError> {
+    let found: Option<u64> = conn
+        .prepare_cached("SELECT MAX(version) FROM records WHERE instance_id = ?1")?
+        .query_row([c.id], |r| r.get(0))?;
+    check_version(c.id, c.expected_version, found.unwrap_or(0))?;
     Ok(CoreError::Store(format!("instance {:?}: commit matched no row", c.id)))
 }
 
