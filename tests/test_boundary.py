@@ -186,8 +186,8 @@ def test_recover_and_list_read_the_store_a_page_at_a_time(monkeypatch: pytest.Mo
     assert "get" not in store.calls  # a listing shows its rows without reading each instance
     assert len(engine.list(limit=4)) == 4
     for i in range(10):
-        engine.signal(f"i{i}", "go", None)
-    assert sorted(r.output for r in engine.recover()) == list(range(2, 12))
+        engine.signal(f"i{i}", "go", i)  # the wait hands its payload on
+    assert sorted(r.output for r in engine.recover()) == list(range(1, 11))
 
 
 def test_a_listed_run_reads_its_output_only_when_asked() -> None:
@@ -222,6 +222,6 @@ def test_list_by_plan_hash_shows_the_instances_of_one_version() -> None:
     v1, v2 = chain(1, "v"), chain(2, "v")
     engine.run(v1, 0, id="old")
     engine.run(v2, 0, id="new")
-    assert [r.id for r in engine.list(plan_hash=v1.plan_hash())] == ["old"]
-    assert [r.id for r in engine.list(workflow="v", plan_hash=v2.plan_hash())] == ["new"]
-    assert {r.plan_hash for r in engine.list()} == {v1.plan_hash(), v2.plan_hash()}
+    assert [r.id for r in engine.list(plan_hash=v1.plan_hash)] == ["old"]
+    assert [r.id for r in engine.list(workflow="v", plan_hash=v2.plan_hash)] == ["new"]
+    assert {r.plan_hash for r in engine.list()} == {v1.plan_hash, v2.plan_hash}

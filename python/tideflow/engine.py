@@ -71,6 +71,27 @@ def _run_coroutine(coro: Any, timeout: float | None = None) -> Any:
     return loop.run_until_complete(timed(coro, timeout))
 
 
+_store_loop: Any = None  # the event loop of the thread that runs AsyncStore calls for the sync API
+
+
+def _run_store_call(coro: Any, _timeout: float | None = None) -> Any:
+    """Runs a coroutine of an ``AsyncStore`` to completion for the synchronous API (``run``,
+    ``signal``, ``get``...): always on one event loop of its own, in a helper thread, so that it
+    also works from inside a running event loop (a sync call in an async step), and the store
+    always sees the same loop on these paths. ``run_async`` awaits the store on the caller's loop
+    instead."""
+    import asyncio
+
+    global _store_loop
+    if _store_loop is None or _store_loop.is_closed():
+        import threading
+
+        loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, name="tideflow-store", daemon=True).start()
+        _store_loop = loop
+    return asyncio.run_coroutine_threadsafe(coro, _store_loop).result()
+
+
 def _in_event_loop() -> bool:
     asyncio = sys.modules.get("asyncio")
     if asyncio is None:
@@ -107,7 +128,7 @@ class Engine:
 
             self._notify = notifier(observer)
         self._core = _core.Engine(
-            to_jsonable, _run_coroutine, clock, native, py_store, self._notify
+            to_jsonable, _run_coroutine, clock, native, py_store, self._notify, _run_store_call
         )
         self.clock = clock
         self.observer = observer
@@ -314,7 +335,7 @@ class Engine:
         plan_hash: str | None = None,
     ) -> list[Run]:
         """Stored instances, newest first, filtered by status(es), workflow name and plan hash
-        (the instances of one version of a workflow: ``Workflow.plan_hash()``).
+        (the instances of one version of a workflow: ``Workflow.plan_hash``).
 
         The store is read a page at a time and nothing is read per row: a listed Run's ``output``
         and ``error`` are read when first asked for. An instance whose stored state cannot be read

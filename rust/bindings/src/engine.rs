@@ -152,9 +152,9 @@ impl Engine {
 impl Engine {
     /// A native engine on `store` (a `NativeStore`: memory or SQLite; None: a new memory store)
     /// or on `py_store`, a store written in Python (sync or async; the synchronous paths run an
-    /// async store's coroutines with `coro_runner`).
+    /// async store's coroutines with `store_runner`, else `coro_runner`).
     #[new]
-    #[pyo3(signature = (fallback, coro_runner, clock=None, store=None, py_store=None, notify=None))]
+    #[pyo3(signature = (fallback, coro_runner, clock=None, store=None, py_store=None, notify=None, store_runner=None))]
     #[allow(clippy::too_many_arguments)] // mirrors the Python constructor's keyword arguments
     fn new(
         py: Python<'_>,
@@ -164,9 +164,13 @@ impl Engine {
         store: Option<Bound<'_, NativeStore>>,
         py_store: Option<Bound<'_, PyAny>>,
         notify: Option<Py<PyAny>>,
+        store_runner: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let backend = match (store, py_store) {
-            (_, Some(obj)) => Backend::Python(PyStore::new(obj, coro_runner.clone_ref(py))?),
+            (_, Some(obj)) => {
+                let runner = store_runner.unwrap_or_else(|| coro_runner.clone_ref(py));
+                Backend::Python(PyStore::new(obj, runner)?)
+            }
             (Some(native), None) => Backend::Native { store: native.get().shared(), on_disk: native.get().on_disk },
             (None, None) => {
                 let store: Box<dyn Store> = Box::new(MemoryStore::new());

@@ -216,7 +216,8 @@ pub trait Store: Send {
     fn due(&mut self, now: f64, limit: Option<usize>) -> Result<Vec<InstanceMeta>>;
     /// Atomically leases up to `claim.limit` unfinished instances on the given plans to
     /// `claim.owner` until `now + lease`: those pending or suspended and due with no live lease,
-    /// and those whose lease expired (whatever their status); earliest due (or created) first.
+    /// and those whose lease expired (whatever their status); earliest due (or, undue, last
+    /// updated) first ([`claim_order`]).
     /// Two claimers never get the same instance. Returns them as leased.
     fn claim(&mut self, claim: &Claim<'_>) -> Result<Vec<InstanceMeta>>;
     /// Renews `owner`'s live lease on `id` to `now + lease`; returns the new expiry. Fails with
