@@ -34,6 +34,8 @@ use crate::store::{Commit, ERROR_SUMMARY_MAX};
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_cancel;
+#[cfg(test)]
 mod tests_commit;
 
 /// The inbox name of a persisted cancellation request; signal names starting with `!` are
