@@ -159,6 +159,8 @@ pub(super) struct World {
     pub(super) crash_mid_run: bool,
     /// Tasks handed out and not settled yet (`Mode::Concurrent`).
     pub(super) inflight: Vec<Task<Value>>,
+    /// Tasks [`Driving::committed`] handed back, to run before asking again.
+    pub(super) handed: Option<Vec<Task<Value>>>,
 }
 
 fn fnv(s: &str) -> u64 {
@@ -184,6 +186,7 @@ impl World {
             crash_at: Vec::new(),
             crash_mid_run: false,
             inflight: Vec::new(),
+            handed: None,
         }
     }
 
@@ -235,6 +238,7 @@ impl World {
     /// the engine does: replayed from its log, then handed its inbox.
     pub(super) fn load(&mut self) -> Driving<Value> {
         self.inflight.clear();
+        self.handed = None;
         let loaded = self.store.load(&self.id).expect("load").expect("stored");
         let header = crate::codec::decode_header(&loaded.header).expect("header");
         let records: Vec<Record> = loaded.records.iter().map(|r| decode_record(r).expect("record")).collect();
@@ -301,14 +305,19 @@ impl World {
     }
 
     /// Asks the policy once and executes the answer (a `Run` in `Mode::Concurrent` only hands the
-    /// tasks out: they are settled by [`World::settle_inflight`]).
+    /// tasks out: they are settled by [`World::settle_inflight`]). The tasks a commit hands back
+    /// are run by the next call, as the answer the policy would have given.
     pub(super) fn one(&mut self, d: &mut Driving<Value>) -> Did {
         let c = self.concurrent;
-        let did = match d.next(self.now, &mut self.host, &|s| c(s)) {
+        let next = match self.handed.take() {
+            Some(tasks) => Next::Run(tasks),
+            None => d.next(self.now, &mut self.host, &|s| c(s)),
+        };
+        let did = match next {
             Next::Commit => {
                 let p = d.commit().expect("a commit was asked for").clone();
                 self.store.commit(&p.as_commit(&self.id, None)).expect("commit");
-                d.committed();
+                self.handed = d.committed();
                 self.commits += 1;
                 let records = p.records.iter().map(|r| decode_record(r).expect("record")).collect();
                 Did::Committed(records, p.status)
@@ -356,14 +365,12 @@ impl World {
                     if self.crash_mid_run {
                         // the tasks whose starts were just committed run, and the process dies
                         // before their results are taken
-                        let c = self.concurrent;
-                        if let Next::Run(tasks) = d.next(self.now, &mut self.host, &|s| c(s)) {
-                            for t in &tasks {
-                                self.execute(t);
-                            }
+                        for t in self.handed.take().unwrap_or_default() {
+                            self.execute(&t);
                         }
                     }
                     self.inflight.clear();
+                    self.handed = None;
                     return End::Crashed;
                 }
                 Did::Waited(_) if !self.inflight.is_empty() => self.settle_inflight(d),

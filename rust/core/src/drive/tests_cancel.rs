@@ -16,7 +16,9 @@ fn first_run(w: &mut World, d: &mut Driving<Value>) -> Vec<Task<Value>> {
             Next::Commit => {
                 let p = d.commit().unwrap().clone();
                 w.store.commit(&p.as_commit(&w.id, None)).unwrap();
-                d.committed();
+                if let Some(tasks) = d.committed() {
+                    return tasks;
+                }
             }
             other => panic!("{other:?}"),
         }
@@ -223,7 +225,7 @@ fn a_failed_instances_final_commit_carries_its_summary_and_the_store_indexes_it(
     assert_eq!(pending.error.as_deref(), Some(expect.as_str()));
     assert!(pending.header.is_some(), "the final commit replaces the header");
     w.store.commit(&pending.as_commit(&w.id, None)).unwrap();
-    d.committed();
+    assert!(d.committed().is_none(), "nothing to run after the end");
     assert_eq!(w.meta().error.as_deref(), Some(expect.as_str()));
     let page = w.store.list(&ListQuery { statuses: vec![Status::Failed], ..ListQuery::default() }).unwrap();
     assert_eq!(page.items.len(), 1);

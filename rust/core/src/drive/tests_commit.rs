@@ -277,3 +277,34 @@ fn a_commit_overtaken_by_another_writer_is_rejected_and_stores_nothing() {
     assert_eq!(d.inst.output(), Some(&json!(5))); // 1*2+1 = 3; 3+2 = 5
     assert!(completions(&w.log()).values().all(|n| *n == 1));
 }
+
+#[test]
+fn committed_hands_back_exactly_the_tasks_it_started_and_only_once() {
+    for mode in [Mode::Sequential, Mode::Concurrent] {
+        let root = seq(vec![step(0), par(vec![step(1), step(1), step(1)])]);
+        let mut w = World::new(plan(root, 2), mode);
+        let mut d = w.start(json!(2), true);
+        let Some(Did::Ran(_)) = Some(w.one(&mut d)) else { panic!() };
+        w.settle_inflight(&mut d);
+        let Next::Commit = d.next(w.now, &mut w.host, &|_| true) else { panic!("{mode:?}: a commit") };
+        let p = d.commit().unwrap().clone();
+        w.store.commit(&p.as_commit("i1", None)).unwrap();
+        let tasks = d.committed().expect("the started tasks");
+        let got: Vec<(String, u32)> = tasks.iter().map(|t| (t.key.clone(), t.attempt)).collect();
+        let decoded = |p: &Pending| -> Vec<Record> {
+            p.records.iter().map(|r| crate::codec::decode_record(r).unwrap()).collect()
+        };
+        assert_eq!(sorted(got.clone()), sorted(starts(&decoded(&p))), "{mode:?}");
+        assert_eq!(tasks.len(), if mode == Mode::Sequential { 1 } else { 3 });
+        assert_eq!(d.stored().version, 2);
+        // not handed out a second time (a sequential driver asking now would start the next one)
+        match d.next(w.now, &mut w.host, &|_| true) {
+            Next::Run(ts) => panic!("{mode:?}: handed out again: {ts:?}"),
+            Next::Commit => {
+                let again = starts(&decoded(d.commit().unwrap()));
+                assert!(again.iter().all(|s| !got.contains(s)), "{mode:?}: {again:?} after {got:?}");
+            }
+            _ => assert!(d.committed().is_none()),
+        }
+    }
+}
