@@ -37,6 +37,8 @@ mod tests;
 mod tests_cancel;
 #[cfg(test)]
 mod tests_commit;
+#[cfg(test)]
+mod tests_inbox;
 
 /// The inbox name of a persisted cancellation request; signal names starting with `!` are
 /// reserved.
