@@ -39,6 +39,8 @@ mod tests_cancel;
 mod tests_commit;
 #[cfg(test)]
 mod tests_inbox;
+#[cfg(test)]
+mod tests_prop;
 
 /// The inbox name of a persisted cancellation request; signal names starting with `!` are
 /// reserved.
