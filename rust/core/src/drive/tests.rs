@@ -72,7 +72,7 @@ impl Host<Value> for JsonHost {
 
 /// Step `i` computes `x * (2 if i is even else 1) + i + 1` (lists count as their sum).
 pub(super) fn apply(step: u32, v: &Value) -> Value {
-    let mul = if step % 2 == 0 { 2 } else { 1 };
+    let mul = if step.is_multiple_of(2) { 2 } else { 1 };
     json!(num(v).wrapping_mul(mul).wrapping_add(step as i64 + 1) % 1_000_003)
 }
 
@@ -276,7 +276,7 @@ impl World {
     pub(super) fn execute(&mut self, task: &Task<Value>) -> Attempt<Value> {
         *self.executions.entry(task.key.clone()).or_insert(0) += 1;
         let scripted = self.fails.get(&task.key).is_some_and(|n| task.attempt <= *n);
-        let flaky = self.flaky.is_some_and(|n| task.attempt == 1 && fnv(&task.key) % n == 0);
+        let flaky = self.flaky.is_some_and(|n| task.attempt == 1 && fnv(&task.key).is_multiple_of(n));
         if scripted || flaky {
             return Attempt::Raised { failure: Failure::new("IOError", "flaky"), retryable: true };
         }
