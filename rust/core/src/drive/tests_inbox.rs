@@ -229,3 +229,16 @@ fn resuming_before_a_timer_is_due_commits_nothing() {
     assert!(matches!(w.drive(&mut d), End::Suspended(Some(_))));
     assert_eq!(w.meta().version, version, "an early resume that moves nothing commits nothing");
 }
+
+#[test]
+fn a_resume_corrects_the_due_time_a_signal_no_wait_takes_set() {
+    let mut w = World::new(plan(seq(vec![step(0), sleep(100.0), step(1)]), 2), Mode::Sequential);
+    let mut d = w.start(json!(1), true);
+    let End::Suspended(Some(until)) = w.drive(&mut d) else { panic!() };
+    drop(d);
+    w.send("unrelated", &json!(1));
+    assert_eq!(w.meta().due_at, Some(w.now), "the signal made it due");
+    let mut d = w.load();
+    assert_eq!(w.drive(&mut d), End::Suspended(Some(until)));
+    assert_eq!(w.meta().due_at, Some(until), "due at the sleep's end again");
+}
