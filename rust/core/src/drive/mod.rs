@@ -33,6 +33,14 @@ use crate::store::{Commit, ERROR_SUMMARY_MAX};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cancel;
+#[cfg(test)]
+mod tests_commit;
+#[cfg(test)]
+mod tests_inbox;
+#[cfg(test)]
+mod tests_prop;
 
 /// The inbox name of a persisted cancellation request; signal names starting with `!` are
 /// reserved.
