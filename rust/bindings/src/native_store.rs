@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use tideflow_core::drive::Pending;
 use tideflow_core::store::memory::MemoryStore;
 use tideflow_core::store::sqlite::{Durability, SqliteStore};
 use tideflow_core::store::{Claim, Commit, Count, Created, InstanceMeta, ListPage, ListQuery, Store};
@@ -130,18 +131,12 @@ fn metas_to_py<'py>(py: Python<'py>, metas: &[InstanceMeta]) -> PyResult<Bound<'
     PyList::new(py, metas.iter().map(|m| meta_to_py(py, m)).collect::<PyResult<Vec<_>>>()?)
 }
 
-/// A commit's fields, owned (so that SQLite can run it with the GIL released).
+/// A commit's fields, owned (so that SQLite can run it with the GIL released): the policy's
+/// `Pending` with the instance and the writer.
 struct OwnedCommit {
     id: String,
-    expected_version: u64,
-    status: Status,
-    updated_at: f64,
-    due_at: Option<f64>,
-    header: Option<Vec<u8>>,
-    records: Vec<Vec<u8>>,
-    signals_seen: u64,
     owner: Option<String>,
-    error: Option<String>,
+    pending: Pending,
 }
 
 impl OwnedCommit {
@@ -149,35 +144,26 @@ impl OwnedCommit {
         let f = arg(py, ck.fields("a Commit", &classes(py)?.commit, 10, v))?;
         Ok(OwnedCommit {
             id: arg(py, ck.text("Commit.id, a str,", &f[0]))?,
-            expected_version: arg(py, ck.uint("Commit.expected_version, an int,", &f[1]))?,
-            status: status(py, ck, &f[2])?,
-            updated_at: arg(py, ck.float("Commit.updated_at, a float,", &f[3]))?,
-            due_at: arg(py, ck.opt_float("Commit.due_at, a float or None,", &f[4]))?,
-            header: if f[5].is_none() {
-                None
-            } else {
-                Some(arg(py, ck.bytes("Commit.header, bytes or None,", &f[5]))?)
-            },
-            records: records(py, ck, &f[6])?,
-            signals_seen: arg(py, ck.uint("Commit.signals_seen, an int,", &f[7]))?,
             owner: arg(py, ck.opt_text("Commit.owner, a str or None,", &f[8]))?,
-            error: arg(py, ck.opt_text("Commit.error, a str or None,", &f[9]))?,
+            pending: Pending {
+                expected_version: arg(py, ck.uint("Commit.expected_version, an int,", &f[1]))?,
+                status: status(py, ck, &f[2])?,
+                updated_at: arg(py, ck.float("Commit.updated_at, a float,", &f[3]))?,
+                due_at: arg(py, ck.opt_float("Commit.due_at, a float or None,", &f[4]))?,
+                header: if f[5].is_none() {
+                    None
+                } else {
+                    Some(arg(py, ck.bytes("Commit.header, bytes or None,", &f[5]))?)
+                },
+                records: records(py, ck, &f[6])?,
+                signals_seen: arg(py, ck.uint("Commit.signals_seen, an int,", &f[7]))?,
+                error: arg(py, ck.opt_text("Commit.error, a str or None,", &f[9]))?,
+            },
         })
     }
 
     fn borrow(&self) -> Commit<'_> {
-        Commit {
-            id: &self.id,
-            expected_version: self.expected_version,
-            status: self.status,
-            updated_at: self.updated_at,
-            due_at: self.due_at,
-            header: self.header.as_deref(),
-            records: &self.records,
-            signals_seen: self.signals_seen,
-            owner: self.owner.as_deref(),
-            error: self.error.as_deref(),
-        }
+        self.pending.as_commit(&self.id, self.owner.as_deref())
     }
 }
 
