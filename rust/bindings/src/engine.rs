@@ -225,12 +225,12 @@ impl Engine {
     /// instance returns its stored result. Returns the outcome, the workflow and the plan hash.
     fn resume(&self, py: Python<'_>, id: &str) -> PyResult<(Outcome, String, String)> {
         let loaded = self.load(py, id)?;
-        let header = header_of(py, id, &loaded.header)?;
+        let (workflow, plan_hash) = (loaded.meta.workflow.clone(), loaded.meta.plan_hash.clone());
         let outcome = match reopen(py, self, loaded, Mode::Sequential)? {
             Err(done) => done,
             Ok(d) => self.drive(py, d, true)?,
         };
-        Ok((outcome, header.workflow, header.plan_hash))
+        Ok((outcome, workflow, plan_hash))
     }
 
     /// Persists a signal for instance `id` (before anything else) and marks it due; returns the
