@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 
 use pyo3::prelude::*;
-use tideflow_core::codec::{decode_signal, encode_signal, Signal};
-use tideflow_core::drive::{cancel_reason, CANCEL_SIGNAL};
+use tideflow_core::codec::{encode_signal, Signal};
+use tideflow_core::drive::{sort_inbox, CANCEL_SIGNAL};
 use tideflow_core::CoreError;
 
 use crate::engine::Engine;
-use crate::errors::error;
+use crate::errors::{error, IntoPy};
 
 /// What an inbox holds, as read (for inspection; drivers use `Driving::take_inbox`).
 #[derive(Default)]
@@ -19,24 +19,12 @@ pub struct Inbox {
     pub payloads: HashMap<u64, Vec<u8>>,
     /// `(seq, name)` of those signals, in arrival order.
     pub arrivals: Vec<(u64, String)>,
-    /// The reason of a cancellation request, if one was persisted.
-    pub cancel: Option<String>,
 }
 
-/// Decodes inbox records of instance `id`.
+/// Decodes inbox records of instance `id` (see `tideflow_core::drive::sort_inbox`).
 pub fn read_signals(py: Python<'_>, id: &str, raw: &[(u64, Vec<u8>)]) -> PyResult<Inbox> {
-    let mut inbox = Inbox::default();
-    for (seq, r) in raw {
-        let sig = decode_signal(r)
-            .map_err(|e| error(py, "CorruptCheckpoint", format!("instance {id:?}, signal #{seq}: {e}")))?;
-        if sig.name == CANCEL_SIGNAL {
-            inbox.cancel.get_or_insert_with(|| cancel_reason(&sig.payload));
-            continue;
-        }
-        inbox.payloads.insert(*seq, sig.payload);
-        inbox.arrivals.push((*seq, sig.name));
-    }
-    Ok(inbox)
+    let sorted = sort_inbox(id, raw.to_vec(), 0).py_err(py)?;
+    Ok(Inbox { payloads: sorted.payloads.into_iter().collect(), arrivals: sorted.arrivals })
 }
 
 /// Persists a signal record for `id` (its own transaction) and marks the instance due; its number.

@@ -2,21 +2,21 @@
 //! registered plan it runs on (or saying why there is none), rebuilding a driver from its records
 //! and inbox, or the result of a finished one.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 use tideflow_core::codec::{decode_header, decode_record, Header, Record};
-use tideflow_core::drive::{Driving, Mode, Stored};
+use tideflow_core::drive::{sort_inbox, Driving, Mode, Stored};
 use tideflow_core::instance::Instance;
 use tideflow_core::store::{InstanceMeta, Loaded};
 use tideflow_core::Status;
 
 use crate::driver::{Driver, Outcome};
 use crate::engine::Engine;
-use crate::errors::error;
+use crate::errors::{error, IntoPy};
 use crate::host::{decode_value, PyHost};
-use crate::inbox::read_signals;
 use crate::registry::{Registry, Untyped};
 
 /// The header record of instance `id`, decoded (or the `CorruptCheckpoint` naming it).
@@ -117,8 +117,10 @@ pub fn resume(py: Python<'_>, engine: &Engine, loaded: Loaded, header: Header, m
     let input = decode_stored_input(py, compiled.input_decode.as_ref(), &id, &header)?;
     let fallback = engine.fallback.bind(py);
     let now = engine.clock.now(py)?;
-    // the payloads of signals consumed before are decoded again as the log is replayed
-    let payloads = read_signals(py, &id, &signals)?.payloads;
+    // the inbox is read once: its payloads serve the replay (signals consumed before are decoded
+    // again), its arrivals go to the driver below
+    let mut inbox = sort_inbox(&id, signals, 0).py_err(py)?;
+    let payloads: HashMap<u64, Vec<u8>> = std::mem::take(&mut inbox.payloads).into_iter().collect();
     let mut host = PyHost { py, wf: compiled, fallback, inbox: &payloads };
     let plan = Arc::clone(&compiled.plan);
     let inst = Instance::resume(&id, plan, input.clone().unbind(), header.created_at, now, &records, &mut host);
@@ -149,6 +151,8 @@ pub fn resume(py: Python<'_>, engine: &Engine, loaded: Loaded, header: Header, m
     // new signals are the outside world's input, not rebuilt state: one that does not decode
     // into its wait's type is rejected (recorded, committed by the driver) and the wait goes on;
     // a stored cancellation is applied before any of them is delivered
-    d.take_inbox(py, signals)?;
+    if let Some(reason) = d.core.accept(inbox).cancel {
+        d.cancel.request(&reason);
+    }
     Ok(d)
 }

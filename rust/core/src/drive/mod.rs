@@ -156,6 +156,37 @@ pub struct Arrivals {
     pub cancel: Option<String>,
 }
 
+/// An inbox as read from the store, decoded ([`sort_inbox`]).
+#[derive(Debug, Default)]
+pub struct Inbox {
+    /// `(seq, payload)` of the signals, in arrival order.
+    pub payloads: Vec<(u64, Vec<u8>)>,
+    /// `(seq, name)` of the same signals.
+    pub arrivals: Vec<(u64, String)>,
+    /// The reason of a persisted cancellation request, if one was found (the first one).
+    pub cancel: Option<String>,
+    /// The highest sequence number read (a cancellation request's included).
+    pub newest: u64,
+}
+
+/// Decodes the inbox records of instance `id` numbered above `after`: signals, and a persisted
+/// cancellation request (not a signal: it is kept apart). A record that does not decode is a
+/// `Corrupt` error naming it.
+pub fn sort_inbox(id: &str, raw: Vec<(u64, Vec<u8>)>, after: u64) -> Result<Inbox> {
+    let mut out = Inbox { newest: after, ..Inbox::default() };
+    for (seq, r) in raw.into_iter().filter(|(seq, _)| *seq > after) {
+        let sig = decode_signal(&r).map_err(|e| CoreError::Corrupt(format!("instance {id:?}, signal #{seq}: {e}")))?;
+        out.newest = out.newest.max(seq);
+        if sig.name == CANCEL_SIGNAL {
+            out.cancel.get_or_insert_with(|| cancel_reason(&sig.payload));
+            continue;
+        }
+        out.arrivals.push((seq, sig.name));
+        out.payloads.push((seq, sig.payload));
+    }
+    Ok(out)
+}
+
 /// One instance being driven: the state machine, what the store holds of it, and the policy.
 pub struct Driving<V> {
     /// The state machine.
@@ -407,30 +438,21 @@ impl<V: Clone> Driving<V> {
     /// instance (delivered at the next [`Driving::next`]); returns the new payloads, for the
     /// host to decode. A signal record that does not decode is a `Corrupt` error naming it.
     pub fn take_inbox(&mut self, id: &str, raw: Vec<(u64, Vec<u8>)>) -> Result<Arrivals> {
-        let mut out = Arrivals::default();
-        let mut names = Vec::new();
-        for (seq, r) in raw {
-            if seq <= self.inbox_read {
-                continue;
-            }
-            let sig =
-                decode_signal(&r).map_err(|e| CoreError::Corrupt(format!("instance {id:?}, signal #{seq}: {e}")))?;
-            self.inbox_read = self.inbox_read.max(seq);
-            if sig.name == CANCEL_SIGNAL {
-                out.cancel.get_or_insert_with(|| cancel_reason(&sig.payload));
-                continue;
-            }
-            names.push((seq, sig.name));
-            out.payloads.push((seq, sig.payload));
-        }
-        if let Some(reason) = &out.cancel {
+        Ok(self.accept(sort_inbox(id, raw, self.inbox_read)?))
+    }
+
+    /// [`Driving::take_inbox`] for an inbox already sorted out ([`sort_inbox`]).
+    pub fn accept(&mut self, inbox: Inbox) -> Arrivals {
+        let Inbox { payloads, arrivals, cancel, newest } = inbox;
+        self.inbox_read = self.inbox_read.max(newest);
+        if let Some(reason) = &cancel {
             self.request_cancel(reason);
         }
-        if !names.is_empty() {
+        if !arrivals.is_empty() {
             self.looked = false;
-            self.inst.add_signals(names);
+            self.inst.add_signals(arrivals);
         }
-        Ok(out)
+        Arrivals { payloads, cancel }
     }
 
     /// The driver was woken (a signal or a cancellation in this process, or a poll of a shared
