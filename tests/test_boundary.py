@@ -225,3 +225,20 @@ def test_list_by_plan_hash_shows_the_instances_of_one_version() -> None:
     assert [r.id for r in engine.list(plan_hash=v1.plan_hash)] == ["old"]
     assert [r.id for r in engine.list(workflow="v", plan_hash=v2.plan_hash)] == ["new"]
     assert {r.plan_hash for r in engine.list()} == {v1.plan_hash, v2.plan_hash}
+
+
+def test_what_an_async_store_returns_is_checked_like_a_sync_stores() -> None:
+    from tideflow import StoreError
+    from tideflow.stores.base import Loaded
+
+    class IntsForBytes(AsyncDictStore):
+        async def load(self, id: str) -> Loaded | None:
+            got = await super().load(id)
+            assert got is not None
+            return got._replace(records=[list(r) for r in got.records])  # type: ignore[misc]
+
+    store = IntsForBytes()
+    wf = Workflow("waits").then(inc).wait_signal("go").then(inc)
+    assert Engine(store=store).run(wf, 0, id="a").status is Status.SUSPENDED
+    with pytest.raises(StoreError, match="load"):
+        asyncio.run(Engine(store=store).run_async(wf, 0, id="a"))

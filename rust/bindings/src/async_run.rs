@@ -23,11 +23,13 @@ use tideflow_core::drive::{Mode, Next};
 use tideflow_core::instance::Task;
 use tideflow_core::Status;
 
-use crate::convert::{commit_to_py, loaded_from_py, meta_to_py, stored_from_py};
+use crate::convert::{commit_to_py, meta_to_py};
 use crate::driver::{Driver, Outcome};
 use crate::engine::Engine;
 use crate::errors::error;
+use crate::errors::IntoPy;
 use crate::open::{prepare, Prepared};
+use crate::pystore::Check;
 use crate::reopen::{finished_outcome, header_of};
 use crate::workflow::Compiled;
 
@@ -61,6 +63,8 @@ struct State {
 #[pyclass(module = "tideflow._core", name = "AsyncRun", frozen)]
 pub struct AsyncRun {
     engine: Py<Engine>,
+    /// The store's name, for the errors about what it returned.
+    store_name: String,
     id: String,
     workflow: String,
     state: Mutex<State>,
@@ -172,6 +176,11 @@ impl AsyncRun {
         answer(py, RUN, out.into_any())
     }
 
+    /// The checks of what the `AsyncStore`'s `method` returned (the same as for a sync store).
+    fn check(&self, method: &'static str) -> Check<'_> {
+        Check { store: &self.store_name, method, given: false }
+    }
+
     fn driver<'a>(&self, py: Python<'_>, st: &'a mut State) -> PyResult<&'a mut Driver> {
         match &mut st.phase {
             Phase::Driving(d) => Ok(d),
@@ -222,6 +231,7 @@ impl AsyncRun {
             id: id.to_string(),
             workflow,
             state: Mutex::new(State { phase: Phase::Loading, inflight: HashMap::new(), next_id: 0, announced: false }),
+            store_name: e.backend.describe(),
             engine: engine.clone_ref(py),
         };
         {
@@ -285,7 +295,7 @@ impl AsyncRun {
         };
         let Phase::Creating(p) = std::mem::replace(&mut st.phase, Phase::Loading) else { unreachable!() };
         let engine = self.engine.get();
-        match stored_from_py(py, &existing)? {
+        match self.check("create").stored(&existing).py_err(py)? {
             None => {
                 let d = p.into_driver(py, engine, Mode::Concurrent);
                 self.driving(py, st, d)?;
@@ -330,7 +340,8 @@ impl AsyncRun {
     }
 
     /// The `AsyncStore` answered `INBOX` with `(number, record)` pairs.
-    fn inbox<'py>(&self, py: Python<'py>, signals: Vec<(u64, Vec<u8>)>) -> PyResult<Answer<'py>> {
+    fn inbox<'py>(&self, py: Python<'py>, signals: Bound<'py, PyAny>) -> PyResult<Answer<'py>> {
+        let signals = self.check("signals").signals(&signals).py_err(py)?;
         let mut guard = self.lock();
         let st = &mut *guard;
         self.driver(py, st)?.take_inbox(py, signals)?;
@@ -341,7 +352,7 @@ impl AsyncRun {
     fn reloaded<'py>(&self, py: Python<'py>, loaded: Bound<'py, PyAny>) -> PyResult<Answer<'py>> {
         let mut guard = self.lock();
         let st = &mut *guard;
-        let loaded = loaded_from_py(py, &loaded)?;
+        let loaded = self.check("load").loaded(&loaded).py_err(py)?;
         let engine = self.engine.get();
         match &mut st.phase {
             Phase::Driving(d) => d.reloaded(py, engine, loaded)?,

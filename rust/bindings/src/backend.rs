@@ -51,6 +51,14 @@ impl Backend {
         matches!(self, Backend::Python(p) if p.is_async())
     }
 
+    /// The store's name, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Native { store, .. } => store.lock().unwrap_or_else(|e| e.into_inner()).describe(),
+            Backend::Python(p) => p.describe(),
+        }
+    }
+
     /// Whether other processes may share the store (everything but memory).
     pub fn shared_with_others(&self) -> bool {
         !matches!(self, Backend::Native { on_disk: false, .. })

@@ -1,14 +1,11 @@
-//! The typed values of the Python store protocol (`tideflow/stores/base.py`) in and out of Rust:
-//! `InstanceMeta`, `StoredInstance`, `Loaded` and `Commit` as NamedTuples, checked field by field
-//! on the way in so that a store returning the wrong shape gets an error naming what came back.
+//! The typed values of the Python store protocol (`tideflow/stores/base.py`) built in Rust:
+//! `InstanceMeta` and `Commit` as NamedTuples. What comes back from a store is checked by
+//! `pystore::Check`.
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyModule};
-use tideflow_core::store::{Commit, InstanceMeta, Loaded, StoredInstance};
-use tideflow_core::Status;
-
-use crate::errors::error;
+use tideflow_core::store::{Commit, InstanceMeta};
 
 static BASE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
@@ -49,46 +46,4 @@ pub fn commit_to_py<'py>(py: Python<'py>, c: &Commit<'_>) -> PyResult<Bound<'py,
         c.owner,
         c.error,
     ))
-}
-
-fn field<'py, T: FromPyObjectOwned<'py>>(v: &Bound<'py, PyAny>, name: &str) -> PyResult<T> {
-    v.getattr(name)?.extract::<T>().map_err(Into::into)
-}
-
-/// An `InstanceMeta` from Python (any object with its fields).
-pub fn meta_from_py(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<InstanceMeta> {
-    let status: String = field(v, "status")?;
-    let status = Status::parse(&status)
-        .ok_or_else(|| error(py, "StoreError", format!("the store returned an unknown status {status:?}")))?;
-    Ok(InstanceMeta {
-        id: field(v, "id")?,
-        workflow: field(v, "workflow")?,
-        plan_hash: field(v, "plan_hash")?,
-        status,
-        version: field(v, "version")?,
-        created_at: field(v, "created_at")?,
-        updated_at: field(v, "updated_at")?,
-        due_at: field(v, "due_at")?,
-        owner: field(v, "owner")?,
-        lease_until: field(v, "lease_until")?,
-        error: field(v, "error")?,
-    })
-}
-
-/// A `StoredInstance` (or None) from Python.
-pub fn stored_from_py(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<Option<StoredInstance>> {
-    if v.is_none() {
-        return Ok(None);
-    }
-    let meta = meta_from_py(py, &v.getattr("meta")?)?;
-    Ok(Some(StoredInstance { meta, header: field(v, "header")? }))
-}
-
-/// A `Loaded` (or None) from Python.
-pub fn loaded_from_py(py: Python<'_>, v: &Bound<'_, PyAny>) -> PyResult<Option<Loaded>> {
-    if v.is_none() {
-        return Ok(None);
-    }
-    let meta = meta_from_py(py, &v.getattr("meta")?)?;
-    Ok(Some(Loaded { meta, header: field(v, "header")?, records: field(v, "records")?, signals: field(v, "signals")? }))
 }
