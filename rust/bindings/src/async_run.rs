@@ -23,13 +23,13 @@ use tideflow_core::drive::{Mode, Next};
 use tideflow_core::instance::Task;
 use tideflow_core::Status;
 
+use crate::convert::Check;
 use crate::convert::{commit_to_py, meta_to_py};
 use crate::driver::{Driver, Outcome};
 use crate::engine::Engine;
 use crate::errors::error;
 use crate::errors::IntoPy;
 use crate::open::{prepare, Prepared};
-use crate::pystore::Check;
 use crate::reopen::{finished_outcome, header_of};
 use crate::workflow::Compiled;
 

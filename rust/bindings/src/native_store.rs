@@ -20,8 +20,9 @@ use tideflow_core::{CoreError, Status};
 
 use crate::backend::Shared;
 use crate::convert::meta_to_py;
+use crate::convert::Check;
 use crate::errors::{core_error, error};
-use crate::pystore::{classes, Check};
+use crate::pystore::classes;
 
 /// A native store shared by this object and the engines that run on it.
 #[pyclass(module = "tideflow._core", name = "NativeStore", subclass, frozen)]
