@@ -25,11 +25,14 @@
 //! - **Waiting**: a synchronous driver sleeps in its thread for a retry due before any other
 //!   timer, and leaves sleeps and waits (which may last months) suspended in the store.
 
-use crate::codec::{decode_signal, encode_header, encode_record, Header};
-use crate::error::{CoreError, Result};
+use crate::codec::{encode_header, encode_record, Header};
+use crate::error::Result;
 use crate::instance::{Failure, Host, Instance, Task};
 use crate::status::Status;
 use crate::store::{Commit, ERROR_SUMMARY_MAX};
+
+mod inbox;
+pub use inbox::{cancel_reason, sort_inbox, Inbox, CANCEL_SIGNAL};
 
 #[cfg(test)]
 mod tests;
@@ -41,10 +44,6 @@ mod tests_commit;
 mod tests_inbox;
 #[cfg(test)]
 mod tests_prop;
-
-/// The inbox name of a persisted cancellation request; signal names starting with `!` are
-/// reserved.
-pub const CANCEL_SIGNAL: &str = "!cancel";
 
 /// What the store holds of an instance, as last loaded or committed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -154,37 +153,6 @@ pub struct Arrivals {
     pub payloads: Vec<(u64, Vec<u8>)>,
     /// The reason of a persisted cancellation request, if one was found.
     pub cancel: Option<String>,
-}
-
-/// An inbox as read from the store, decoded ([`sort_inbox`]).
-#[derive(Debug, Default)]
-pub struct Inbox {
-    /// `(seq, payload)` of the signals, in arrival order.
-    pub payloads: Vec<(u64, Vec<u8>)>,
-    /// `(seq, name)` of the same signals.
-    pub arrivals: Vec<(u64, String)>,
-    /// The reason of a persisted cancellation request, if one was found (the first one).
-    pub cancel: Option<String>,
-    /// The highest sequence number read (a cancellation request's included).
-    pub newest: u64,
-}
-
-/// Decodes the inbox records of instance `id` numbered above `after`: signals, and a persisted
-/// cancellation request (not a signal: it is kept apart). A record that does not decode is a
-/// `Corrupt` error naming it.
-pub fn sort_inbox(id: &str, raw: Vec<(u64, Vec<u8>)>, after: u64) -> Result<Inbox> {
-    let mut out = Inbox { newest: after, ..Inbox::default() };
-    for (seq, r) in raw.into_iter().filter(|(seq, _)| *seq > after) {
-        let sig = decode_signal(&r).map_err(|e| CoreError::Corrupt(format!("instance {id:?}, signal #{seq}: {e}")))?;
-        out.newest = out.newest.max(seq);
-        if sig.name == CANCEL_SIGNAL {
-            out.cancel.get_or_insert_with(|| cancel_reason(&sig.payload));
-            continue;
-        }
-        out.arrivals.push((seq, sig.name));
-        out.payloads.push((seq, sig.payload));
-    }
-    Ok(out)
 }
 
 /// One instance being driven: the state machine, what the store holds of it, and the policy.
@@ -492,14 +460,6 @@ pub fn take_wave<V: Clone>(
 /// The event of `t` starting.
 fn started<V>(t: &Task<V>) -> Event {
     Event::StepStarted { step: t.step, key: t.key.clone(), attempt: t.attempt }
-}
-
-/// The reason carried by a cancellation request's payload (a JSON string).
-pub fn cancel_reason(payload: &[u8]) -> String {
-    match serde_json::from_slice::<serde_json::Value>(payload) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => String::from_utf8_lossy(payload).into_owned(),
-    }
 }
 
 /// The one-line failure summary a store indexes: `Type: message`, first line, cut to
