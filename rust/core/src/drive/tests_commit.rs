@@ -7,10 +7,10 @@ use serde_json::json;
 
 use super::tests::{completions, par, plan, plan_with, policy, seq, starts, step, Did, End, World};
 use super::*;
-use crate::CoreError;
 use crate::codec::Record;
 use crate::plan::NodeSpec;
 use crate::store::Store;
+use crate::CoreError;
 
 fn sorted(mut v: Vec<(String, u32)>) -> Vec<(String, u32)> {
     v.sort();
