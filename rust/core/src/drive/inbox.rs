@@ -19,6 +19,8 @@ pub struct Inbox {
     pub cancel: Option<String>,
     /// The highest sequence number read (a cancellation request's included).
     pub newest: u64,
+    /// When the earliest of them was sent: sending one made the instance due then.
+    pub earliest: Option<f64>,
 }
 
 /// Decodes the inbox records of instance `id` numbered above `after`: signals, and a persisted
@@ -29,6 +31,7 @@ pub fn sort_inbox(id: &str, raw: Vec<(u64, Vec<u8>)>, after: u64) -> Result<Inbo
     for (seq, r) in raw.into_iter().filter(|(seq, _)| *seq > after) {
         let sig = decode_signal(&r).map_err(|e| CoreError::Corrupt(format!("instance {id:?}, signal #{seq}: {e}")))?;
         out.newest = out.newest.max(seq);
+        out.earliest = Some(out.earliest.map_or(sig.sent_at, |e| e.min(sig.sent_at)));
         if sig.name == CANCEL_SIGNAL {
             out.cancel.get_or_insert_with(|| cancel_reason(&sig.payload));
             continue;

@@ -43,6 +43,8 @@ mod tests_commit;
 #[cfg(test)]
 mod tests_inbox;
 #[cfg(test)]
+mod tests_looks;
+#[cfg(test)]
 mod tests_prop;
 
 /// What the store holds of an instance, as last loaded or committed.
@@ -274,6 +276,9 @@ impl<V: Clone> Driving<V> {
         if self.inst.is_waiting() {
             self.inst.deliver(now, host);
         }
+        if self.inst.has_records() {
+            self.looked = false; // it moved (a timer, a signal): a wait it now has gets its own look
+        }
         self.staged = take_wave(&mut self.inst, now, self.mode, concurrent);
         if let Some(events) = &mut self.events {
             events.extend(self.staged.iter().map(started));
@@ -411,8 +416,13 @@ impl<V: Clone> Driving<V> {
 
     /// [`Driving::take_inbox`] for an inbox already sorted out ([`sort_inbox`]).
     pub fn accept(&mut self, inbox: Inbox) -> Arrivals {
-        let Inbox { payloads, arrivals, cancel, newest } = inbox;
+        let Inbox { payloads, arrivals, cancel, newest, earliest } = inbox;
         self.inbox_read = self.inbox_read.max(newest);
+        if let Some(sent) = earliest {
+            // sending made the instance due then (`Store::send_signal`): what the store holds now,
+            // so that the next commit corrects it if no wait takes the signal
+            self.stored.due_at = Some(self.stored.due_at.map_or(sent, |d| d.min(sent)));
+        }
         if let Some(reason) = &cancel {
             self.request_cancel(reason);
         }
