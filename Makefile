@@ -7,13 +7,14 @@ PIP     := $(VENV)/bin/pip
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-TEST_DEPS := "maturin>=1.5,<2" pytest pytest-timeout hypothesis pytest-benchmark ruff mypy pydantic msgspec
+TEST_DEPS := "maturin>=1.5,<2" pytest pytest-timeout hypothesis pytest-benchmark ruff mypy pydantic msgspec \
+	"asyncpg>=0.29" "redis>=5" "pymongo>=4.10"
 
 .PHONY: all venv build demo test test-rust test-python lint stubtest bench services clean
 
 all: build
 
-$(VENV)/.deps: pyproject.toml
+$(VENV)/.deps: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TEST_DEPS)
@@ -34,8 +35,10 @@ test: build test-rust lint test-python
 test-rust:
 	cargo test --workspace --quiet
 
+# the server stores' tests need PostgreSQL, Redis and SecantusDB: `services.sh with` installs and
+# starts whichever is not running (as .ci/run does), and stops afterwards what it started
 test-python:
-	$(PY) -m pytest -q
+	bash scripts/services.sh with -- $(PY) -m pytest -q
 
 lint: venv
 	cargo fmt --all -- --check
@@ -49,10 +52,12 @@ stubtest: build
 	$(PY) -m mypy.stubtest tideflow._core --allowlist scripts/stubtest-allowlist.txt
 
 bench: build
-	$(PY) benchmarks/run.py
+	bash scripts/services.sh with -- $(PY) benchmarks/run.py
 
 services:
+	bash scripts/services.sh install
 	bash scripts/services.sh start
+	@echo 'export the test variables with: eval "$$(bash scripts/services.sh env | sed s/^/export\ /)"' 
 
 clean:
 	rm -rf $(VENV) target benchmarks/results.json

@@ -11,25 +11,9 @@ manager that takes the test's `tmp_path`, yields a new, empty store and cleans i
 Every store listed there runs the whole engine-level suite (through `stores` and `durable`) and
 the store-protocol suite (`test_protocol_*.py`, through `store`, which gives every store, sync or
 async, one synchronous face: `facade.SyncFacade`), unchanged. The native stores (memory, SQLite)
-run the protocol suite through `Engine(...).store`. To add one, e.g. PostgreSQL:
-
-    @contextmanager
-    def _postgres(tmp: Path) -> Iterator[AsyncStore]:
-        from tideflow.stores.postgres import PostgresStore
-
-        dsn = os.environ.get("TIDEFLOW_TEST_POSTGRES")
-        if not dsn:  # a missing server skips locally and fails under CI=true
-            if os.environ.get("CI") == "true":
-                pytest.fail("TIDEFLOW_TEST_POSTGRES is not set (scripts/services.sh starts one)")
-            pytest.skip("no PostgreSQL server: set TIDEFLOW_TEST_POSTGRES")
-        store = PostgresStore(dsn, schema=f"t_{os.urandom(6).hex()}")  # isolated per test
-        try:
-            yield store
-        finally:
-            store.drop_schema()
-            store.close()
-
-    ASYNC_STORES["postgres"] = _postgres
+run the protocol suite through `Engine(...).store`. The server stores (PostgreSQL, Redis,
+MongoDB) are listed in `ASYNC_STORES`, each on a fresh schema, key prefix or database of the
+shared test server (`tests/servers`): a missing server skips, or fails under `CI=true`.
 
 Run the suite on it alone with `pytest tests/conformance -k postgres`.
 
@@ -84,6 +68,48 @@ def _async_dict_store(tmp: Path) -> Iterator[AsyncStore]:
     yield AsyncDictStore()
 
 
+@contextmanager
+def _postgres(tmp: Path) -> Iterator[AsyncStore]:
+    from tideflow.stores import PostgresStore
+
+    from ..servers import server_url, unique_name
+
+    store = PostgresStore(server_url("postgres"), schema=unique_name())
+    try:
+        yield store
+    finally:
+        store.drop()
+        store.close()
+
+
+@contextmanager
+def _redis(tmp: Path) -> Iterator[AsyncStore]:
+    from tideflow.stores import RedisStore
+
+    from ..servers import server_url, unique_name
+
+    store = RedisStore(server_url("redis"), prefix=unique_name())
+    try:
+        yield store
+    finally:
+        store.drop()
+        store.close()
+
+
+@contextmanager
+def _mongo(tmp: Path) -> Iterator[AsyncStore]:
+    from tideflow.stores import MongoStore
+
+    from ..servers import server_url, unique_name
+
+    store = MongoStore(server_url("mongo"), database=unique_name())
+    try:
+        yield store
+    finally:
+        store.drop()
+        store.close()
+
+
 #: The synchronous stores written in Python, by name: a factory each (see the module docstring).
 PYTHON_STORES: dict[str, Callable[[Path], AbstractContextManager[Store]]] = {
     "dict": _dict_store,  # the reference implementation, on dicts
@@ -92,6 +118,22 @@ PYTHON_STORES: dict[str, Callable[[Path], AbstractContextManager[Store]]] = {
 #: The asynchronous stores written in Python, by name: a factory each (see the module docstring).
 ASYNC_STORES: dict[str, Callable[[Path], AbstractContextManager[AsyncStore]]] = {
     "async-dict": _async_dict_store,  # the reference implementation, awaited
+    "postgres": _postgres,
+    "redis": _redis,
+    "mongo": _mongo,
+}
+
+@contextmanager
+def _blocking(name: str, tmp: Path) -> Iterator[Store]:
+    with ASYNC_STORES[name](tmp) as store:
+        yield cast(Store, store.blocking())  # type: ignore[attr-defined]
+
+
+#: The synchronous twins of the server stores (``blocking()``), which ``engine.run`` uses: the
+#: protocol suite runs on them too.
+BLOCKING_STORES: dict[str, Callable[[Path], AbstractContextManager[Store]]] = {
+    f"{name}-blocking": (lambda tmp, name=name: _blocking(name, tmp))  # type: ignore[misc]
+    for name in ("postgres", "redis", "mongo")
 }
 
 #: The stores written in Python, synchronous or not.
@@ -105,7 +147,7 @@ DURABLE = ["sqlite", *ALL_PYTHON]
 #: The native stores, which the protocol suite reaches as `Engine(...).store`.
 NATIVE = ["memory", "sqlite"]
 #: The stores the protocol suite calls directly.
-PROTOCOL = [*NATIVE, *ALL_PYTHON]
+PROTOCOL = [*NATIVE, *ALL_PYTHON, *BLOCKING_STORES]
 
 
 @pytest.fixture(params=STORES)
@@ -146,6 +188,9 @@ def _protocol_store(name: str, tmp_path: Path) -> Iterator[Store | AsyncStore]:
         yield cast(Store, Engine().store)
     elif name == "sqlite":
         yield cast(Store, Engine(store=f"sqlite:///{tmp_path / 'protocol.db'}").store)
+    elif name in BLOCKING_STORES:
+        with BLOCKING_STORES[name](tmp_path) as store:
+            yield store
     else:
         with ALL_PYTHON[name](tmp_path) as store:
             yield store

@@ -3,10 +3,14 @@
 ``Engine(store=...)`` takes one of these objects, a URL, or a store written in Python:
 ``None``/``"memory"`` for the in-memory store, ``"sqlite:///relative/path.db"`` or
 ``"sqlite:////absolute/path.db"`` (add ``?durability=full`` to sync every commit) for SQLite,
-or an object implementing ``tideflow.stores.base.Store`` or ``AsyncStore``. Memory and SQLite
+``"postgresql://user:password@host:port/db"`` (``PostgresStore``, extra ``tideflow[postgres]``),
+``"redis://host:port/0"`` (``RedisStore``, extra ``tideflow[redis]``),
+``"mongodb://host:port/db"`` (``MongoStore``, extra ``tideflow[mongo]``), or an object
+implementing ``tideflow.stores.base.Store`` or ``AsyncStore``. Memory and SQLite
 are native (Rust): ``MemoryStore`` and ``SQLiteStore`` are store objects with the synchronous
 protocol of ``base.Store`` (``describe``, ``claim``, ``list``, ...), and ``engine.store`` is
-the store an engine runs on.
+the store an engine runs on. The server stores are imported on first use (``from
+tideflow.stores import PostgresStore``), and each imports its driver only when it is built.
 """
 
 from __future__ import annotations
@@ -21,7 +25,43 @@ TYPE_CHECKING = False  # (see tideflow.retry: importing typing costs a minimal r
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["MemoryStore", "NativeStore", "SQLiteStore", "parse_store"]
+__all__ = [
+    "MemoryStore",
+    "MongoStore",
+    "NativeStore",
+    "PostgresStore",
+    "RedisStore",
+    "SQLiteStore",
+    "parse_store",
+]
+
+#: The server stores: class name -> the module that defines it (imported on first use).
+_SERVER_STORES = {
+    "PostgresStore": "tideflow.stores.postgres",
+    "RedisStore": "tideflow.stores.redis",
+    "MongoStore": "tideflow.stores.mongo",
+}
+
+#: URL scheme -> the server store class that opens it.
+_SCHEMES = {
+    "postgresql": "PostgresStore",
+    "postgres": "PostgresStore",
+    "redis": "RedisStore",
+    "rediss": "RedisStore",
+    "mongodb": "MongoStore",
+    "mongodb+srv": "MongoStore",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _SERVER_STORES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tideflow.stores' has no attribute {name!r}")
+    import importlib
+
+    cls = getattr(importlib.import_module(module), name)
+    globals()[name] = cls
+    return cls
 
 #: The native store class: the base of ``MemoryStore`` and ``SQLiteStore``.
 NativeStore = _core.NativeStore
@@ -101,6 +141,11 @@ def parse_store(store: object) -> object:
                 raise StoreError(f"unknown SQLite URL option {key!r} in {store!r}")
             durability = value
         return SQLiteStore(path, durability)
+    if isinstance(store, str) and "://" in store:
+        cls_name = _SCHEMES.get(store.partition("://")[0].lower())
+        if cls_name is not None:
+            cls = __getattr__(cls_name)
+            return cls(store)  # type: ignore[operator]
     if isinstance(store, _core.NativeStore):
         return store
     if not isinstance(store, str) and all(
@@ -108,5 +153,14 @@ def parse_store(store: object) -> object:
     ):
         return store  # a Python store; the engine checks the whole protocol
     raise StoreError(
-        f"unknown store {store!r}: use None, 'memory', 'sqlite:///path.db', or a store object"
+        f"unknown store {_shown(store)}: use None, 'memory', 'sqlite:///path.db', "
+        "'postgresql://...', 'redis://...', 'mongodb://...', or a store object"
     )
+
+
+def _shown(store: object) -> str:
+    if isinstance(store, str):
+        from tideflow.stores._server import redact
+
+        return repr(redact(store))
+    return repr(store)

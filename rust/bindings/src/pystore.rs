@@ -9,6 +9,11 @@
 //! [`CoreError::Store`], with the Python exception kept as the `__cause__` of the `StoreError`
 //! that reaches Python ([`take_cause`]).
 //!
+//! An `AsyncStore` may also offer a synchronous twin over the same data, its `blocking()`
+//! method's `Store`: then the synchronous paths (`engine.run`, `signal`, `list`, ...) call the
+//! twin, and only `run_async` awaits the coroutines. A store whose driver has a synchronous
+//! client (redis-py, pymongo) avoids a hop to the runner's event loop on every call that way.
+//!
 //! A `PyStore` holds no lock: every method works from `&self` with the GIL, and
 //! [`PyStore::clone_ref`] is a cheap handle, so a Python store driven from two threads cannot
 //! deadlock on a lock held across a call into Python.
@@ -113,6 +118,9 @@ pub struct PyStore {
     obj: Py<PyAny>,
     /// Runs an `AsyncStore`'s coroutine to completion (`runner(coro)`), for the synchronous paths.
     runner: Py<PyAny>,
+    /// An `AsyncStore`'s synchronous twin (what its `blocking()` returned): the synchronous paths
+    /// call it directly instead of running the coroutines through `runner`.
+    blocking: Option<Py<PyAny>>,
     is_async: bool,
     name: Arc<str>,
 }
@@ -151,12 +159,31 @@ impl PyStore {
         if iscoro.call1((obj.getattr("describe")?,))?.is_truthy()? {
             return Err(not_store("describe() must be a plain method, also on an AsyncStore".into()));
         }
+        let blocking = if is_async && callable("blocking") {
+            let twin = obj.call_method0("blocking")?;
+            let tt = twin.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+            let lacks: Vec<&str> =
+                OPERATIONS.iter().copied().filter(|m| !twin.getattr(*m).is_ok_and(|a| a.is_callable())).collect();
+            if !lacks.is_empty() {
+                return Err(not_store(format!("its blocking() returned a {tt}, which lacks {}", lacks.join(", "))));
+            }
+            for m in OPERATIONS {
+                if iscoro.call1((twin.getattr(m)?,))?.is_truthy()? {
+                    return Err(not_store(format!(
+                        "its blocking() returned a {tt}, whose {m} is a coroutine function (a Store's are plain methods)"
+                    )));
+                }
+            }
+            Some(twin.unbind())
+        } else {
+            None
+        };
         let described = obj.call_method0("describe")?;
         let name: String = match described.cast::<PyString>() {
             Ok(s) => s.to_str()?.to_string(),
             Err(_) => return Err(not_store(format!("describe() must return a str, got {}", shown(&described)))),
         };
-        Ok(PyStore { obj: obj.unbind(), runner, is_async, name: name.into() })
+        Ok(PyStore { obj: obj.unbind(), runner, blocking, is_async, name: name.into() })
     }
 
     /// Another handle on the same store (no lock is shared: each call takes the GIL).
@@ -164,6 +191,7 @@ impl PyStore {
         PyStore {
             obj: self.obj.clone_ref(py),
             runner: self.runner.clone_ref(py),
+            blocking: self.blocking.as_ref().map(|b| b.clone_ref(py)),
             is_async: self.is_async,
             name: Arc::clone(&self.name),
         }
@@ -192,6 +220,9 @@ impl PyStore {
         A: PyCallArgs<'py>,
     {
         let run = || -> PyResult<Bound<'py, PyAny>> {
+            if let Some(twin) = &self.blocking {
+                return twin.bind(py).call_method1(method, args);
+            }
             let r = self.obj.bind(py).call_method1(method, args)?;
             if self.is_async {
                 self.runner.bind(py).call1((r,))
