@@ -162,6 +162,18 @@ def footprint(results: dict[str, Any]) -> None:
     results["import_plus_minimal_run_ms"] = min(p[2] for p in probes) * 1e3
 
 
+def servers(results: dict[str, Any]) -> None:
+    """The server stores (benchmarks/servers.py), each beside its driver's raw round trip; a
+    server whose TIDEFLOW_TEST_*_URL is unset, or whose store does not import, is skipped."""
+    sys.path.insert(0, str(HERE))
+    try:
+        from servers import measure as measure_servers  # type: ignore[import-not-found]
+    except Exception as exc:
+        print(f"\nserver stores: skipped: benchmarks/servers.py does not import ({exc!r})")
+        return
+    results.update(measure_servers())
+
+
 def main() -> int:
     results: dict[str, Any] = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
@@ -180,6 +192,7 @@ def main() -> int:
     width = max(len(k) for k in results)
     for k, v in results.items():
         print(f"{k:<{width}}  {v:.3f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    servers(results)
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwritten to {HERE / 'results.json'}")
     return 0

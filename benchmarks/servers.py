@@ -150,7 +150,7 @@ class Server:
     name = ""
     raw_note = ""
 
-    def __init__(self, url: str, cls: type) -> None:
+    def __init__(self, url: str, cls: type | None) -> None:
         self.url, self.cls = url, cls
 
     def store_url(self) -> str:
@@ -535,7 +535,8 @@ KINDS: dict[str, type[Server]] = {"postgres": Postgres, "redis": Redis, "mongo":
 
 
 def available(name: str) -> tuple[Server | None, str]:
-    """The server's harness, or None and why it is skipped."""
+    """The server's harness and "" (or, when its store does not import, a harness with no
+    store class: raw round trips only), or None; and why the store is skipped."""
     var, cls_name = SERVERS[name]
     url = os.environ.get(var)
     if not url:
@@ -545,8 +546,24 @@ def available(name: str) -> tuple[Server | None, str]:
 
         cls = getattr(tideflow.stores, cls_name)
     except Exception as exc:  # not merged yet, or its module is broken
-        return None, f"skipped: tideflow.stores.{cls_name} cannot be imported ({exc!r})"
+        why = f"skipped: tideflow.stores.{cls_name} cannot be imported ({exc!r})"
+        return KINDS[name](url, None), why
     return KINDS[name](url, cls), ""
+
+
+def measure_raw(server: Server, n: int, repeat: int) -> dict[str, Any]:
+    """Only the driver's raw round trips (for a server whose store is not there)."""
+    raws: dict[str, list[float]] = {}
+    lp = asyncio.new_event_loop()
+    try:
+        for _ in range(repeat):
+            for k, v in server.raw_sync(n).items():
+                raws.setdefault(k, []).append(v)
+            for k, v in lp.run_until_complete(server.raw_async(n)).items():
+                raws.setdefault(k, []).append(v)
+    finally:
+        lp.close()
+    return {f"{server.name}_raw": {k: min(v) * 1e6 for k, v in raws.items()}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -715,11 +732,6 @@ def report(name: str, res: dict[str, Any], n: int, fan: int) -> None:
         )
 
 
-def flat(res: dict[str, Any]) -> dict[str, Any]:
-    """The figures for results.json: numbers and short texts (nested counts are kept)."""
-    return {k: v for k, v in res.items()}
-
-
 def measure(
     n: int = N, repeat: int = REPEAT, only: list[str] | None = None, fan: int = FAN
 ) -> dict[str, Any]:
@@ -743,10 +755,17 @@ def measure(
             print(f"\n{name}: {why}")
             results[f"{name}_skipped"] = why
             continue
-        store = None
         try:
+            if server.cls is None:  # the store is not there: the driver's raw cost alone
+                print(f"\n{name}: {why}")
+                results[f"{name}_skipped"] = why
+                raw = measure_raw(server, n, repeat)
+                results.update(raw)
+                for what, us in raw[f"{name}_raw"].items():
+                    print(f"  raw round trip  {what:<40} {us:8.1f} µs")
+                continue
             res = measure_server(server, n, repeat, fan)
-            results.update(flat(res))
+            results.update(res)
             report(name, res, n, fan)
         except Exception as exc:
             import traceback
@@ -756,12 +775,13 @@ def measure(
             print(f"\n{name}: {why}")
             results[f"{name}_failed"] = why
         finally:
-            try:
-                store = server.open_store()
-                store.drop()
-                close_store(store, None)
-            except Exception as exc:
-                print(f"  {name}: drop failed: {exc!r}")
+            if server.cls is not None:
+                try:
+                    store = server.open_store()
+                    store.drop()
+                    close_store(store, None)
+                except Exception as exc:
+                    print(f"  {name}: drop failed: {exc!r}")
             server.teardown()
     return results
 
