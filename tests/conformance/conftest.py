@@ -102,7 +102,7 @@ def _mongo(tmp: Path) -> Iterator[AsyncStore]:
 
     from ..servers import server_url, unique_name
 
-    store = MongoStore(server_url("mongo"), database=unique_name())
+    store = MongoStore(server_url("mongo"), database=unique_name(), lease_clock="engine")
     try:
         yield store
     finally:
