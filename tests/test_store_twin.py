@@ -1,0 +1,87 @@
+"""An AsyncStore's synchronous twin (``blocking()``): ``engine.run`` and the other synchronous
+calls use the twin's plain methods, ``run_async`` awaits the store's coroutines, and both see one
+set of data. A twin that is not a whole synchronous store is refused when the engine is built."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from tests.conformance.async_dict_store import AsyncDictStore
+from tests.conformance.dict_store import DictStore
+from tideflow import Context, Engine, StoreError, Workflow, step
+
+
+class CountingDict(DictStore):
+    """A DictStore that counts the commits made through it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commits = 0
+
+    def commit(self, commit: Any) -> None:
+        self.commits += 1
+        super().commit(commit)
+
+
+class Twinned(AsyncDictStore):
+    """An AsyncStore whose blocking() is a synchronous store over the same dicts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.twin = CountingDict()
+        self.sync = self.twin  # the async face delegates to the same data
+        self.awaited: Counter[str] = Counter()
+
+    async def _run(self, name: str, call: Any) -> Any:
+        self.awaited[name] += 1
+        return await super()._run(name, call)
+
+    def blocking(self) -> DictStore:
+        return self.twin
+
+
+@step
+def inc(ctx: Context, n: int) -> int:
+    return n + 1
+
+
+FLOW = Workflow("twin").then(inc).then(inc)
+
+
+def test_engine_run_calls_the_twin_and_run_async_awaits_the_coroutines() -> None:
+    store = Twinned()
+    engine = Engine(store=store)
+    assert engine.run(FLOW, 1, id="a").output == 3
+    assert store.twin.commits >= 1
+    assert sum(store.awaited.values()) == 0  # no coroutine ran on the synchronous path
+    commits = store.twin.commits
+    assert asyncio.run(engine.run_async(FLOW, 5, id="b")).output == 7
+    assert store.awaited["commit"] >= 1 and store.awaited["create"] == 1
+    assert store.twin.commits == commits + store.awaited["commit"]  # the same data underneath
+    assert engine.get("b").output == 7  # read through the twin
+    assert Engine(store=store).get("a").output == 3
+
+
+def test_a_twin_that_is_not_a_whole_store_is_refused() -> None:
+    class Half:
+        def create(self, *a: Any) -> None: ...
+
+    class Bad(AsyncDictStore):
+        def blocking(self) -> Half:
+            return Half()
+
+    with pytest.raises(StoreError, match=r"blocking\(\) returned a Half, which lacks commit"):
+        Engine(store=Bad())
+
+
+def test_a_twin_with_coroutine_methods_is_refused() -> None:
+    class Bad(AsyncDictStore):
+        def blocking(self) -> AsyncDictStore:
+            return AsyncDictStore()
+
+    with pytest.raises(StoreError, match="whose create is a coroutine function"):
+        Engine(store=Bad())
