@@ -23,6 +23,7 @@ import re
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
@@ -559,10 +560,14 @@ class PostgresStore:
         self._s = _Setting(url, pool, schema, timeout, lease_clock)
         self._ops = _Ops(self._s)
         self._runner = _Runner(self._s)
-        self._pools: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}
-        self._pools_lock = threading.Lock()
+        self._res = _Resources()
+        self._pools = self._res.pools
+        self._pools_lock = self._res.lock
         self._twin: _BlockingPostgresStore | None = None
         self._twin_lock = threading.Lock()
+        # A store the engine built from a URL is never closed by anyone: close its connections
+        # and loops when it is collected.
+        weakref.finalize(self, self._res.close, False)
 
     # -- settings -------------------------------------------------------------------------------
 
@@ -719,13 +724,7 @@ class PostgresStore:
     def close(self) -> None:
         """Closes every connection the store opened (its pools and the twin's connections). A
         pool given as ``pool=`` is left open. The store opens new connections if used again."""
-        with self._pools_lock:
-            pools = list(self._pools.values())
-            self._pools.clear()
-        for loop, pool in pools:
-            _close_pool(loop, pool)
-        if self._twin is not None:
-            self._twin.close()
+        self._res.close(True)
 
     async def aclose(self) -> None:
         """Closes the current event loop's pool gracefully, and everything else as ``close``."""
@@ -751,10 +750,10 @@ def _close_pool(loop: asyncio.AbstractEventLoop, pool: Any) -> None:
     _terminate_pool(pool)
 
 
-def _terminate_pool(pool: Any) -> None:
+def _terminate_pool(pool: Any, force: bool = False) -> None:
     """Closes a pool's connections at once, also when its event loop is already closed."""
     loop = getattr(pool, "_loop", None)
-    if loop is None or not loop.is_closed():
+    if not force and (loop is None or not loop.is_closed()):
         try:
             pool.terminate()
             return
@@ -763,14 +762,15 @@ def _terminate_pool(pool: Any) -> None:
     for holder in getattr(pool, "_holders", ()):
         conn = getattr(holder, "_con", None)
         if conn is not None:
-            _terminate(conn)
+            _terminate(conn, force)
 
 
-def _terminate(conn: Any) -> None:
-    """Closes a connection at once, also when its event loop is already closed (then asyncio
-    can no longer close its transport: the socket is closed by hand)."""
+def _terminate(conn: Any, force: bool = False) -> None:
+    """Closes a connection at once, also when its event loop is already closed or will not run
+    again (``force``): then asyncio can no longer close its transport, so the socket is closed
+    by hand."""
     loop = getattr(conn, "_loop", None)
-    if loop is None or not loop.is_closed():
+    if not force and (loop is None or not loop.is_closed()):
         try:
             conn.terminate()
             return
@@ -805,9 +805,7 @@ class _BlockingPostgresStore:
         self._ops = parent._ops
         self._runner = parent._runner
         self._local = threading.local()
-        self._opened: builtins.list[_Slot] = []
-        self._lock = threading.Lock()
-        self._helper: concurrent.futures.ThreadPoolExecutor | None = None
+        self._res = parent._res
 
     def describe(self) -> str:
         """See ``PostgresStore.describe``."""
@@ -842,19 +840,20 @@ class _BlockingPostgresStore:
         slot: _Slot | None = getattr(self._local, "slot", None)
         if slot is None or slot.loop.is_closed():
             slot = self._local.slot = _Slot(asyncio.new_event_loop())
-            with self._lock:
-                self._opened.append(slot)
+            with self._res.lock:
+                self._res.slots.append(slot)
         loop = slot.loop
         coro = self._runner.run(what, self._acquire, self._release, fn, args, setup)
         return loop.run_until_complete(coro)
 
     def _helper_pool(self) -> concurrent.futures.ThreadPoolExecutor:
-        with self._lock:
-            if self._helper is None:
-                self._helper = concurrent.futures.ThreadPoolExecutor(
+        res = self._res
+        with res.lock:
+            if res.helper is None:
+                res.helper = concurrent.futures.ThreadPoolExecutor(
                     max_workers=4, thread_name_prefix="tideflow-postgres"
                 )
-            return self._helper
+            return res.helper
 
     # -- the operations -------------------------------------------------------------------------
 
@@ -928,26 +927,53 @@ class _BlockingPostgresStore:
         self._run("drop", self._s.drop, setup=False)
 
     def close(self) -> None:
-        """Closes the connections this twin opened, on every thread, and their loops."""
-        with self._lock:
-            opened, self._opened = self._opened, []
-            helper, self._helper = self._helper, None
+        """See ``PostgresStore.close``."""
+        self._res.close(True)
+
+
+class _Resources:
+    """What a store opened: a pool per event loop (asynchronous face), a loop and connection per
+    thread (the twin), the twin's helper threads. Kept apart from the store so that a finalizer
+    can close them when the store is collected."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pools: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}
+        self.slots: builtins.list[_Slot] = []
+        self.helper: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def close(self, graceful: bool) -> None:
+        try:
+            asyncio.get_running_loop()
+            graceful = False  # no run_until_complete inside a running loop
+        except RuntimeError:
+            pass
+        with self.lock:
+            helper, self.helper = self.helper, None
         if helper is not None:
-            helper.shutdown(wait=True)
-            with self._lock:
-                opened += self._opened
-                self._opened = []
-        for slot in opened:
+            helper.shutdown(wait=graceful)
+        with self.lock:
+            pools = list(self.pools.values())
+            self.pools.clear()
+            slots, self.slots = self.slots, []
+        for loop, pool in pools:
+            if graceful:
+                _close_pool(loop, pool)
+            else:
+                _terminate_pool(pool, force=True)
+        for slot in slots:
             loop = slot.loop
             conn, slot.conn = slot.conn, None
+            idle = not loop.is_closed() and not loop.is_running()
             if conn is not None and not conn.is_closed():
-                if not loop.is_closed() and not loop.is_running():
+                if graceful and idle:
                     try:
                         loop.run_until_complete(asyncio.wait_for(conn.close(), 2))
                     except Exception:
-                        _terminate(conn)
+                        _terminate(conn, force=True)
                 else:
-                    _terminate(conn)
-            if not loop.is_closed() and not loop.is_running():
-                loop.run_until_complete(asyncio.sleep(0))  # lets the transports finish closing
+                    _terminate(conn, force=not loop.is_running())
+            if idle:
+                if graceful:
+                    loop.run_until_complete(asyncio.sleep(0))  # the transports finish closing
                 loop.close()
