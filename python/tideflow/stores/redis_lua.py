@@ -127,13 +127,16 @@ end
 local own, untl = m[4], m[5]
 if owner == nil or finished(st) then own, untl = nil, nil end
 local ver = tonumber(m[3]) + 1
-redis.call('HSET', KEYS[1], 'st', st, 'ver', ver, 'uat', upd, 'tok', ARGV[1])
-if due then redis.call('HSET', KEYS[1], 'due', due) else redis.call('HDEL', KEYS[1], 'due') end
-if not own then redis.call('HDEL', KEYS[1], 'own', 'until') end
+local set = {'st', st, 'ver', ver, 'uat', upd, 'tok', ARGV[1]}
+local gone = {}
+if due then set[#set + 1] = 'due'; set[#set + 1] = due else gone[#gone + 1] = 'due' end
+if not own then gone[#gone + 1] = 'own'; gone[#gone + 1] = 'until' end
 local err = opt(ARGV[10])
-if err then redis.call('HSET', KEYS[1], 'err', err) else redis.call('HDEL', KEYS[1], 'err') end
+if err then set[#set + 1] = 'err'; set[#set + 1] = err else gone[#gone + 1] = 'err' end
 local hdr = opt(ARGV[6])
-if hdr then redis.call('HSET', KEYS[1], 'hdr', hdr) end
+if hdr then set[#set + 1] = 'hdr'; set[#set + 1] = hdr end
+redis.call('HSET', KEYS[1], unpack(set))
+if #gone > 0 then redis.call('HDEL', KEYS[1], unpack(gone)) end
 if ARGV[7] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[7]) end
 reindex(ix, ARGV[12], st, own, due, upd, untl)
 if st ~= m[1] then
