@@ -65,14 +65,22 @@ class PrivateRedis:
         self.proc = subprocess.Popen(
             [
                 self.binary,
-                "--bind", "127.0.0.1",
-                "--port", str(self.port),
-                "--dir", str(self.directory),
-                "--requirepass", PASSWORD,
-                "--appendonly", "yes",
-                "--appendfsync", self.appendfsync,
-                "--save", "",
-                "--daemonize", "no",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.directory),
+                "--requirepass",
+                PASSWORD,
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                self.appendfsync,
+                "--save",
+                "",
+                "--daemonize",
+                "no",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -145,4 +153,3 @@ class PrivateRedis:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-

@@ -296,7 +296,9 @@ def test_an_unreachable_port(caplog: pytest.LogCaptureFixture) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    _fails_fast(f"redis://:sekrit-pw-9@127.0.0.1:{port}/0", f"127.0.0.1:{port}", caplog, "sekrit-pw-9")
+    _fails_fast(
+        f"redis://:sekrit-pw-9@127.0.0.1:{port}/0", f"127.0.0.1:{port}", caplog, "sekrit-pw-9"
+    )
 
 
 def test_a_malformed_url_never_shows_its_password() -> None:
@@ -457,7 +459,9 @@ def test_the_server_down_then_back(private: PrivateRedis) -> None:
 
 
 @pytest.mark.parametrize("face", ["sync", "async"])
-def test_a_lost_acknowledgement_is_decided_by_reading_back(private: PrivateRedis, face: str) -> None:
+def test_a_lost_acknowledgement_is_decided_by_reading_back(
+    private: PrivateRedis, face: str
+) -> None:
     from tideflow.stores import RedisStore
     from tideflow.stores.redis import _SHA
 
@@ -504,6 +508,24 @@ def test_a_lost_acknowledgement_of_a_create_returns_none(private: PrivateRedis) 
         assert twin.create(_meta("c1"), b"h", [b"r"]) is None
         assert proxy.swallowed == 1
         assert twin.records("c1", 0) == [b"r"]
+        store.close()
+
+
+def test_a_lost_acknowledgement_of_a_claim_still_hands_the_instance_over(
+    private: PrivateRedis,
+) -> None:
+    from tideflow.stores import RedisStore
+    from tideflow.stores.redis import _SHA
+
+    with Proxy("127.0.0.1", private.port) as proxy:
+        store = RedisStore(proxy.url(private.url), timeout=3, lease_clock="engine")
+        twin = store.blocking()
+        twin.create(_meta("m1"), b"h", [])
+        proxy.drop_reply_to(_SHA["claim"].encode())
+        (got,) = twin.claim(Claim("w", 5, 30.0, time.time(), ["p"]))
+        assert proxy.swallowed == 1
+        assert got.id == "m1" and got.owner == "w"
+        assert twin.claim(Claim("w", 5, 30.0, time.time(), ["p"])) == []  # a new claim: nothing
         store.close()
 
 
@@ -593,8 +615,23 @@ def test_leases_on_the_server_clock(url: str, prefix: str) -> None:
 
 #: What the scripts call inside (Redis counts those in commandstats too).
 _INSIDE = {
-    "del", "exists", "hdel", "hget", "hincrby", "hmget", "hset", "incr", "llen", "lrange",
-    "rpush", "time", "type", "zadd", "zrem", "zrange", "zrangebyscore",
+    "del",
+    "exists",
+    "hdel",
+    "hget",
+    "hincrby",
+    "hmget",
+    "hset",
+    "incr",
+    "llen",
+    "lrange",
+    "rpush",
+    "time",
+    "type",
+    "zadd",
+    "zrem",
+    "zrange",
+    "zrangebyscore",
 }
 
 
@@ -614,7 +651,9 @@ def test_commit_create_load_signal_are_one_evalsha_each(private: PrivateRedis) -
     def calls(fn: Any) -> int:
         raw.execute_command("CONFIG", "RESETSTAT")
         fn()
-        stats = {k.removeprefix("cmdstat_"): v["calls"] for k, v in raw.info("commandstats").items()}
+        stats = {
+            k.removeprefix("cmdstat_"): v["calls"] for k, v in raw.info("commandstats").items()
+        }
         stats.pop("info", None)
         stats.pop("config|resetstat", None)
         assert set(stats) - {"evalsha"} <= _INSIDE, stats

@@ -13,7 +13,7 @@ written as Python's ``repr`` (exact) or, when a script computes one, with ``%.17
 The fields of an instance hash: ``wf`` workflow, ``plan`` plan hash, ``st`` status, ``ver``
 version, ``cat``/``uat`` created/updated at, ``due``, ``own``, ``until`` (absent: None), ``err``
 (absent: None), ``hdr`` header, ``seq`` creation number, ``tok`` the last commit's token, ``ctok``
-the create's token.
+the create's token, ``ltok`` the token of the claim that took the lease.
 """
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ return {fmt(lnow), pend,
 
 _CLAIM = r"""
 -- KEYS: pend, susp, lease, fin, then one instance hash per candidate
--- ARGV: owner, lease, now ('' = the server's), limit, nplans, plans..., candidate ids
+-- ARGV: owner, lease, now ('' = the server's), limit, nplans, plans..., candidate ids, token
 local ix = {pend = KEYS[1], susp = KEYS[2], lease = KEYS[3], fin = KEYS[4]}
 local now
 if ARGV[3] == '' then now = server_now() else now = tonumber(ARGV[3]) end
@@ -242,10 +242,14 @@ local np = tonumber(ARGV[5])
 local plans = {}
 for i = 1, np do plans[ARGV[5 + i]] = true end
 local hits = {}
+local mine = {}
 for k = 5, #KEYS do
-  local m = redis.call('HMGET', KEYS[k], 'st', 'plan', 'own', 'until', 'due', 'uat', 'seq')
+  local m = redis.call('HMGET', KEYS[k], 'st', 'plan', 'own', 'until', 'due', 'uat', 'seq', 'ltok')
   local st = m[1]
-  if st and not finished(st) and plans[m[2]] then
+  if m[8] == ARGV[6 + np + #KEYS - 4] and m[3] == ARGV[1] then
+    -- this very claim, sent again after a lost reply: it is ours already
+    mine[#mine + 1] = {ARGV[5 + np + k - 4], meta(KEYS[k])}
+  elseif st and not finished(st) and plans[m[2]] then
     local ok
     if m[3] then
       ok = (not m[4]) or tonumber(m[4]) <= now
@@ -261,10 +265,10 @@ for k = 5, #KEYS do
 end
 table.sort(hits, function(a, b) if a.o ~= b.o then return a.o < b.o end return a.s < b.s end)
 local untl = fmt(now + tonumber(ARGV[2]))
-local out = {}
-for i = 1, math.min(limit, #hits) do
+local out = mine
+for i = 1, math.min(limit - #mine, #hits) do
   local h = hits[i]
-  redis.call('HSET', h.k, 'own', ARGV[1], 'until', untl)
+  redis.call('HSET', h.k, 'own', ARGV[1], 'until', untl, 'ltok', ARGV[6 + np + #KEYS - 4])
   reindex(ix, h.id, h.st, ARGV[1], h.due, h.upd, untl)
   out[#out + 1] = {h.id, meta(h.k)}
 end
