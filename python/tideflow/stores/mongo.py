@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import threading
 import uuid
 import weakref
@@ -40,7 +41,7 @@ from tideflow.stores.base import (
     StoredInstance,
 )
 
-__all__ = ["MongoStore", "SCHEMA_VERSION"]
+__all__ = ["SCHEMA_VERSION", "MongoStore"]
 
 #: The schema version this tideflow writes (``tideflow_meta`` document ``schema``).
 SCHEMA_VERSION = 1
@@ -157,7 +158,10 @@ class _Logic:
         the server clock, else None); None for no instance."""
         if self._server_clock:
             docs = yield _op(
-                "i", "aggregate", what, [{"$match": {"_id": iid}}, {"$project": {**fields, "now": _NOW}}]
+                "i",
+                "aggregate",
+                what,
+                [{"$match": {"_id": iid}}, {"$project": {**fields, "now": _NOW}}],
             )
             return docs[0] if docs else None
         doc = yield _op("i", "find_one", what, {"_id": iid}, fields)
@@ -213,7 +217,7 @@ class _Logic:
             if before is None:  # deleted meanwhile: nothing to return, try once more
                 return (yield from self._create(meta, header, records))
         if before is None or before.get("ct") == token:  # ours (also a retried upsert)
-            if doc["lc"] > SPILL_ENTRIES or doc["lb"] > SPILL_BYTES:
+            if len(recs) > SPILL_ENTRIES or sum(map(len, recs)) > SPILL_BYTES:
                 yield from self._spill(meta.id)
             return None
         return StoredInstance(_meta(before), bytes(before["h"]))
@@ -222,7 +226,9 @@ class _Logic:
         doc = yield _op("i", "find_one", "get", {"_id": iid}, {**_META_FIELDS, "h": 1})
         return None if doc is None else StoredInstance(_meta(doc), bytes(doc["h"]))
 
-    def _log_of(self, doc: dict[str, Any], after: int, what: str) -> Generator[_Op, Any, list[bytes]]:
+    def _log_of(
+        self, doc: dict[str, Any], after: int, what: str
+    ) -> Generator[_Op, Any, list[bytes]]:
         """The records after version ``after`` of a document read with ``log``, ``cut``, ``seq``:
         the chunks moved out (those wholly at or below the document's ``cut``) then the
         embedded entries."""
@@ -237,7 +243,7 @@ class _Logic:
                 sort=[("f", 1)],
             )
             for ch in chunks:
-                out.extend(bytes(r) for v, r in zip(ch["vs"], ch["rs"]) if v > after)
+                out.extend(bytes(r) for v, r in zip(ch["vs"], ch["rs"], strict=True) if v > after)
         out.extend(bytes(e["r"]) for e in doc.get("log", ()) if e["v"] > after)
         return out
 
@@ -286,7 +292,9 @@ class _Logic:
             "lb": {"$add": ["$lb", sum(len(r) for r in recs)]},
         }
         if recs:
-            fields["log"] = {"$concatArrays": ["$log", _lit([{"v": version, "r": r} for r in recs])]}
+            fields["log"] = {
+                "$concatArrays": ["$log", _lit([{"v": version, "r": r} for r in recs])]
+            }
         if c.header is not None:
             fields["h"] = bytes(c.header)
         if c.owner is None or c.status in FINISHED:
@@ -431,7 +439,7 @@ class _Logic:
                 return total
             ids = [d["_id"] for d in docs]
             res = yield _op("i", "delete_many", "purge", {"_id": {"$in": ids}, **cond})
-            total += res.deleted_count
+            total += int(res.deleted_count)
             yield _op("l", "delete_many", "purge", {"s": {"$in": [d["seq"] for d in docs]}})
             if len(docs) < _PURGE_BATCH:
                 return total
@@ -472,7 +480,11 @@ class _Logic:
             if after is not None:
                 return int(after["ns"])
             doc = yield _op(
-                "i", "find_one", "send_signal", {"_id": iid}, {"st": 1, "ib": {"$elemMatch": {"t": token}}}
+                "i",
+                "find_one",
+                "send_signal",
+                {"_id": iid},
+                {"st": 1, "ib": {"$elemMatch": {"t": token}}},
             )
             if doc is None:
                 raise _unknown(iid)
@@ -487,7 +499,11 @@ class _Logic:
     def _due(self, now: float, limit: int | None) -> Generator[_Op, Any, list[InstanceMeta]]:
         if limit is not None and limit <= 0:
             return []
-        flt = {"st": {"$in": ["pending", "suspended"]}, "due": {"$lte": float(now)}, **self._not_held(now)}
+        flt = {
+            "st": {"$in": ["pending", "suspended"]},
+            "due": {"$lte": float(now)},
+            **self._not_held(now),
+        }
         kwargs: dict[str, Any] = {"sort": [("due", 1), ("seq", 1)]}
         if limit is not None:
             kwargs["limit"] = int(limit)
@@ -674,9 +690,13 @@ class MongoStore(_Logic):
     ) -> None:
         self._pymongo = import_driver("pymongo", "mongo", "MongoStore")
         if lease_clock not in ("server", "engine"):
-            raise StoreError(f"MongoStore: lease_clock must be 'server' or 'engine', got {lease_clock!r}")
+            raise StoreError(
+                f"MongoStore: lease_clock must be 'server' or 'engine', got {lease_clock!r}"
+            )
         if not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise StoreError(f"MongoStore: timeout must be a positive number of seconds, got {timeout!r}")
+            raise StoreError(
+                f"MongoStore: timeout must be a positive number of seconds, got {timeout!r}"
+            )
         self._server_clock = lease_clock == "server"
         self.lease_clock = lease_clock
         self.timeout = float(timeout)
@@ -734,7 +754,9 @@ class MongoStore(_Logic):
     def _new_client(self, cls: Any) -> Any:
         if self._url is None:
             kind = "sync_client=" if cls is self._pymongo.MongoClient else "client="
-            raise StoreError(f"{self._describe}: built from a client without a URL, it needs {kind}")
+            raise StoreError(
+                f"{self._describe}: built from a client without a URL, it needs {kind}"
+            )
         try:
             return cls(self._url, connect=False, **self._client_options())
         except self._pymongo.errors.PyMongoError as exc:
@@ -806,10 +828,8 @@ class MongoStore(_Logic):
             self._twin.close()
         for loop, client in list(self._clients.items()):
             if not loop.is_closed() and not loop.is_running():
-                try:
+                with contextlib.suppress(Exception):
                     loop.run_until_complete(client.close())
-                except Exception:
-                    pass
         self._clients.clear()
 
     async def aclose(self) -> None:
@@ -901,16 +921,12 @@ def _close_with_loop(loop: asyncio.AbstractEventLoop, client: Any) -> None:
     def close() -> None:
         c = ref()
         if c is not None and not loop.is_closed() and not loop.is_running():
-            try:
+            with contextlib.suppress(Exception):
                 loop.run_until_complete(c.close())
-            except Exception:
-                pass
         original()
 
-    try:
+    with contextlib.suppress(AttributeError, TypeError):  # a loop that takes no attributes
         loop.close = close  # type: ignore[method-assign]
-    except (AttributeError, TypeError):  # a loop type that takes no attributes (uvloop)
-        pass
 
 
 def _query_keys(url: str) -> builtins.list[str]:

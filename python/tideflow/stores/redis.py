@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import importlib
 import os
 import re
@@ -29,7 +30,7 @@ import time
 import uuid
 from collections.abc import Generator, Sequence
 from hashlib import sha1
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from tideflow.errors import InvalidArgument, SignalError, StoreError, UnknownInstance
 from tideflow.stores._server import DEFAULT_TIMEOUT, import_driver, parse_url, redact
@@ -79,7 +80,8 @@ class _Pipe(NamedTuple):
     cmds: list[tuple[Any, ...]]
 
 
-_Op = Generator[Any, Any, Any]
+T = TypeVar("T")
+_Op = Generator[Any, Any, T]
 
 
 def _b(text: str) -> bytes:
@@ -226,12 +228,16 @@ class RedisStore:
         try:
             self._timeout = float(raw_timeout)
         except (TypeError, ValueError):
-            raise StoreError(f"RedisStore: timeout must be a number of seconds, got {raw_timeout!r}") from None
+            raise StoreError(
+                f"RedisStore: timeout must be a number of seconds, got {raw_timeout!r}"
+            ) from None
         if not self._timeout > 0:
             raise StoreError(f"RedisStore: timeout must be positive, got {raw_timeout!r}")
         self._clock = self._pick("lease_clock", lease_clock, opts, "server")
         if self._clock not in ("server", "engine"):
-            raise StoreError(f"RedisStore: lease_clock must be 'server' or 'engine', got {self._clock!r}")
+            raise StoreError(
+                f"RedisStore: lease_clock must be 'server' or 'engine', got {self._clock!r}"
+            )
         self._ssl: dict[str, Any] = {}
         if self._scheme == "rediss":
             self._ssl["ssl"] = True
@@ -248,7 +254,9 @@ class RedisStore:
             raise StoreError("RedisStore: the ssl_* options need a rediss:// URL")
         for c, what in ((client, "client"), (sync_client, "sync_client")):
             if c is not None and c.connection_pool.connection_kwargs.get("decode_responses"):
-                raise StoreError(f"RedisStore: the {what} must not decode responses (decode_responses=False)")
+                raise StoreError(
+                    f"RedisStore: the {what} must not decode responses (decode_responses=False)"
+                )
         self._user_client = client
         self._user_sync = sync_client
         p = _b(self._prefix) + b":"
@@ -287,12 +295,12 @@ class RedisStore:
     @property
     def prefix(self) -> str:
         """The key prefix."""
-        return self._prefix
+        return str(self._prefix)
 
     @property
     def lease_clock(self) -> str:
         """``"server"`` or ``"engine"``."""
-        return self._clock
+        return str(self._clock)
 
     def _inst(self, iid: str) -> list[bytes]:
         e = _b(iid)
@@ -323,8 +331,16 @@ class RedisStore:
             if self._sync is None:
                 if self._user_client is not None:
                     kw = dict(self._user_client.connection_pool.connection_kwargs)
-                    keep = ("host", "port", "db", "username", "password", "socket_timeout",
-                            "socket_connect_timeout", "client_name")
+                    keep = (
+                        "host",
+                        "port",
+                        "db",
+                        "username",
+                        "password",
+                        "socket_timeout",
+                        "socket_connect_timeout",
+                        "client_name",
+                    )
                     args = {k: kw[k] for k in keep if k in kw}
                 else:
                     args = self._kwargs()
@@ -416,9 +432,13 @@ class RedisStore:
         if isinstance(req, _Script):
             args = req.again if (again and req.again is not None) else req.args
             try:
-                return client.execute_command("EVALSHA", _SHA[req.name], len(req.keys), *req.keys, *args)
+                return client.execute_command(
+                    "EVALSHA", _SHA[req.name], len(req.keys), *req.keys, *args
+                )
             except self._redis.exceptions.NoScriptError:
-                return client.execute_command("EVAL", SCRIPTS[req.name], len(req.keys), *req.keys, *args)
+                return client.execute_command(
+                    "EVAL", SCRIPTS[req.name], len(req.keys), *req.keys, *args
+                )
         if isinstance(req, _Cmd):
             return client.execute_command(*req.args)
         pipe = client.pipeline(transaction=False)
@@ -430,9 +450,13 @@ class RedisStore:
         if isinstance(req, _Script):
             args = req.again if (again and req.again is not None) else req.args
             try:
-                return await client.execute_command("EVALSHA", _SHA[req.name], len(req.keys), *req.keys, *args)
+                return await client.execute_command(
+                    "EVALSHA", _SHA[req.name], len(req.keys), *req.keys, *args
+                )
             except self._redis.exceptions.NoScriptError:
-                return await client.execute_command("EVAL", SCRIPTS[req.name], len(req.keys), *req.keys, *args)
+                return await client.execute_command(
+                    "EVAL", SCRIPTS[req.name], len(req.keys), *req.keys, *args
+                )
         if isinstance(req, _Cmd):
             return await client.execute_command(*req.args)
         pipe = client.pipeline(transaction=False)
@@ -469,37 +493,37 @@ class RedisStore:
         except self._redis.exceptions.RedisError as exc:
             raise self._fail(what, exc) from exc
 
-    def _run_sync(self, op: _Op, what: str) -> Any:
+    def _run_sync(self, op: _Op[T], what: str) -> T:
         if not self._checked:
             self._drive_sync(self._op_check(), "opening the key space")
             self._checked = True
         return self._drive_sync(op, what)
 
-    def _drive_sync(self, op: _Op, what: str) -> Any:
+    def _drive_sync(self, op: _Op[T], what: str) -> T:
         try:
             req = next(op)
             while True:
                 req = op.send(self._step_sync(req, what))
         except StopIteration as stop:
-            return stop.value
+            return stop.value  # type: ignore[no-any-return]
 
-    async def _run_async(self, op: _Op, what: str) -> Any:
+    async def _run_async(self, op: _Op[T], what: str) -> T:
         if not self._checked:
             await self._drive_async(self._op_check(), "opening the key space")
             self._checked = True
         return await self._drive_async(op, what)
 
-    async def _drive_async(self, op: _Op, what: str) -> Any:
+    async def _drive_async(self, op: _Op[T], what: str) -> T:
         try:
             req = next(op)
             while True:
                 req = op.send(await self._step_async(req, what))
         except StopIteration as stop:
-            return stop.value
+            return stop.value  # type: ignore[no-any-return]
 
     # --- the operations, once for both faces ----------------------------------------------------
 
-    def _op_check(self) -> _Op:
+    def _op_check(self) -> _Op[None]:
         meta = self._k["meta"]
         if not (yield _Cmd(("EXISTS", meta))):
             cursor: Any = 0
@@ -528,7 +552,9 @@ class RedisStore:
                 f"{int(found)}, this one knows {SCHEMA_VERSION}); nothing was changed"
             )
 
-    def _op_create(self, meta: InstanceMeta, header: bytes, records: Sequence[bytes]) -> _Op:
+    def _op_create(
+        self, meta: InstanceMeta, header: bytes, records: Sequence[bytes]
+    ) -> _Op[StoredInstance | None]:
         k = self._k
         inst, log, _ = self._inst(meta.id)
         entry = _pack(1, records) if len(records) else b""
@@ -555,7 +581,7 @@ class RedisStore:
             return StoredInstance(_meta(meta.id, res[1]), res[2])
         return None
 
-    def _op_commit(self, c: Commit) -> _Op:
+    def _op_commit(self, c: Commit) -> _Op[None]:
         inst, log, inbox = self._inst(c.id)
         entry = _pack(c.expected_version + 1, c.records) if len(c.records) else b""
         res = yield _Script(
@@ -585,18 +611,19 @@ class RedisStore:
             raise LeaseLost(c.id, c.owner, _s(res[1]))
         raise StoreConflict(c.id, c.expected_version, int(res[1]))
 
-    def _op_load(self, iid: str, what: str) -> _Op:
-        res = yield _Script("load", self._inst(iid), [what])
+    def _op_get(self, iid: str) -> _Op[StoredInstance | None]:
+        res = yield _Script("load", self._inst(iid), ["get"])
+        return None if res is None else StoredInstance(_meta(iid, res[0]), res[1])
+
+    def _op_load(self, iid: str) -> _Op[Loaded | None]:
+        res = yield _Script("load", self._inst(iid), ["load"])
         if res is None:
             return None
-        m = _meta(iid, res[0])
-        if what == "get":
-            return StoredInstance(m, res[1])
         records = [r for e in res[2] for r in _unpack(e)[1]]
         signals = [(n, e[16:]) for n, e in enumerate(res[3], start=1)]
-        return Loaded(m, res[1], records, signals)
+        return Loaded(_meta(iid, res[0]), res[1], records, signals)
 
-    def _op_records(self, iid: str, after: int) -> _Op:
+    def _op_records(self, iid: str, after: int) -> _Op[list[bytes]]:
         entries = yield _Cmd(("LRANGE", self._inst(iid)[1], 0, -1))
         out: list[bytes] = []
         for e in entries:
@@ -605,12 +632,12 @@ class RedisStore:
                 out.extend(recs)
         return out
 
-    def _op_signals(self, iid: str, after: int) -> _Op:
+    def _op_signals(self, iid: str, after: int) -> _Op[list[tuple[int, bytes]]]:
         after = max(int(after), 0)
         entries = yield _Cmd(("LRANGE", self._inst(iid)[2], after, -1))
         return [(after + n, e[16:]) for n, e in enumerate(entries, start=1)]
 
-    def _op_list(self, q: ListQuery) -> _Op:
+    def _op_list(self, q: ListQuery) -> _Op[ListPage]:
         hi: bytes = b"+inf"
         if q.cursor is not None:
             cur = q.cursor
@@ -622,7 +649,9 @@ class RedisStore:
         statuses = set(q.statuses)
         hits: list[tuple[int, InstanceMeta]] = []
         while True:
-            ids = yield _Cmd(("ZREVRANGEBYSCORE", self._k["created"], hi, b"-inf", "LIMIT", 0, batch))
+            ids = yield _Cmd(
+                ("ZREVRANGEBYSCORE", self._k["created"], hi, b"-inf", "LIMIT", 0, batch)
+            )
             if not ids:
                 break
             rows = yield from self._fetch(ids)  # an instance deleted meanwhile is left out
@@ -644,9 +673,9 @@ class RedisStore:
             cursor = str(hits[-1][0]) if hits else None
         return ListPage([m for _, m in hits], cursor)
 
-    def _op_counts(self) -> _Op:
+    def _op_counts(self) -> _Op[list[Count]]:
         raw = yield _Cmd(("HGETALL", self._k["counts"]))
-        items = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2])
+        items = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=False)
         out = []
         for field, n in items:
             wf, _, st = field.partition(b"\0")
@@ -656,12 +685,14 @@ class RedisStore:
         out.sort(key=lambda c: (c.workflow, rank.get(c.status, 99), c.status))
         return out
 
-    def _op_delete(self, iid: str) -> _Op:
+    def _op_delete(self, iid: str) -> _Op[bool]:
         k = self._k
-        n = yield _Script("delete", [*self._inst(iid), k["created"], *self._ix, k["counts"]], [_b(iid)])
+        n = yield _Script(
+            "delete", [*self._inst(iid), k["created"], *self._ix, k["counts"]], [_b(iid)]
+        )
         return bool(n)
 
-    def _op_purge(self, before: float, statuses: Sequence[str]) -> _Op:
+    def _op_purge(self, before: float, statuses: Sequence[str]) -> _Op[int]:
         k = self._k
         ids = yield _Cmd(("ZRANGEBYSCORE", k["ix:fin"], b"-inf", b"(" + _num(before)))
         want = [_b(s) for s in statuses]
@@ -671,16 +702,16 @@ class RedisStore:
             keys = [k["created"], *self._ix, k["counts"]]
             for raw in chunk:
                 keys.extend(self._inst(_s(raw) or ""))
-            total += yield _Script(
-                "purge", keys, [_num(before), str(len(want)), *want, *chunk]
-            )
+            total += yield _Script("purge", keys, [_num(before), str(len(want)), *want, *chunk])
         return int(total)
 
-    def _op_signal(self, iid: str, record: bytes, now: float) -> _Op:
+    def _op_signal(self, iid: str, record: bytes, now: float) -> _Op[int]:
         inst, _, inbox = self._inst(iid)
         entry = os.urandom(16) + bytes(record)
         args: list[bytes | str] = [entry, _num(now), "0", _b(iid)]
-        res = yield _Script("signal", [inst, inbox, *self._ix], args, [entry, _num(now), "1", _b(iid)])
+        res = yield _Script(
+            "signal", [inst, inbox, *self._ix], args, [entry, _num(now), "1", _b(iid)]
+        )
         if res[0] == b"unknown":
             raise _unknown(iid)
         if res[0] == b"finished":
@@ -690,15 +721,15 @@ class RedisStore:
     def _lease_now(self, now: float) -> bytes:
         return b"" if self._clock == "server" else _num(now)
 
-    def _fetch(self, ids: Sequence[bytes]) -> _Op:
+    def _fetch(self, ids: Sequence[bytes]) -> _Op[list[tuple[InstanceMeta, int]]]:
         rows = yield _Pipe([("HMGET", self._inst(_s(i) or "")[0], *_FIELDS, b"seq") for i in ids])
         out = []
-        for raw, m in zip(ids, rows):
+        for raw, m in zip(ids, rows, strict=False):
             if m[0] is not None:
                 out.append((_meta(_s(raw) or "", m), int(m[10] or 0)))
         return out
 
-    def _op_due(self, now: float, limit: int | None) -> _Op:
+    def _op_due(self, now: float, limit: int | None) -> _Op[list[InstanceMeta]]:
         k = self._k
         window = None if limit is None else max(2 * limit, 32)
         while True:
@@ -723,9 +754,10 @@ class RedisStore:
             if limit is None or len(hits) >= limit or not full:
                 out = [m for m, _ in hits]
                 return out if limit is None else out[: max(limit, 0)]
+            assert window is not None
             window *= 4
 
-    def _op_claim(self, c: Claim) -> _Op:
+    def _op_claim(self, c: Claim) -> _Op[list[InstanceMeta]]:
         if c.limit <= 0 or not c.plan_hashes:
             return []
         k = self._k
@@ -755,6 +787,7 @@ class RedisStore:
                         str(len(plans)),
                         *plans,
                         *ids,
+                        uuid.uuid4().hex,
                     ],
                 )
                 taken.extend(_meta(_s(raw) or "", m) for raw, m in got)
@@ -766,10 +799,12 @@ class RedisStore:
             window = min(window * 4, 5000)
         return taken
 
-    def _op_extend(self, iid: str, owner: str, lease: float, now: float) -> _Op:
+    def _op_extend(self, iid: str, owner: str, lease: float, now: float) -> _Op[float]:
         inst = self._inst(iid)[0]
         res = yield _Script(
-            "extend", [inst, self._k["ix:lease"]], [_b(owner), _num(lease), self._lease_now(now), _b(iid)]
+            "extend",
+            [inst, self._k["ix:lease"]],
+            [_b(owner), _num(lease), self._lease_now(now), _b(iid)],
         )
         if res[0] == b"unknown":
             raise _unknown(iid)
@@ -777,19 +812,20 @@ class RedisStore:
             raise LeaseLost(iid, owner, _s(res[1]))
         return float(res[1])
 
-    def _op_release(self, iid: str, owner: str) -> _Op:
+    def _op_release(self, iid: str, owner: str) -> _Op[bool]:
         res = yield _Script("release", [self._inst(iid)[0], *self._ix], [_b(owner), _b(iid)])
         if res[0] == b"unknown":
             raise _unknown(iid)
-        return res[0] == b"yes"
+        return bool(res[0] == b"yes")
 
-    def _op_drop(self) -> _Op:
+    def _op_drop(self) -> _Op[None]:
         pattern = _glob(self._p) + b"*"
         cursor: Any = 0
         while True:
             cursor, keys = yield _Cmd(("SCAN", cursor, "MATCH", pattern, "COUNT", 1000))
             mine = [
-                key for key in keys
+                key
+                for key in keys
                 if key[len(self._p) :] in _FIXED or key[len(self._p) :].startswith(_PER_INSTANCE)
             ]
             if mine:
@@ -809,7 +845,9 @@ class RedisStore:
         self, meta: InstanceMeta, header: bytes, records: Sequence[bytes]
     ) -> StoredInstance | None:
         """See ``Store.create``: one EVALSHA."""
-        return await self._run_async(self._op_create(meta, header, records), f"create of {meta.id!r}")
+        return await self._run_async(
+            self._op_create(meta, header, records), f"create of {meta.id!r}"
+        )
 
     async def commit(self, commit: Commit) -> None:
         """See ``Store.commit``: one EVALSHA."""
@@ -817,11 +855,11 @@ class RedisStore:
 
     async def get(self, id: str) -> StoredInstance | None:
         """See ``Store.get``."""
-        return await self._run_async(self._op_load(id, "get"), f"get of {id!r}")
+        return await self._run_async(self._op_get(id), f"get of {id!r}")
 
     async def load(self, id: str) -> Loaded | None:
         """See ``Store.load``: one EVALSHA."""
-        return await self._run_async(self._op_load(id, "load"), f"load of {id!r}")
+        return await self._run_async(self._op_load(id), f"load of {id!r}")
 
     async def records(self, id: str, after: int) -> builtins.list[bytes]:
         """See ``Store.records``."""
@@ -881,7 +919,7 @@ class _Blocking:
         """See ``RedisStore.describe``."""
         return self._store.describe()
 
-    def _run(self, op: _Op, what: str) -> Any:
+    def _run(self, op: _Op[T], what: str) -> T:
         return self._store._run_sync(op, what)
 
     def create(
@@ -896,11 +934,11 @@ class _Blocking:
 
     def get(self, id: str) -> StoredInstance | None:
         """See ``Store.get``."""
-        return self._run(self._store._op_load(id, "get"), f"get of {id!r}")
+        return self._run(self._store._op_get(id), f"get of {id!r}")
 
     def load(self, id: str) -> Loaded | None:
         """See ``Store.load``."""
-        return self._run(self._store._op_load(id, "load"), f"load of {id!r}")
+        return self._run(self._store._op_load(id), f"load of {id!r}")
 
     def records(self, id: str, after: int) -> builtins.list[bytes]:
         """See ``Store.records``."""
@@ -977,10 +1015,8 @@ def _abandon(client: Any) -> None:
         writer = getattr(conn, "_writer", None)
         if writer is not None:
             tr = writer.transport
-            try:
+            with contextlib.suppress(Exception):
                 tr.abort()
-            except Exception:
-                pass
             if getattr(tr, "_sock", None) is not None:
                 try:
                     tr._call_connection_lost(None)

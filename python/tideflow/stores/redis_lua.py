@@ -13,7 +13,7 @@ written as Python's ``repr`` (exact) or, when a script computes one, with ``%.17
 The fields of an instance hash: ``wf`` workflow, ``plan`` plan hash, ``st`` status, ``ver``
 version, ``cat``/``uat`` created/updated at, ``due``, ``own``, ``until`` (absent: None), ``err``
 (absent: None), ``hdr`` header, ``seq`` creation number, ``tok`` the last commit's token, ``ctok``
-the create's token.
+the create's token, ``ltok`` the token of the claim that took the lease.
 """
 
 from __future__ import annotations
@@ -127,13 +127,16 @@ end
 local own, untl = m[4], m[5]
 if owner == nil or finished(st) then own, untl = nil, nil end
 local ver = tonumber(m[3]) + 1
-redis.call('HSET', KEYS[1], 'st', st, 'ver', ver, 'uat', upd, 'tok', ARGV[1])
-if due then redis.call('HSET', KEYS[1], 'due', due) else redis.call('HDEL', KEYS[1], 'due') end
-if not own then redis.call('HDEL', KEYS[1], 'own', 'until') end
+local set = {'st', st, 'ver', ver, 'uat', upd, 'tok', ARGV[1]}
+local gone = {}
+if due then set[#set + 1] = 'due'; set[#set + 1] = due else gone[#gone + 1] = 'due' end
+if not own then gone[#gone + 1] = 'own'; gone[#gone + 1] = 'until' end
 local err = opt(ARGV[10])
-if err then redis.call('HSET', KEYS[1], 'err', err) else redis.call('HDEL', KEYS[1], 'err') end
+if err then set[#set + 1] = 'err'; set[#set + 1] = err else gone[#gone + 1] = 'err' end
 local hdr = opt(ARGV[6])
-if hdr then redis.call('HSET', KEYS[1], 'hdr', hdr) end
+if hdr then set[#set + 1] = 'hdr'; set[#set + 1] = hdr end
+redis.call('HSET', KEYS[1], unpack(set))
+if #gone > 0 then redis.call('HDEL', KEYS[1], unpack(gone)) end
 if ARGV[7] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[7]) end
 reindex(ix, ARGV[12], st, own, due, upd, untl)
 if st ~= m[1] then
@@ -230,7 +233,7 @@ return {fmt(lnow), pend,
 
 _CLAIM = r"""
 -- KEYS: pend, susp, lease, fin, then one instance hash per candidate
--- ARGV: owner, lease, now ('' = the server's), limit, nplans, plans..., candidate ids
+-- ARGV: owner, lease, now ('' = the server's), limit, nplans, plans..., candidate ids, token
 local ix = {pend = KEYS[1], susp = KEYS[2], lease = KEYS[3], fin = KEYS[4]}
 local now
 if ARGV[3] == '' then now = server_now() else now = tonumber(ARGV[3]) end
@@ -239,10 +242,14 @@ local np = tonumber(ARGV[5])
 local plans = {}
 for i = 1, np do plans[ARGV[5 + i]] = true end
 local hits = {}
+local mine = {}
 for k = 5, #KEYS do
-  local m = redis.call('HMGET', KEYS[k], 'st', 'plan', 'own', 'until', 'due', 'uat', 'seq')
+  local m = redis.call('HMGET', KEYS[k], 'st', 'plan', 'own', 'until', 'due', 'uat', 'seq', 'ltok')
   local st = m[1]
-  if st and not finished(st) and plans[m[2]] then
+  if m[8] == ARGV[6 + np + #KEYS - 4] and m[3] == ARGV[1] then
+    -- this very claim, sent again after a lost reply: it is ours already
+    mine[#mine + 1] = {ARGV[5 + np + k - 4], meta(KEYS[k])}
+  elseif st and not finished(st) and plans[m[2]] then
     local ok
     if m[3] then
       ok = (not m[4]) or tonumber(m[4]) <= now
@@ -258,10 +265,10 @@ for k = 5, #KEYS do
 end
 table.sort(hits, function(a, b) if a.o ~= b.o then return a.o < b.o end return a.s < b.s end)
 local untl = fmt(now + tonumber(ARGV[2]))
-local out = {}
-for i = 1, math.min(limit, #hits) do
+local out = mine
+for i = 1, math.min(limit - #mine, #hits) do
   local h = hits[i]
-  redis.call('HSET', h.k, 'own', ARGV[1], 'until', untl)
+  redis.call('HSET', h.k, 'own', ARGV[1], 'until', untl, 'ltok', ARGV[6 + np + #KEYS - 4])
   reindex(ix, h.id, h.st, ARGV[1], h.due, h.upd, untl)
   out[#out + 1] = {h.id, meta(h.k)}
 end
