@@ -248,19 +248,23 @@ class Postgres(Server):
         self._saved = {m: getattr(conn_cls, m) for m in ("execute", "_execute", "_executemany")}
         execute, _execute, _executemany = (self._saved[m] for m in self._saved)
 
+        def note(query: object) -> None:
+            counts["statements"] += 1
+            counts["  " + " ".join(str(query).split())[:60]] += 1
+
         async def counted_execute(self: Any, query: str, *args: Any, **kw: Any) -> Any:
             if owner.client_on and not args:
-                counts["statements"] += 1
+                note(query)
             return await execute(self, query, *args, **kw)
 
         async def counted__execute(self: Any, *args: Any, **kw: Any) -> Any:
             if owner.client_on:
-                counts["statements"] += 1
+                note(args[0] if args else kw.get("query"))
             return await _execute(self, *args, **kw)
 
         async def counted__executemany(self: Any, *args: Any, **kw: Any) -> Any:
             if owner.client_on:
-                counts["statements"] += 1
+                note(args[0] if args else kw.get("query"))
             return await _executemany(self, *args, **kw)
 
         conn_cls.execute = counted_execute
@@ -317,6 +321,9 @@ class Postgres(Server):
         after = self._server_counters()
         out.update({k: after[k] - before[k] for k in after})
         out["client statements"] = float(self.client_counts["statements"])
+        for what, calls in self.client_counts.most_common():
+            if what.startswith(" "):
+                out[what] = float(calls)
 
     def _raw_table(self) -> str:
         return f'"{self.schema}_raw"'
