@@ -209,6 +209,8 @@ class Postgres(Server):
         self.schema = hexname("tf")
         self.admin_loop = asyncio.new_event_loop()
         self._admin(f'CREATE DATABASE "{self.database}"')
+        # the store's statements call PL/pgSQL functions: time them on the server
+        self._admin(f"ALTER DATABASE \"{self.database}\" SET track_functions = 'pl'")
         self.db_url = with_path(self.url, self.database)
         self.preloaded = "pg_stat_statements" in str(
             self._admin("SHOW shared_preload_libraries", fetch=True)
@@ -290,6 +292,12 @@ class Postgres(Server):
                     "FROM pg_stat_database WHERE datname = current_database()"
                 )
                 out = {k: float(v) for k, v in dict(row).items()}
+                fn = await conn.fetchrow(
+                    "SELECT coalesce(sum(calls), 0) AS calls, coalesce(sum(total_time), 0) AS ms "
+                    "FROM pg_stat_user_functions"
+                )
+                out["function calls"] = float(fn["calls"])
+                out["µs in functions"] = float(fn["ms"]) * 1e3
                 if self.preloaded:
                     out["pg_stat_statements_calls"] = float(
                         await conn.fetchval(
@@ -704,6 +712,7 @@ def measure_server(server: Server, n: int, repeat: int, fan: int) -> dict[str, A
 
 #: the counters printed per step (every counter goes to results.json)
 SHOWN = (
+    "µs in functions",
     "scripts run",
     "xact_commit",
     "pg_stat_statements_calls",
@@ -724,7 +733,11 @@ def report(name: str, res: dict[str, Any], n: int, fan: int) -> None:
             us = res[f"{p}_{shape}_{face}_us_per_step"]
             raw = res[f"{p}_raw_{face}_us"]
             per = res[f"{p}_{shape}_{face}_round_trips_per_step"]
-            rt = ", ".join(f"{k} {v:.3f}" for k, v in per.items() if k in SHOWN)
+            rt = ", ".join(
+                f"{k} {v:.1f}" if k.startswith("µs") else f"{k} {v:.3f}"
+                for k, v in per.items()
+                if k in SHOWN
+            )
             print(f"  {shape:<8} {face:<6} {us:8.1f} {raw:8.1f} {us / raw:5.2f}x   {rt}")
     c_fan, c_shape = res[f"{p}_fanout_{fan}_async_counts"], res[f"{p}_fanout_shape_2_steps_counts"]
     key = next(iter(c_fan))  # the main counter comes first
@@ -743,7 +756,8 @@ def report(name: str, res: dict[str, Any], n: int, fan: int) -> None:
     if name == "postgres":
         print(
             "  (xact_commit: the bench database's committed transactions; client statements: "
-            "what asyncpg sent from this process)"
+            "what asyncpg sent from this process; µs in functions: the server's time in the "
+            "store's PL/pgSQL functions, pg_stat_user_functions.total_time, per step)"
         )
     elif name == "redis":
         print(
