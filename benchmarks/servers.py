@@ -20,7 +20,7 @@ whose module imports, in one run, the best of ``--repeat`` interleaved rounds of
   plain ``SET`` printed beside it); pymongo ``insert_one`` of a 100-byte document
   (``MongoClient``, ``AsyncMongoClient``);
 * the ratio of the two (target: at most 1.3x);
-* on MongoDB the chain and loop have ``--mongo-n`` steps (default 200): the test server,
+* on MongoDB the chain and loop have ``--mongo-n`` steps (default 100): the test server,
   SecantusDB, is written in Python and takes milliseconds (2-40 ms, with the load) per write, so
   1,000 steps would take half a minute a run; per-step figures and ratios do not depend on n;
 * round trips per step boundary, counted on a separate run on a fresh store object: the count
@@ -68,7 +68,7 @@ from tideflow import Context, Engine, Workflow, step
 
 N = 1_000
 #: SecantusDB (the test MongoDB server, in Python) takes milliseconds per write: a shorter run
-MONGO_N = 200
+MONGO_N = 100
 FAN = 1_000
 REPEAT = 5
 HERE = Path(__file__).resolve().parent
