@@ -425,26 +425,34 @@ class Redis(Server):
     def store_url(self) -> str:
         return with_query(self.url, prefix=self.prefix)
 
-    def _commandstats(self) -> Counter[str]:
+    SCRIPTS = ("evalsha", "eval", "evalsha_ro", "eval_ro", "fcall")
+
+    def _commandstats(self) -> tuple[Counter[str], float]:
+        """Calls per command, and the server's µs in scripts (their usec, server-wide)."""
         stats = self.client.info("commandstats")
-        return Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()})
+        calls = Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()})
+        usec = sum(
+            float(v["usec"]) for k, v in stats.items() if k.removeprefix("cmdstat_") in self.SCRIPTS
+        )
+        return calls, usec
 
     @contextlib.contextmanager
     def counting(self) -> Iterator[dict[str, float]]:
         out: dict[str, float] = {}
-        before = self._commandstats()
+        before, usec_before = self._commandstats()
         self.client_counts.clear()
         self.client_on = True
         try:
             yield out
         finally:
             self.client_on = False
-        after = self._commandstats()
+        after, usec_after = self._commandstats()
         delta = after - before
         delta["info"] -= 1  # the INFO that read `before` (counted by the time `after` is read)
         # a script's own redis.call()s are counted too: the scripts run are the requests
-        scripts = sum(delta[c] for c in ("evalsha", "eval", "evalsha_ro", "eval_ro", "fcall"))
+        scripts = sum(delta[c] for c in self.SCRIPTS)
         out["scripts run"] = float(scripts)
+        out["µs in scripts"] = usec_after - usec_before
         out["commands incl. in scripts"] = float(sum(v for v in delta.values() if v > 0))
         for cmd, calls in delta.most_common():
             if calls > 0:
@@ -713,6 +721,7 @@ def measure_server(server: Server, n: int, repeat: int, fan: int) -> dict[str, A
 #: the counters printed per step (every counter goes to results.json)
 SHOWN = (
     "µs in functions",
+    "µs in scripts",
     "scripts run",
     "xact_commit",
     "pg_stat_statements_calls",
@@ -762,7 +771,7 @@ def report(name: str, res: dict[str, Any], n: int, fan: int) -> None:
     elif name == "redis":
         print(
             "  (scripts run: EVALSHA/EVAL calls in INFO commandstats, server-wide, the smallest "
-            "of 3 counts; the commands of the fan-out line include those the scripts called; "
+            "of 3 counts; µs in scripts: their usec there, per step; the commands of the fan-out line include those the scripts called; "
             "client sends: requests redis-py wrote from this process, a pipeline being one)"
         )
 
