@@ -532,22 +532,22 @@ def test_leases_are_judged_by_the_server_clock(url: str, schema: str) -> None:
 
 # -- round trips, pool=, sync calls inside a running loop ----------------------------------------
 
-_SYNC = b"S\x00\x00\x00\x04"  # the protocol's Sync message: one per round trip of asyncpg's
+_READY = b"Z\x00\x00\x00\x05"  # ReadyForQuery: the server ends every round trip with one
 
 
 class CountingProxy(Proxy):
-    """A proxy that counts the client's Sync messages (its round trips)."""
+    """A proxy that counts the server's ReadyForQuery messages (the round trips)."""
 
-    syncs: int = 0
+    trips: int = 0
 
-    def _up(self, link: Any) -> None:  # Proxy._up, counting
+    def _down(self, link: Any) -> None:  # Proxy._down, counting
         try:
             while True:
-                data = link.client.recv(65536)
+                data = link.server.recv(65536)
                 if not data:
                     break
-                self.syncs += data.count(_SYNC)
-                link.server.sendall(data)
+                self.trips += data.count(_READY)
+                link.client.sendall(data)
         except OSError:
             pass
         link.close()
@@ -585,10 +585,10 @@ def test_create_commit_and_load_are_one_round_trip_each(url: str, schema: str, f
                 ("load", ("one",)),
                 ("get", ("one",)),
             ]:
-                before = proxy.syncs
+                before = proxy.trips
                 call(op, *args)
                 time.sleep(0.05)  # the proxy's thread has counted by now
-                assert proxy.syncs - before == 1, op
+                assert proxy.trips - before == 1, op
             loaded = call("load", "one")
             assert loaded.records == [b"x", b"r\x00", b"", b"r\x00", b""]
         finally:
@@ -622,3 +622,57 @@ def test_a_sync_call_inside_a_running_loop_works(url: str, schema: str) -> None:
 
     assert asyncio.run(main()) == 23
     store.close()
+
+
+_CRASH_MODULE = '''
+import os, signal, sys
+from tideflow import Context, Engine, Workflow, step
+
+@step
+def first(ctx: Context, n: int) -> int:
+    with open(os.environ["EFFECTS"], "a") as f:
+        f.write("first\\n")
+    return n + 1
+
+@step
+def second(ctx: Context, n: int) -> int:
+    if os.environ.get("KILL") == "1":
+        os.kill(os.getpid(), signal.SIGKILL)  # the process dies mid-step
+    with open(os.environ["EFFECTS"], "a") as f:
+        f.write("second\\n")
+    return n * 10
+
+FLOW = Workflow("pg-crash").then(first).then(second)
+
+if __name__ == "__main__":
+    Engine(store=sys.argv[1]).run(FLOW, 1, id="crash")
+'''
+
+
+def test_a_process_killed_mid_run_is_recovered_by_another(
+    url: str, schema: str, tmp_path: Any, monkeypatch: Any
+) -> None:
+    import importlib
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "pg_crash_flow.py").write_text(_CRASH_MODULE)
+    effects = tmp_path / "effects.log"
+    env = {**os.environ, "EFFECTS": str(effects), "KILL": "1"}
+    target = _with(url, schema=schema)
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "pg_crash_flow.py"), target], env=env, timeout=60
+    )
+    assert proc.returncode == -9
+    assert effects.read_text() == "first\n"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("EFFECTS", str(effects))
+    monkeypatch.delenv("KILL", raising=False)
+    flow = importlib.import_module("pg_crash_flow").FLOW
+    engine = Engine(store=target)
+    engine.register(flow)
+    runs = engine.recover()
+    assert [(r.id, r.output) for r in runs] == [("crash", 20)]
+    assert effects.read_text() == "first\nsecond\n"  # the finished step did not run again
+    assert _steps(engine, "crash") == Counter(first=1, second=1)

@@ -636,7 +636,9 @@ class PostgresStore:
                 if other.is_closed() or other is loop:
                     del self._pools[key]
                     _terminate_pool(pool)
-        pool = self._s.asyncpg.create_pool(min_size=0, max_size=10, **self._s.connect)
+        pool = self._s.asyncpg.create_pool(
+            min_size=0, max_size=10, reset=_no_reset, **self._s.connect
+        )
         await pool  # min_size=0: opens nothing yet
         with self._pools_lock:
             self._pools[id(loop)] = (loop, pool)
@@ -760,6 +762,12 @@ class PostgresStore:
             except Exception:
                 _terminate_pool(entry[1])
         self.close()
+
+
+async def _no_reset(conn: Any) -> None:
+    """The pool's reset on release: nothing to do (the store leaves no session state: no
+    cursors, listeners, settings or session locks), and asyncpg's default reset is a round trip
+    per operation."""
 
 
 def _close_pool(loop: asyncio.AbstractEventLoop, pool: Any) -> None:
