@@ -699,5 +699,16 @@ def test_a_user_client_is_used_and_not_closed(url: str, prefix: str) -> None:
     asyncio.run(main())
     assert sync.ping()
     sync.close()
+
+    async def derived() -> (
+        None
+    ):  # no sync_client: the twin opens its own from the client's settings
+        client = redis.asyncio.Redis.from_url(url)
+        store = RedisStore(client=client, prefix=prefix)
+        assert store.blocking().get("u1") is not None
+        store.close()
+        await client.aclose()
+
+    asyncio.run(derived())
     with pytest.raises(StoreError, match="decode"):
         RedisStore(client=redis.asyncio.Redis(decode_responses=True))
