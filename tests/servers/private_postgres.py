@@ -14,6 +14,7 @@ PostgreSQL refuses to run as root: as root, every command runs as the ``postgres
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -93,10 +94,8 @@ class PrivatePostgres:
 
     def close(self) -> None:
         """Stops the server (if running) and removes its data."""
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self._pg("pg_ctl", "stop", "-w", "-D", self.data, "-m", "immediate")
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.base, ignore_errors=True)
 
     def __enter__(self) -> PrivatePostgres:

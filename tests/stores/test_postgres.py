@@ -62,6 +62,18 @@ def _sql(url: str, query: str, *args: Any) -> Any:
     return out[0]
 
 
+def _hp(url: str) -> tuple[str, int]:
+    p = urlsplit(url)
+    assert p.hostname and p.port
+    return p.hostname, p.port
+
+
+def _pw(url: str) -> str:
+    pw = urlsplit(url).password
+    assert pw
+    return pw
+
+
 def _with(url: str, **query: str) -> str:
     sep = "&" if "?" in url else "?"
     return url + sep + "&".join(f"{k}={v}" for k, v in query.items())
@@ -165,7 +177,10 @@ def test_blocking_twin_is_one_object_and_describe_names_no_password(url: str, sc
     try:
         assert store.blocking() is store.blocking()
         parts = urlsplit(url)
-        assert store.describe() == f"postgresql://{parts.hostname}:{parts.port}{parts.path}?schema={schema}"
+        assert (
+            store.describe()
+            == f"postgresql://{parts.hostname}:{parts.port}{parts.path}?schema={schema}"
+        )
         assert parts.password and parts.password not in repr(store) + repr(store.blocking())
     finally:
         store.close()
@@ -180,7 +195,7 @@ def test_two_stores_opening_one_new_schema_at_once(url: str, schema: str) -> Non
         barrier.wait()
         try:
             s.blocking().counts()
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=first_use, args=(s,)) for s in stores]
@@ -224,7 +239,7 @@ def test_url_options(url: str, schema: str) -> None:
 def test_bad_url_options(url: str, bad: str, match: str) -> None:
     with pytest.raises(StoreError, match=match) as err:
         PostgresStore(url + bad)
-    assert urlsplit(url).password not in str(err.value)
+    assert _pw(url) not in str(err.value)
 
 
 def test_schema_given_twice_differently_is_refused(url: str) -> None:
@@ -279,8 +294,12 @@ def test_bad_connections_fail_fast_naming_host_and_port_never_the_password(
     if case == "password":
         target, want, port = _bad(url, password=secret), "credentials", p.port
     elif case == "database":
-        pw = p.password
-        target, want, port = _bad(url, db="no_such_db_" + uuid.uuid4().hex[:6]), "does not exist", p.port
+        pw = _pw(url)
+        target, want, port = (
+            _bad(url, db="no_such_db_" + uuid.uuid4().hex[:6]),
+            "does not exist",
+            p.port,
+        )
         secret = pw  # the right password, which must not show either
     else:
         port = free_port()
@@ -317,7 +336,9 @@ def test_a_newer_schema_version_is_refused_and_left_alone(url: str, schema: str)
         Engine(store=s2).run(CHAIN, 1, id="x")
     with pytest.raises(StoreError, match="newer tideflow"):
         s2.drop()  # not even the drop touches it
-    assert _sql(url, f"SELECT value FROM \"{schema}\".meta WHERE key = 'schema_version'")[0][0] == "7"
+    assert (
+        _sql(url, f"SELECT value FROM \"{schema}\".meta WHERE key = 'schema_version'")[0][0] == "7"
+    )
     s2.close()
 
 
@@ -339,7 +360,9 @@ def test_a_foreign_schema_is_refused_and_left_alone(url: str, schema: str, what:
     s.close()
 
 
-def test_an_empty_existing_schema_is_taken_and_drop_of_nothing_is_fine(url: str, schema: str) -> None:
+def test_an_empty_existing_schema_is_taken_and_drop_of_nothing_is_fine(
+    url: str, schema: str
+) -> None:
     s = PostgresStore(url, schema=schema)
     s.drop()  # nothing there yet
     _sql(url, f'CREATE SCHEMA "{schema}"')
@@ -372,7 +395,7 @@ def test_the_server_kills_the_connection_mid_run(url: str, schema: str, driver: 
     assert killed and killed[0] >= 1
     assert run.status is Status.COMPLETED and run.output == 23
     assert _steps(engine, iid) == Counter(one=1, two=1, three=1)
-    assert RAN == Counter(one=1, two=1, three=1)
+    assert Counter(one=1, two=1, three=1) == RAN
     store.close()
 
 
@@ -399,7 +422,7 @@ def test_the_server_restarts_mid_run(private: PrivatePostgres, driver: str) -> N
         run = engine.resume(iid)
     assert run.status is Status.COMPLETED and run.output == 23
     assert _steps(engine, iid) == Counter(one=1, two=1, three=1)
-    assert RAN == Counter(one=1, two=1, three=1)
+    assert Counter(one=1, two=1, three=1) == RAN
     store.drop()
     store.close()
 
@@ -425,8 +448,7 @@ def test_the_server_down_then_back_recover_completes(private: PrivatePostgres) -
 def test_a_lost_acknowledgement_is_decided_by_reading_back(
     url: str, schema: str, driver: str
 ) -> None:
-    p = urlsplit(url)
-    with Proxy(p.hostname, p.port) as proxy:
+    with Proxy(*_hp(url)) as proxy:
         store = PostgresStore(proxy.url(url), schema=schema)
         engine = Engine(store=store)
         marker = "marker-" + uuid.uuid4().hex
@@ -445,7 +467,9 @@ def test_a_lost_acknowledgement_is_decided_by_reading_back(
         assert proxy.swallowed == 1
         assert run.status is Status.COMPLETED and run.output == marker + "!"
         assert _steps(engine, iid) == Counter(one=1, marked=1, bang=1)
-        versions = _sql(url, f'SELECT version FROM "{schema}".log WHERE id = $1 ORDER BY version', iid)
+        versions = _sql(
+            url, f'SELECT version FROM "{schema}".log WHERE id = $1 ORDER BY version', iid
+        )
         assert len(versions) == len({r[0] for r in versions})
         store.close()
 
@@ -459,8 +483,7 @@ def three_s(ctx: Context, s: str) -> str:
 def test_an_unreachable_server_is_a_store_error_within_the_timeout(
     url: str, schema: str, fault: str
 ) -> None:
-    p = urlsplit(url)
-    with Proxy(p.hostname, p.port) as proxy:
+    with Proxy(*_hp(url)) as proxy:
         store = PostgresStore(proxy.url(url), schema=schema, timeout=2)
         engine = Engine(store=store)
         engine.run(CHAIN, 1, id="before")  # connected once: a refusal now is retried until 2 s
@@ -472,7 +495,7 @@ def test_an_unreachable_server_is_a_store_error_within_the_timeout(
                 call()
             assert time.monotonic() - start < 4.5
             assert f"127.0.0.1:{proxy.port}" in str(err.value)
-            assert p.password not in str(err.value)
+            assert _pw(url) not in str(err.value)
         proxy.refuse(False)
         assert engine.get("before").output == 23  # and back
         store.close()
@@ -490,7 +513,7 @@ def test_leases_are_judged_by_the_server_clock(url: str, schema: str) -> None:
         far_future = time.time() + 10_000  # the engine's clock is wrong: the server's decides
         got = s.claim(Claim("w1", 1, 0.5, far_future, ["plan"]))
         assert [m.id for m in got] == ["l1"]
-        assert abs(got[0].lease_until - (time.time() + 0.5)) < 0.4
+        assert abs((got[0].lease_until or 0.0) - (time.time() + 0.5)) < 0.4
         assert s.claim(Claim("w2", 1, 0.5, far_future, ["plan"])) == []  # still live by the server
         until = s.extend("l1", "w1", 0.5, 0.0)  # "now" ignored
         assert until > time.time()
@@ -505,3 +528,151 @@ def test_leases_are_judged_by_the_server_clock(url: str, schema: str) -> None:
         assert [m.id for m in s.due(far_future, None)] == ["l1"]
     finally:
         store.close()
+
+
+# -- round trips, pool=, sync calls inside a running loop ----------------------------------------
+
+_READY = b"Z\x00\x00\x00\x05"  # ReadyForQuery: the server ends every round trip with one
+
+
+class CountingProxy(Proxy):
+    """A proxy that counts the server's ReadyForQuery messages (the round trips)."""
+
+    trips: int = 0
+
+    def _down(self, link: Any) -> None:  # Proxy._down, counting
+        try:
+            while True:
+                data = link.server.recv(65536)
+                if not data:
+                    break
+                self.trips += data.count(_READY)
+                link.client.sendall(data)
+        except OSError:
+            pass
+        link.close()
+
+
+def _meta(iid: str, now: float = 1.0) -> InstanceMeta:
+    return InstanceMeta(iid, "wf", "plan", "pending", 1, now, now, now, None, None, None)
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+def test_create_commit_and_load_are_one_round_trip_each(url: str, schema: str, face: str) -> None:
+    from tideflow.stores.base import Commit
+
+    proxy = CountingProxy(*_hp(url))
+    with proxy:
+        store = PostgresStore(proxy.url(url), schema=schema, lease_clock="engine")
+        loop = asyncio.new_event_loop()
+
+        def call(method: str, *args: Any) -> Any:
+            if face == "sync":
+                return getattr(store.blocking(), method)(*args)
+            return loop.run_until_complete(getattr(store, method)(*args))
+
+        def commit(iid: str, v: int) -> Commit:
+            return Commit(iid, v, "running", 2.0, None, None, [b"r\x00", b""], 0, None, None)
+
+        try:
+            call("create", _meta("warm"), b"h", [b"a"])  # the schema, the prepared statements
+            call("commit", commit("warm", 1))
+            call("load", "warm")
+            for op, args in [
+                ("create", (_meta("one"), b"h", [b"x"])),
+                ("commit", (commit("one", 1),)),
+                ("commit", (commit("one", 2),)),
+                ("load", ("one",)),
+                ("get", ("one",)),
+            ]:
+                before = proxy.trips
+                call(op, *args)
+                time.sleep(0.05)  # the proxy's thread has counted by now
+                assert proxy.trips - before == 1, op
+            loaded = call("load", "one")
+            assert loaded.records == [b"x", b"r\x00", b"", b"r\x00", b""]
+        finally:
+            loop.run_until_complete(store.aclose()) if face == "async" else store.close()
+            loop.close()
+
+
+def test_an_existing_pool_is_used_and_left_open(url: str, schema: str) -> None:
+    async def main() -> None:
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+        try:
+            store = PostgresStore(pool=pool, schema=schema)
+            engine = Engine(store=store)
+            assert (await engine.run_async(CHAIN, 1, id="p1")).output == 23
+            assert engine.get("p1").output == 23  # the twin: its own connections, same data
+            await store.aclose()
+            assert await pool.fetchval("SELECT 1") == 1  # still open
+        finally:
+            await pool.close()
+
+    asyncio.run(main())
+
+
+def test_a_sync_call_inside_a_running_loop_works(url: str, schema: str) -> None:
+    store = PostgresStore(url, schema=schema)
+    engine = Engine(store=store)
+    engine.run(CHAIN, 1, id="x")
+
+    async def main() -> int:
+        return int(engine.get("x").output)  # from a thread whose loop is running: a helper thread
+
+    assert asyncio.run(main()) == 23
+    store.close()
+
+
+_CRASH_MODULE = '''
+import os, signal, sys
+from tideflow import Context, Engine, Workflow, step
+
+@step
+def first(ctx: Context, n: int) -> int:
+    with open(os.environ["EFFECTS"], "a") as f:
+        f.write("first\\n")
+    return n + 1
+
+@step
+def second(ctx: Context, n: int) -> int:
+    if os.environ.get("KILL") == "1":
+        os.kill(os.getpid(), signal.SIGKILL)  # the process dies mid-step
+    with open(os.environ["EFFECTS"], "a") as f:
+        f.write("second\\n")
+    return n * 10
+
+FLOW = Workflow("pg-crash").then(first).then(second)
+
+if __name__ == "__main__":
+    Engine(store=sys.argv[1]).run(FLOW, 1, id="crash")
+'''
+
+
+def test_a_process_killed_mid_run_is_recovered_by_another(
+    url: str, schema: str, tmp_path: Any, monkeypatch: Any
+) -> None:
+    import importlib
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "pg_crash_flow.py").write_text(_CRASH_MODULE)
+    effects = tmp_path / "effects.log"
+    env = {**os.environ, "EFFECTS": str(effects), "KILL": "1"}
+    target = _with(url, schema=schema)
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "pg_crash_flow.py"), target], env=env, timeout=60
+    )
+    assert proc.returncode == -9
+    assert effects.read_text() == "first\n"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("EFFECTS", str(effects))
+    monkeypatch.delenv("KILL", raising=False)
+    flow = importlib.import_module("pg_crash_flow").FLOW
+    engine = Engine(store=target)
+    engine.register(flow)
+    runs = engine.recover()
+    assert [(r.id, r.output) for r in runs] == [("crash", 20)]
+    assert effects.read_text() == "first\nsecond\n"  # the finished step did not run again
+    assert _steps(engine, "crash") == Counter(first=1, second=1)

@@ -699,5 +699,103 @@ def test_a_user_client_is_used_and_not_closed(url: str, prefix: str) -> None:
     asyncio.run(main())
     assert sync.ping()
     sync.close()
+
+    async def derived() -> (
+        None
+    ):  # no sync_client: the twin opens its own from the client's settings
+        client = redis.asyncio.Redis.from_url(url)
+        store = RedisStore(client=client, prefix=prefix)
+        assert store.blocking().get("u1") is not None
+        store.close()
+        await client.aclose()
+
+    asyncio.run(derived())
     with pytest.raises(StoreError, match="decode"):
         RedisStore(client=redis.asyncio.Redis(decode_responses=True))
+
+
+# --- the indexes agree with the instances -----------------------------------------------------------
+
+
+def _slot(h: dict[bytes, bytes]) -> tuple[str, float] | None:
+    st = h[b"st"].decode()
+    if st in ("completed", "failed", "cancelled"):
+        return "fin", float(h[b"uat"])
+    if b"own" in h:
+        return "lease", float(h.get(b"until", b"-inf"))
+    if st == "pending":
+        return "pend", float(h.get(b"due", h[b"uat"]))
+    if st == "suspended" and b"due" in h:
+        return "susp", float(h[b"due"])
+    return None
+
+
+@pytest.mark.parametrize("seed", [7, 11, 23])
+def test_the_indexes_and_counts_agree_with_the_instances(url: str, prefix: str, seed: int) -> None:
+    import random
+
+    import redis
+
+    from tideflow.stores import RedisStore
+
+    store = RedisStore(url, prefix=prefix, lease_clock="engine")
+    twin = store.blocking()
+    rnd = random.Random(seed)
+    t0 = 1_000.0
+    versions: dict[str, int] = {}
+    for i in range(40):
+        iid = f"x{i}"
+        twin.create(
+            _meta(iid, rnd.choice(["pending", "running", "suspended"]))._replace(
+                created_at=t0, updated_at=t0, due_at=rnd.choice([None, t0 + rnd.random() * 10])
+            ),
+            b"h",
+            [],
+        )
+        versions[iid] = 1
+    for n in range(300):
+        iid = f"x{rnd.randrange(40)}"
+        what = rnd.choice(["commit", "claim", "signal", "release", "extend", "delete"])
+        now = t0 + n * 0.1
+        try:
+            if what == "commit":
+                st = rnd.choice(["running", "suspended", "pending", "completed", "failed"])
+                due = rnd.choice([None, now + rnd.random() * 5])
+                owner = rnd.choice([None, "w1", "w2"])
+                twin.commit(Commit(iid, versions[iid], st, now, due, None, [b"r"], 0, owner, None))
+                versions[iid] += 1
+            elif what == "claim":
+                twin.claim(Claim(rnd.choice(["w1", "w2"]), 3, rnd.choice([0.5, 5.0]), now, ["p"]))
+            elif what == "signal":
+                twin.send_signal(iid, b"s", now)
+            elif what == "release":
+                twin.release(iid, rnd.choice(["w1", "w2"]))
+            elif what == "extend":
+                twin.extend(iid, rnd.choice(["w1", "w2"]), 2.0, now)
+            else:
+                twin.delete(iid)
+        except Exception as exc:  # a rejected call (LeaseLost, SignalError, ...) changes nothing
+            assert type(exc).__name__ in (
+                "LeaseLost",
+                "StoreConflict",
+                "SignalError",
+                "UnknownInstance",
+            ), exc
+    twin.purge(t0 + 15, ["failed"])
+    raw = redis.Redis.from_url(url)
+    want: dict[str, dict[bytes, float]] = {"pend": {}, "susp": {}, "lease": {}, "fin": {}}
+    counts: Counter[bytes] = Counter()
+    for key in raw.scan_iter(match=f"{prefix}:i:*"):
+        h = raw.hgetall(key)
+        iid = key.split(b":i:", 1)[1]
+        slot = _slot(h)
+        if slot is not None:
+            want[slot[0]][iid] = slot[1]
+        counts[h[b"wf"] + b"\0" + h[b"st"]] += 1
+    for name, members in want.items():
+        got = dict(raw.zrange(f"{prefix}:ix:{name}", 0, -1, withscores=True))
+        assert got == members, name
+    assert {k: int(v) for k, v in raw.hgetall(f"{prefix}:counts").items()} == dict(counts)
+    assert raw.zcard(f"{prefix}:created") == sum(counts.values())
+    raw.close()
+    store.close()

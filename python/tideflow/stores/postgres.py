@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import concurrent.futures
+import contextlib
 import hashlib
 import re
 import threading
@@ -80,7 +81,9 @@ def _check_schema(name: object) -> str:
             f"63 bytes; not starting with a digit), got {name!r}"
         )
     if name.lower().startswith("pg_"):
-        raise StoreError(f"PostgresStore: schema names starting with pg_ are reserved, got {name!r}")
+        raise StoreError(
+            f"PostgresStore: schema names starting with pg_ are reserved, got {name!r}"
+        )
     return name
 
 
@@ -88,9 +91,13 @@ def _check_timeout(value: object, shown: str) -> float:
     try:
         t = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise StoreError(f"PostgresStore: timeout must be a number of seconds, got {shown}") from None
+        raise StoreError(
+            f"PostgresStore: timeout must be a number of seconds, got {shown}"
+        ) from None
     if not t > 0 or t != t or t == float("inf"):
-        raise StoreError(f"PostgresStore: timeout must be a positive number of seconds, got {shown}")
+        raise StoreError(
+            f"PostgresStore: timeout must be a positive number of seconds, got {shown}"
+        )
     return t
 
 
@@ -115,29 +122,49 @@ class _Setting:
         if url is None:
             if pool is None:
                 raise StoreError("PostgresStore needs a URL (postgresql://...) or pool=")
-            addr = getattr(pool, "_working_addr", None)
+            # The twin opens connections of its own with the pool's connection arguments
+            # (asyncpg keeps them on the pool).
             self.host, self.port, self.database = "pool", None, ""
             args = getattr(pool, "_connect_args", None) or []
             kwargs = getattr(pool, "_connect_kwargs", None)
-            if args and isinstance(args[0], str):
-                self._from_pool_dsn = args[0]
             if isinstance(kwargs, dict):
                 connect = dict(kwargs)
                 if args:
                     connect["dsn"] = args[0]
-            if isinstance(addr, tuple) and len(addr) == 2:
-                self.host, self.port = addr
+                if isinstance(kwargs.get("password"), str):
+                    self.password = kwargs["password"]
+            dsn = connect.get("dsn")
+            if isinstance(dsn, str) and "://" in dsn:
+                try:
+                    u = parse_url(dsn, _SCHEMES, "PostgresStore")
+                    self.host, self.port, self.database = u.host, u.port or 5432, u.path
+                    self.password = self.password or u.password
+                except StoreError:
+                    pass
+            host = connect.get("host")
+            if isinstance(host, str):
+                self.host = host
+                self.port = connect.get("port") or self.port or 5432
+            if isinstance(connect.get("database"), str):
+                self.database = connect["database"]
             self.scheme = "postgresql"
         else:
             if not isinstance(url, str):
                 raise StoreError(f"PostgresStore: the URL must be a str, got {type(url).__name__}")
             u = parse_url(url, _SCHEMES, "PostgresStore")
-            self.scheme, self.host, self.port, self.database = u.scheme, u.host, u.port or 5432, u.path
+            self.scheme, self.host, self.port, self.database = (
+                u.scheme,
+                u.host,
+                u.port or 5432,
+                u.path,
+            )
             self.password = u.password
             seen: set[str] = set()
             for key, value in u.query:
                 if key in seen:
-                    raise StoreError(f"PostgresStore: the URL option {key!r} is given twice in {u.redacted!r}")
+                    raise StoreError(
+                        f"PostgresStore: the URL option {key!r} is given twice in {u.redacted!r}"
+                    )
                 seen.add(key)
                 if key == "schema":
                     url_schema = value
@@ -155,7 +182,9 @@ class _Setting:
                         f"PostgresStore: unknown URL option {key!r} in {u.redacted!r} (known: {known})"
                     )
             if "/" in self.database:
-                raise StoreError(f"PostgresStore: the URL {u.redacted!r} has a path that is not a database name")
+                raise StoreError(
+                    f"PostgresStore: the URL {u.redacted!r} has a path that is not a database name"
+                )
             host = f"[{self.host}]" if ":" in self.host else self.host
             dsn = f"postgresql://{host}:{self.port}/{quote(self.database, safe='')}"
             if passthrough:
@@ -221,9 +250,7 @@ class _Setting:
         a = self.asyncpg
         detail = self.scrub(f"{type(exc).__name__}: {exc}")
         where = f"{self.described}: {what}"
-        if isinstance(exc, a.InvalidPasswordError) or isinstance(
-            exc, a.InvalidAuthorizationSpecificationError
-        ):
+        if isinstance(exc, (a.InvalidPasswordError, a.InvalidAuthorizationSpecificationError)):
             msg = f"{where}: the server at {self.addr} refused the credentials ({detail})"
         elif isinstance(exc, a.InvalidCatalogNameError):
             msg = f"{where}: database {self.database!r} does not exist on {self.addr} ({detail})"
@@ -376,7 +403,7 @@ class _Ops:
         row = await conn.fetchrow(self.sql.load, id)
         if row is None:
             return None
-        return Loaded(_meta(row), row[11], list(row[12]), list(zip(row[13], row[14])))
+        return Loaded(_meta(row), row[11], list(row[12]), list(zip(row[13], row[14], strict=False)))
 
     async def records(self, conn: Any, id: str, after: int) -> builtins.list[bytes]:
         return list(await conn.fetchval(self.sql.records, id, after))
@@ -409,10 +436,12 @@ class _Ops:
         return bool(await conn.fetchval(self.sql.delete, id))
 
     async def purge(self, conn: Any, before: float, statuses: Sequence[str]) -> int:
-        return int(await conn.fetchval(self.sql.purge, before, list(statuses) if statuses else None))
+        return int(
+            await conn.fetchval(self.sql.purge, before, list(statuses) if statuses else None)
+        )
 
     async def send_signal(
-        self, conn: Any, id: str, record: bytes, now: float, token: str, attempt: list[int]
+        self, conn: Any, id: str, record: bytes, now: float, token: str, attempt: builtins.list[int]
     ) -> int:
         attempt[0] += 1
         row = await conn.fetchrow(self.sql.signal, id, record, now, token, attempt[0] > 1)
@@ -607,7 +636,9 @@ class PostgresStore:
                 if other.is_closed() or other is loop:
                     del self._pools[key]
                     _terminate_pool(pool)
-        pool = self._s.asyncpg.create_pool(min_size=0, max_size=10, **self._s.connect)
+        pool = self._s.asyncpg.create_pool(
+            min_size=0, max_size=10, reset=_no_reset, **self._s.connect
+        )
         await pool  # min_size=0: opens nothing yet
         with self._pools_lock:
             self._pools[id(loop)] = (loop, pool)
@@ -620,18 +651,12 @@ class PostgresStore:
     async def _release(self, conn: Any, broken: bool) -> None:
         pool = await self._pool()
         if broken:
-            try:
+            with contextlib.suppress(Exception):
                 conn.terminate()
-            except Exception:
-                pass
-            try:
+            with contextlib.suppress(Exception):
                 await pool.expire_connections()  # the others may be dead too (a server restart)
-            except Exception:
-                pass
-        try:
+        with contextlib.suppress(Exception):
             await pool.release(conn, timeout=self._s.timeout)
-        except Exception:
-            pass
 
     async def _run(self, what: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         return await self._runner.run(what, self._acquire, self._release, fn, args)
@@ -739,6 +764,12 @@ class PostgresStore:
         self.close()
 
 
+async def _no_reset(conn: Any) -> None:
+    """The pool's reset on release: nothing to do (the store leaves no session state: no
+    cursors, listeners, settings or session locks), and asyncpg's default reset is a round trip
+    per operation."""
+
+
 def _close_pool(loop: asyncio.AbstractEventLoop, pool: Any) -> None:
     if not loop.is_closed() and not loop.is_running():
         try:
@@ -776,10 +807,10 @@ def _terminate(conn: Any, force: bool = False) -> None:
             return
         except RuntimeError:
             pass
-    transport = getattr(conn, "_transport", None)
+    transport: Any = getattr(conn, "_transport", None)
     conn._aborted = True  # what asyncpg's own terminate() marks first (no "unclosed" warning)
     sock = getattr(transport, "_sock", None)
-    if sock is not None:
+    if transport is not None and sock is not None:
         transport._sock = None  # nothing left for the transport's __del__ to warn about
         sock.close()
 

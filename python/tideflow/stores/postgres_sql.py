@@ -200,8 +200,7 @@ class Statements:
         cols = META_COLS
         self.commit = f"SELECT o_code, o_holder, o_found FROM {s}.tf_commit({', '.join(f'${i}' for i in range(1, 13))})"
         self.create = (
-            f"SELECT {cols}, header FROM {s}.tf_create("
-            f"{', '.join(f'${i}' for i in range(1, 14))})"
+            f"SELECT {cols}, header FROM {s}.tf_create({', '.join(f'${i}' for i in range(1, 14))})"
         )
         self.signal = f"SELECT o_code, o_num, o_status FROM {s}.tf_signal($1, $2, $3, $4, $5)"
         self.extend = f"SELECT o_code, o_holder, o_until FROM {s}.tf_extend($1, $2, $3, $4)"
@@ -215,9 +214,7 @@ class Statements:
         self.records = f"""SELECT ARRAY(
             SELECT u.r FROM {s}.log l, unnest(l.records) WITH ORDINALITY AS u(r, n)
             WHERE l.id = $1 AND l.version > $2 ORDER BY l.version, u.n)"""
-        self.signals = (
-            f"SELECT num, record FROM {s}.inbox WHERE id = $1 AND num > $2 ORDER BY num"
-        )
+        self.signals = f"SELECT num, record FROM {s}.inbox WHERE id = $1 AND num > $2 ORDER BY num"
         self.list = f"""SELECT {cols}, seq FROM {s}.instances
             WHERE ($1::bigint IS NULL OR seq < $1)
               AND ($2::text[] IS NULL OR status = ANY($2::text[]))

@@ -34,20 +34,20 @@ end
 -- keys of the indexes: pend (pending, unleased; score due or updated), susp (suspended,
 -- unleased, with a due time; score due), lease (unfinished, with an owner; score lease_until),
 -- fin (finished; score updated)
-local function reindex(ix, id, st, owner, due, upd, untl)
-  redis.call('ZREM', ix.pend, id)
-  redis.call('ZREM', ix.susp, id)
-  redis.call('ZREM', ix.lease, id)
-  redis.call('ZREM', ix.fin, id)
-  if finished(st) then
-    redis.call('ZADD', ix.fin, upd, id)
-  elseif owner then
-    redis.call('ZADD', ix.lease, untl or '-inf', id)
-  elseif st == 'pending' then
-    redis.call('ZADD', ix.pend, due or upd, id)
-  elseif st == 'suspended' and due then
-    redis.call('ZADD', ix.susp, due, id)
-  end
+local function slot(ix, st, owner, due, upd, untl)
+  if finished(st) then return {ix.fin, upd} end
+  if owner then return {ix.lease, untl or '-inf'} end
+  if st == 'pending' then return {ix.pend, due or upd} end
+  if st == 'suspended' and due then return {ix.susp, due} end
+  return {false, false}
+end
+-- moves the instance to the index its new state belongs in (old: its slot before, or nil for
+-- a new instance); a commit that leaves it where it was touches no index
+local function reindex(ix, id, old, st, owner, due, upd, untl)
+  local new = slot(ix, st, owner, due, upd, untl)
+  if old and old[1] == new[1] and old[2] == new[2] then return end
+  if old and old[1] and old[1] ~= new[1] then redis.call('ZREM', old[1], id) end
+  if new[1] then redis.call('ZADD', new[1], new[2], id) end
 end
 local function count(counts, wf, st, by)
   local f = wf .. '\0' .. st
@@ -101,7 +101,7 @@ if err then redis.call('HSET', KEYS[1], 'err', err) end
 redis.call('DEL', KEYS[2])
 if ARGV[12] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[12]) end
 redis.call('ZADD', KEYS[3], seq, id)
-reindex(ix, id, ARGV[2], own, due, ARGV[6], untl)
+reindex(ix, id, nil, ARGV[2], own, due, ARGV[6], untl)
 count(KEYS[9], ARGV[3], ARGV[2], 1)
 return {'created'}
 """
@@ -110,7 +110,7 @@ _COMMIT = r"""
 -- KEYS: inst, log, inbox, pend, susp, lease, fin, counts
 -- ARGV: token, expected, st, uat, due?, header?, log entry, seen, owner?, err?, clock, id
 local ix = {pend = KEYS[4], susp = KEYS[5], lease = KEYS[6], fin = KEYS[7]}
-local m = redis.call('HMGET', KEYS[1], 'st', 'wf', 'ver', 'own', 'until', 'tok')
+local m = redis.call('HMGET', KEYS[1], 'st', 'wf', 'ver', 'own', 'until', 'tok', 'due', 'uat')
 if not m[1] then return {'unknown'} end
 if m[6] == ARGV[1] then return {'ok'} end -- this very commit, sent again: it applied
 local owner = opt(ARGV[9])
@@ -138,7 +138,7 @@ if hdr then set[#set + 1] = 'hdr'; set[#set + 1] = hdr end
 redis.call('HSET', KEYS[1], unpack(set))
 if #gone > 0 then redis.call('HDEL', KEYS[1], unpack(gone)) end
 if ARGV[7] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[7]) end
-reindex(ix, ARGV[12], st, own, due, upd, untl)
+reindex(ix, ARGV[12], slot(ix, m[1], m[4], m[7], m[8], m[5]), st, own, due, upd, untl)
 if st ~= m[1] then
   count(KEYS[8], m[2], m[1], -1)
   count(KEYS[8], m[2], st, 1)
@@ -205,7 +205,7 @@ local n = redis.call('RPUSH', KEYS[2], ARGV[1])
 local due = ARGV[2]
 if m[3] and tonumber(m[3]) <= tonumber(due) then due = m[3] end
 redis.call('HSET', KEYS[1], 'due', due)
-reindex(ix, ARGV[4], m[1], m[2], due, m[4], m[5])
+reindex(ix, ARGV[4], slot(ix, m[1], m[2], m[3], m[4], m[5]), m[1], m[2], due, m[4], m[5])
 return {'ok', n}
 """
 
@@ -259,7 +259,7 @@ for k = 5, #KEYS do
     if ok then
       local order = tonumber(m[5] or m[6])
       hits[#hits + 1] = {o = order, s = tonumber(m[7]), k = KEYS[k], id = ARGV[5 + np + k - 4],
-        st = st, due = m[5], upd = m[6]}
+        st = st, due = m[5], upd = m[6], own = m[3], untl = m[4]}
     end
   end
 end
@@ -269,7 +269,7 @@ local out = mine
 for i = 1, math.min(limit - #mine, #hits) do
   local h = hits[i]
   redis.call('HSET', h.k, 'own', ARGV[1], 'until', untl, 'ltok', ARGV[6 + np + #KEYS - 4])
-  reindex(ix, h.id, h.st, ARGV[1], h.due, h.upd, untl)
+  reindex(ix, h.id, slot(ix, h.st, h.own, h.due, h.upd, h.untl), h.st, ARGV[1], h.due, h.upd, untl)
   out[#out + 1] = {h.id, meta(h.k)}
 end
 return out
@@ -292,11 +292,11 @@ return {'ok', untl}
 _RELEASE = r"""
 -- KEYS: inst, pend, susp, lease, fin; ARGV: owner, id
 local ix = {pend = KEYS[2], susp = KEYS[3], lease = KEYS[4], fin = KEYS[5]}
-local m = redis.call('HMGET', KEYS[1], 'st', 'own', 'due', 'uat')
+local m = redis.call('HMGET', KEYS[1], 'st', 'own', 'due', 'uat', 'until')
 if not m[1] then return {'unknown'} end
 if m[2] ~= ARGV[1] then return {'no'} end
 redis.call('HDEL', KEYS[1], 'own', 'until')
-reindex(ix, ARGV[2], m[1], nil, m[3], m[4], nil)
+reindex(ix, ARGV[2], slot(ix, m[1], m[2], m[3], m[4], m[5]), m[1], nil, m[3], m[4], nil)
 return {'yes'}
 """
 
