@@ -36,7 +36,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.crash.conftest import BACKENDS
 from tests.crash.harness import (
     KILLED,
     ROOT,
@@ -52,6 +51,7 @@ from tests.crash.harness import (
     worker_command,
 )
 from tests.crash.worker import read_effects
+from tests.servers import BACKENDS
 
 pytestmark = pytest.mark.crash
 

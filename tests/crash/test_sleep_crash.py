@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.crash.conftest import BACKENDS
+from tests.servers import BACKENDS
 
 pytestmark = pytest.mark.crash
 

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-__all__ = ["ENV", "KINDS", "namespaced", "server_url", "unique_name"]
+__all__ = ["BACKENDS", "ENV", "KINDS", "namespaced", "server_url", "unique_name"]
 
 #: The server kinds, and the variable that holds each one's URL.
 ENV = {
@@ -31,6 +31,8 @@ ENV = {
     "mongo": "TIDEFLOW_TEST_MONGODB_URL",
 }
 KINDS = tuple(ENV)
+#: The durable stores a test parametrised over stores runs on: SQLite, then the servers.
+BACKENDS = ["sqlite", *KINDS]
 
 _DRIVERS = {"postgres": "asyncpg", "redis": "redis", "mongo": "pymongo"}
 
