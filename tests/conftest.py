@@ -1,4 +1,5 @@
-"""Shared fixtures: an engine on a virtual clock, and a runner that drives sync and async."""
+"""Shared fixtures: an engine on a virtual clock, a runner that drives sync and async, and a
+durable store per backend (``server``)."""
 
 from __future__ import annotations
 
@@ -36,3 +37,18 @@ def run(request: pytest.FixtureRequest, engine: Engine) -> Runner:
         return asyncio.run(engine.run_async(wf, value, **kw))
 
     return sync if request.param == "sync" else asyn
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> str | None:
+    """None for SQLite (the test makes its own file), else the URL of a server store on a fresh
+    namespace of its own, dropped afterwards. Parametrise it indirectly over
+    ``tests.servers.BACKENDS``; a missing server skips, or fails under ``CI=true``."""
+    kind = getattr(request, "param", "sqlite")
+    if kind == "sqlite":
+        return None
+    from tests.servers import namespaced
+
+    url, drop = namespaced(kind)
+    request.addfinalizer(drop)
+    return url

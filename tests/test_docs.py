@@ -1,4 +1,5 @@
-"""Every ```python block of the API pages (docs/api*.md) and README.md runs as it stands."""
+"""Every ```python block of the API pages (docs/api*.md) and README.md runs as it stands (a
+block that needs a server at an address of its own is fenced ```py instead, and says so)."""
 
 from __future__ import annotations
 

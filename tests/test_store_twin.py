@@ -85,3 +85,41 @@ def test_a_twin_with_coroutine_methods_is_refused() -> None:
 
     with pytest.raises(StoreError, match="whose create is a coroutine function"):
         Engine(store=Bad())
+
+
+class Closable(AsyncDictStore):
+    """Counts close() and aclose()."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = 0
+        self.aclosed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+    async def aclose(self) -> None:
+        self.aclosed += 1
+
+
+def test_engine_close_closes_the_store_and_with_blocks_call_it() -> None:
+    store = Closable()
+    with Engine(store=store) as engine:
+        assert engine.run(FLOW, 1).output == 3
+    assert (store.closed, store.aclosed) == (1, 0)
+
+    async def main() -> None:
+        async with Engine(store=store) as engine:
+            assert (await engine.run_async(FLOW, 1)).output == 3
+
+    asyncio.run(main())
+    assert (store.closed, store.aclosed) == (1, 1)
+
+
+def test_engine_close_on_memory_and_sqlite_does_nothing(tmp_path: Any) -> None:
+    for url in ("memory", f"sqlite:///{tmp_path / 'c.db'}"):
+        engine = Engine(store=url)
+        engine.close()
+        engine.close()
+        with Engine(store=url) as again:
+            assert again.run(FLOW, 1).output == 3

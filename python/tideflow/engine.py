@@ -387,6 +387,35 @@ class Engine:
         takes). A no-op on the other stores."""
         self._core.compact()
 
+    def close(self) -> None:
+        """Closes the store's connections (a server store's; memory and SQLite need nothing).
+
+        The engine must not be used afterwards. ``with Engine(store=url) as engine:`` closes it
+        on leaving the block. A store object passed in by the caller is closed too."""
+        close = getattr(self.store, "close", None)
+        if callable(close):
+            close()
+
+    async def aclose(self) -> None:
+        """``close()`` for code on an event loop: awaits the store's ``aclose()`` where it has one."""
+        aclose = getattr(self.store, "aclose", None)
+        if callable(aclose):
+            await aclose()
+        else:
+            self.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     def delete(self, id: str) -> bool:
         """Deletes one instance and its history; whether it existed."""
         return self._core.delete(_check_id(id))

@@ -123,6 +123,7 @@ ASYNC_STORES: dict[str, Callable[[Path], AbstractContextManager[AsyncStore]]] = 
     "mongo": _mongo,
 }
 
+
 @contextmanager
 def _blocking(name: str, tmp: Path) -> Iterator[Store]:
     with ASYNC_STORES[name](tmp) as store:

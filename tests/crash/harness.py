@@ -42,6 +42,7 @@ class Case:
     driver: str = "sync"
     store: Path | None = None  # the SQLite file, when not dir/store.db (shared by several cases)
     gate: dict[str, str] | None = None  # see the worker
+    url: str | None = None  # a server store's URL (its own namespace), instead of a SQLite file
 
     @property
     def db(self) -> Path:
@@ -79,6 +80,8 @@ def reference(case: Case, driver: str | None = None) -> Ref:
         engine = Engine(clock=clock)
         wf = build(case.name, case.plan)
         if (driver or case.driver) == "async":
+            if worker.uses_signals([{"plan": case.plan}]):
+                worker.signal_when_waiting(engine, case.id)
             run = asyncio.run(engine.run_async(wf, case.input, id=case.id))
         else:
             run = engine.run(wf, case.input, id=case.id)
@@ -101,6 +104,7 @@ def worker_command(
     cfg = {
         "db": str(case.db),
         "durability": case.durability,
+        "url": case.url,
         "effects": str(case.effects),
         "marker": str(case.marker),
         "workflows": workflows or [{"name": case.name, "plan": case.plan}],
@@ -155,7 +159,7 @@ def stored(case: Case, snapshot: bool = False) -> tuple[dict[str, Any], list[Ste
     worker left is first opened, and recovered, by the worker that resumes it, not by this
     process. Only for a file no process is writing to: the copy is not atomic."""
     db = case.db
-    if snapshot:
+    if snapshot and case.url is None:
         copy = case.dir / f"snapshot-{case.id}"
         shutil.rmtree(copy, ignore_errors=True)
         copy.mkdir()
@@ -164,9 +168,9 @@ def stored(case: Case, snapshot: bool = False) -> tuple[dict[str, Any], list[Ste
             if src.exists():
                 shutil.copyfile(src, copy / src.name)
         db = copy / case.db.name
-    engine = Engine(store=store_url(str(db), case.durability))
-    engine.register(build(case.name, case.plan))
-    return describe(engine.get(case.id)), engine.steps(case.id)
+    with Engine(store=store_url(str(db), case.durability, case.url)) as engine:
+        engine.register(build(case.name, case.plan))
+        return describe(engine.get(case.id)), engine.steps(case.id)
 
 
 def completed(history: list[StepEvent]) -> dict[str, int]:

@@ -1,4 +1,5 @@
-"""Crash tests: run workflows in a subprocess on a SQLite file, SIGKILL it at chosen points, resume
+"""Crash tests: run workflows in a subprocess on a SQLite file (and, where a test takes the
+``server`` fixture, on each server store), SIGKILL it at chosen points, resume
 in a fresh process, and check what the engine guarantees:
 
 - the result equals an uninterrupted run (computed in this process on the memory store);
@@ -50,6 +51,7 @@ from tests.crash.harness import (
     worker_command,
 )
 from tests.crash.worker import read_effects
+from tests.servers import BACKENDS
 
 pytestmark = pytest.mark.crash
 
@@ -61,18 +63,19 @@ CHAIN = [["step"]] * 10
 
 
 # Every boundary on the default durability; the first, a middle and the last one on "full".
-CHAIN_KILLS = [(k, phase, "normal") for k in range(10) for phase in ("start", "end")] + [
-    (k, phase, "full") for k in (0, 5, 9) for phase in ("start", "end")
-]
+# Every boundary on each server store too (durability is SQLite's setting).
+CHAIN_KILLS = [
+    (k, phase, "normal", b) for b in BACKENDS for k in range(10) for phase in ("start", "end")
+] + [(k, phase, "full", "sqlite") for k in (0, 5, 9) for phase in ("start", "end")]
 
 
-@pytest.mark.parametrize(("k", "phase", "durability"), CHAIN_KILLS)
+@pytest.mark.parametrize(("k", "phase", "durability", "server"), CHAIN_KILLS, indirect=["server"])
 def test_chain_killed_at_every_step_boundary(
-    tmp_path: Path, k: int, phase: str, durability: str
+    tmp_path: Path, k: int, phase: str, durability: str, server: str | None
 ) -> None:
     """``start`` of step k: steps 0..k-1 committed, step k handed out but not started. ``end``
     of step k: its side effect is done, its result not committed."""
-    case = Case(tmp_path, CHAIN, durability=durability)
+    case = Case(tmp_path, CHAIN, durability=durability, url=server)
     t = crash_and_resume(case, {"phase": phase, "position": str(k)})
     assert t.crash_state["status"] == "running"
     assert [(e.position, e.attempt, e.status) for e in t.crash_hist] == [
@@ -88,29 +91,39 @@ def test_chain_killed_at_every_step_boundary(
 
 
 @pytest.mark.parametrize(
-    ("k", "delay_us", "durability"),
-    [(0, 0, "normal"), (3, 100, "full"), (6, 200, "normal"), (9, 0, "full"), (9, 300, "normal")],
+    ("k", "delay_us", "durability", "server"),
+    [(0, 0, "normal", "sqlite"), (3, 100, "full", "sqlite"), (6, 200, "normal", "sqlite")]
+    + [(9, 0, "full", "sqlite"), (9, 300, "normal", "sqlite")]
+    + [(k, d, "normal", b) for b in BACKENDS[1:] for k, d in ((3, 100), (6, 300), (9, 0))],
+    indirect=["server"],
 )
 def test_chain_kill_racing_the_commit(
-    tmp_path: Path, k: int, delay_us: int, durability: str
+    tmp_path: Path, k: int, delay_us: int, durability: str, server: str | None
 ) -> None:
     """A killer process strikes ``delay_us`` after step k returns, racing the engine's commit of
     step k (it lands before, inside or after it: all outcomes are legal, and the committed history
     says which one happened). Either way the SQLite file is consistent: step k and everything
     after it ran once if their completion is in the history, else once more with attempt 2."""
-    case = Case(tmp_path, CHAIN, durability=durability)
+    case = Case(tmp_path, CHAIN, durability=durability, url=server)
     t = crash_and_resume(case, {"phase": "commit", "position": str(k), "delay_us": delay_us})
     assert len(completed(t.crash_hist)) >= k
     assert t.crash_state["status"] in ("running", "completed")
 
 
-@pytest.mark.parametrize("delay_us", [0, 25_000, 60_000, 90_000, 130_000])
-def test_killed_while_creating_the_store_and_the_instance(tmp_path: Path, delay_us: int) -> None:
+@pytest.mark.parametrize(
+    ("delay_us", "server"),
+    [(d, "sqlite") for d in (0, 25_000, 60_000, 90_000, 130_000)]
+    + [(d, b) for b in BACKENDS[1:] for d in (0, 60_000, 150_000, 300_000)],
+    indirect=["server"],
+)
+def test_killed_while_creating_the_store_and_the_instance(
+    tmp_path: Path, delay_us: int, server: str | None
+) -> None:
     """A killer strikes ``delay_us`` after the worker starts opening a new SQLite file: the kill
     lands while it creates the file and its schema, creates the instance, or runs its first steps.
     Whatever it left behind, a fresh process opens the file and runs the instance to the same
     result, re-running no committed step."""
-    case = Case(tmp_path, CHAIN, durability="full")
+    case = Case(tmp_path, CHAIN, durability="full", url=server)
     t = crash_and_resume(case, {"phase": "open", "delay_us": delay_us})
     assert t.crash_state["status"] in ("absent", "running", "completed")
 
@@ -121,9 +134,12 @@ def test_killed_while_creating_the_store_and_the_instance(tmp_path: Path, delay_
 
 @pytest.mark.parametrize("driver", ["sync", "async"])
 @pytest.mark.parametrize("phase", ["start", "end"])
-def test_killed_in_the_middle_of_an_async_step(tmp_path: Path, phase: str, driver: str) -> None:
+@pytest.mark.parametrize("server", BACKENDS, indirect=True)
+def test_killed_in_the_middle_of_an_async_step(
+    tmp_path: Path, server: str | None, phase: str, driver: str
+) -> None:
     """Killed inside an async step after it awaited: it runs again with the same key, attempt 2."""
-    case = Case(tmp_path, [["step"], ["astep"], ["step"]], driver=driver)
+    case = Case(tmp_path, [["step"], ["astep"], ["step"]], driver=driver, url=server)
     t = crash_and_resume(case, {"phase": phase, "position": "1"}, resume_driver=driver)
     assert (t.marker["key"], t.marker["attempt"]) == ("X/1", 1)
     assert t.lines("0") == [("X/0", 1)]
@@ -149,8 +165,11 @@ FAN_OUT_KILLS = [(i, phase, "sync") for i in range(5) for phase in ("start", "en
 
 
 @pytest.mark.parametrize(("i", "phase", "driver"), FAN_OUT_KILLS)
-def test_killed_during_a_parallel_fan_out(tmp_path: Path, i: int, phase: str, driver: str) -> None:
-    case = Case(tmp_path, FAN_OUT, driver=driver)
+@pytest.mark.parametrize("server", BACKENDS, indirect=True)
+def test_killed_during_a_parallel_fan_out(
+    tmp_path: Path, server: str | None, i: int, phase: str, driver: str
+) -> None:
+    case = Case(tmp_path, FAN_OUT, driver=driver, url=server)
     ref = reference(case)
     inside = [inv for inv in ref.invocations if inv["position"].startswith("1.")]
     assert len(inside) == 5
@@ -207,8 +226,9 @@ LOOP = [["inc"], ["loop", "five", 10, ["seq", [["inc"], ["inc"]]]], ["step"]]
         ("2", "start"),
     ],
 )
-def test_killed_inside_a_loop(tmp_path: Path, pos: str, phase: str) -> None:
-    case = Case(tmp_path, LOOP, input=1)
+@pytest.mark.parametrize("server", BACKENDS, indirect=True)
+def test_killed_inside_a_loop(tmp_path: Path, server: str | None, pos: str, phase: str) -> None:
+    case = Case(tmp_path, LOOP, input=1, url=server)
     t = crash_and_resume(case, {"phase": phase, "position": pos}, resume_mode="recover")
     assert t.result["output"] == (10 * 7919 + zlib.crc32(b"step4")) % 1_000_003
     loop_positions = [f"1.i{i}.{j}" for i in range(4) for j in range(2)]
@@ -227,13 +247,45 @@ def test_killed_inside_a_loop(tmp_path: Path, pos: str, phase: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# (e) around a signal
+
+SIGNALLED = [["step"], ["sig"], ["inc"], ["step"]]
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+@pytest.mark.parametrize(("pos", "phase"), [("0", "end"), ("2", "start"), ("2", "end")])
+@pytest.mark.parametrize("server", BACKENDS, indirect=True)
+def test_killed_around_a_signal(
+    tmp_path: Path, server: str | None, pos: str, phase: str, driver: str
+) -> None:
+    """The instance waits for the signal ``go``, which the worker sends once it waits (as another
+    process would): killed before the wait, or after the signal was taken, the resumed instance
+    takes the one signal once (its payload, 7, is the value after the wait), and the steps run
+    as after any crash."""
+    case = Case(tmp_path, SIGNALLED, driver=driver, url=server)
+    ref = reference(case)
+    t = crash_and_resume(
+        case,
+        {"phase": phase, "position": pos},
+        resume_driver=driver,
+        resume_mode="recover",
+        ref=ref,
+    )
+    assert t.result == ref.result
+    assert list(completed(t.final_hist)) == ["0", "2", "3"]
+    assert t.lines("0")[-1] == ("X/0", 1 if pos != "0" else 2)
+    assert t.lines("3") == [("X/3", 1)]
+
+
+# --------------------------------------------------------------------------------------------
 # Retries and crashes
 
 
-def test_killed_while_waiting_to_retry(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", BACKENDS, indirect=True)
+def test_killed_while_waiting_to_retry(tmp_path: Path, server: str | None) -> None:
     """Killed in the backoff after a failed attempt: the instance is stored as suspended with the
     failure; recover() waits out the backoff and runs attempt 2, once."""
-    case = Case(tmp_path, [["step"], ["backoff"], ["step"]])
+    case = Case(tmp_path, [["step"], ["backoff"], ["step"]], url=server)
     t = crash_and_resume(case, {"phase": "backoff"}, resume_mode="recover")
     assert t.crash_state["status"] == "suspended"
     assert [(e.position, e.attempt, e.status) for e in t.crash_hist] == [
@@ -250,10 +302,11 @@ def test_killed_while_waiting_to_retry(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("driver", ["sync", "async"])
-def test_killed_during_a_retry_attempt(tmp_path: Path, driver: str) -> None:
+@pytest.mark.parametrize("server", BACKENDS, indirect=True)
+def test_killed_during_a_retry_attempt(tmp_path: Path, server: str | None, driver: str) -> None:
     """Attempt 1 fails (committed), attempt 2 (handed out by the retry timer) is killed: the
     re-run is attempt 3, same key."""
-    case = Case(tmp_path, [["step"], ["flaky"], ["step"]], driver=driver)
+    case = Case(tmp_path, [["step"], ["flaky"], ["step"]], driver=driver, url=server)
     t = crash_and_resume(case, {"phase": "start", "position": "1", "attempt": 2})
     assert (t.marker["key"], t.marker["attempt"]) == ("X/1", 2)
     assert t.after == [("X/0", 1), ("X/1", 3), ("X/2", 1)]
@@ -266,13 +319,14 @@ def test_killed_during_a_retry_attempt(tmp_path: Path, driver: str) -> None:
 
 
 @pytest.mark.parametrize("driver", ["sync", "async"])
+@pytest.mark.parametrize("server", BACKENDS, indirect=True)
 def test_an_interrupted_attempt_counts_towards_the_retry_budget(
-    tmp_path: Path, driver: str
+    tmp_path: Path, server: str | None, driver: str
 ) -> None:
     """A step allowed 2 attempts is killed in attempt 1: after resuming it gets one more attempt
     (2), and when that fails the instance fails, "after 2 attempts" (a step that keeps crashing
     the process cannot retry forever)."""
-    case = Case(tmp_path, [["step"], ["doomed"], ["step"]], driver=driver)
+    case = Case(tmp_path, [["step"], ["doomed"], ["step"]], driver=driver, url=server)
     crash(case, {"phase": "start", "position": "1", "attempt": 1})
     [result] = resume(case)
     assert result["status"] == "failed"
@@ -290,10 +344,13 @@ def test_an_interrupted_attempt_counts_towards_the_retry_budget(
 
 
 @pytest.mark.parametrize("driver", ["sync", "async"])
-def test_killed_twice_in_the_same_step(tmp_path: Path, driver: str) -> None:
+@pytest.mark.parametrize("server", BACKENDS, indirect=True)
+def test_killed_twice_in_the_same_step(tmp_path: Path, server: str | None, driver: str) -> None:
     """Two processes die in step 2 (allowed 3 attempts) in a row: the third runs it with attempt
     3, same key."""
-    case = Case(tmp_path, [["step"], ["step"], ["flaky"], ["step"], ["step"]], driver=driver)
+    case = Case(
+        tmp_path, [["step"], ["step"], ["flaky"], ["step"], ["step"]], driver=driver, url=server
+    )
     kill = {"phase": "start", "position": "2"}
     t = crash_and_resume(case, [kill, kill], resume_driver=driver)
     first, second = (json.loads(line) for line in case.marker.read_text().splitlines())
@@ -304,13 +361,14 @@ def test_killed_twice_in_the_same_step(tmp_path: Path, driver: str) -> None:
 
 
 @pytest.mark.parametrize("driver", ["sync", "async"])
+@pytest.mark.parametrize("server", BACKENDS, indirect=True)
 def test_a_step_that_kills_its_process_every_time_fails_the_instance(
-    tmp_path: Path, driver: str
+    tmp_path: Path, server: str | None, driver: str
 ) -> None:
     """A step without retries (max_attempts=1) gets one re-run after its process died in it; when
     the process dies in that one too, the instance fails (a poison step is not retried forever),
     with an error that says so, names the step and counts the attempts."""
-    case = Case(tmp_path, [["step"], ["step"], ["step"]], driver=driver)
+    case = Case(tmp_path, [["step"], ["step"], ["step"]], driver=driver, url=server)
     kill = {"phase": "start", "position": "1"}
     assert crash(case, kill)["attempt"] == 1
     assert crash(case, kill)["attempt"] == 2
@@ -326,11 +384,12 @@ def test_a_step_that_kills_its_process_every_time_fails_the_instance(
 
 
 @pytest.mark.parametrize("delay_us", [0, 1000, 3000, 6000])
-def test_killed_again_while_resuming(tmp_path: Path, delay_us: int) -> None:
+@pytest.mark.parametrize("server", BACKENDS, indirect=True)
+def test_killed_again_while_resuming(tmp_path: Path, server: str | None, delay_us: int) -> None:
     """The first worker dies at the end of step 4 (its side effect done, not committed); the
     worker resuming it is killed ``delay_us`` after it calls ``engine.run``: while it reads and
     replays the records, records that it hands step 4 out again, or runs the next steps."""
-    case = Case(tmp_path, CHAIN)
+    case = Case(tmp_path, CHAIN, url=server)
     kills = [{"phase": "end", "position": "4"}, {"phase": "run", "delay_us": delay_us}]
     t = crash_and_resume(case, kills)
     assert t.segments[0] == [(case.key(str(i)), 1) for i in range(5)]
@@ -341,14 +400,24 @@ def test_killed_again_while_resuming(tmp_path: Path, delay_us: int) -> None:
 # recover() resumes every unfinished instance
 
 
-def test_recover_resumes_every_unfinished_instance(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", BACKENDS, indirect=True)
+def test_recover_resumes_every_unfinished_instance(tmp_path: Path, server: str | None) -> None:
     chain = {"name": "chain", "plan": CHAIN}
     fan = {"name": "fan", "plan": FAN_OUT}
     cases = {
-        "c1": (Case(tmp_path, CHAIN, name="chain", id="c1"), {"phase": "start", "position": "4"}),
-        "c2": (Case(tmp_path, CHAIN, name="chain", id="c2"), {"phase": "end", "position": "9"}),
-        "f1": (Case(tmp_path, FAN_OUT, name="fan", id="f1"), {"phase": "end", "position": "1.p1"}),
-        "done": (Case(tmp_path, CHAIN, name="chain", id="done"), None),
+        "c1": (
+            Case(tmp_path, CHAIN, name="chain", id="c1", url=server),
+            {"phase": "start", "position": "4"},
+        ),
+        "c2": (
+            Case(tmp_path, CHAIN, name="chain", id="c2", url=server),
+            {"phase": "end", "position": "9"},
+        ),
+        "f1": (
+            Case(tmp_path, FAN_OUT, name="fan", id="f1", url=server),
+            {"phase": "end", "position": "1.p1"},
+        ),
+        "done": (Case(tmp_path, CHAIN, name="chain", id="done", url=server), None),
     }
     refs = {iid: reference(c) for iid, (c, _) in cases.items()}
     for c, kill in cases.values():
@@ -371,23 +440,35 @@ def test_recover_resumes_every_unfinished_instance(tmp_path: Path) -> None:
 # Several processes on one file
 
 
-@pytest.mark.parametrize(("durability", "delay_us"), [("normal", 0), ("full", 150)])
+@pytest.mark.parametrize(
+    ("durability", "delay_us", "server"),
+    [("normal", 0, "sqlite"), ("full", 150, "sqlite")] + [("normal", 0, b) for b in BACKENDS[1:]],
+    indirect=["server"],
+)
 def test_killed_while_another_process_commits_to_the_same_file(
-    tmp_path: Path, durability: str, delay_us: int
+    tmp_path: Path, durability: str, delay_us: int, server: str | None
 ) -> None:
     """A worker is killed racing its own commit while another worker keeps committing another
-    instance to the same SQLite file: the survivor is not disturbed (it completes, each step once,
+    instance to the same SQLite file (or server namespace): the survivor is not disturbed (it completes, each step once,
     attempt 1), and the victim resumes as after any crash."""
     shared = tmp_path / "shared.db"
     (tmp_path / "s").mkdir()
     (tmp_path / "v").mkdir()
     n = 60
     survivor = Case(
-        tmp_path / "s", [["step"]] * n, name="long", id="S", durability=durability, store=shared
+        tmp_path / "s",
+        [["step"]] * n,
+        name="long",
+        id="S",
+        durability=durability,
+        store=shared,
+        url=server,
     )
     # The victim starts its first step once the survivor is under way (10 of its steps done).
     gate = {"position": "0", "effects": str(survivor.effects), "key": "S/10"}
-    victim = Case(tmp_path / "v", CHAIN, id="V", durability=durability, store=shared, gate=gate)
+    victim = Case(
+        tmp_path / "v", CHAIN, id="V", durability=durability, store=shared, gate=gate, url=server
+    )
     survivor_ref = reference(survivor)
     bg = subprocess.Popen(
         worker_command(survivor, "run"),

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import BACKENDS
+
 pytestmark = pytest.mark.crash
 
 SLEEP = 3.0
@@ -38,7 +40,7 @@ PROGRAM = textwrap.dedent(
         return x * 10
 
     wf = Workflow("napper").then(before).sleep({SLEEP}).then(after)
-    engine = Engine(store="sqlite:///" + sys.argv[1])
+    engine = Engine(store=sys.argv[1])
     if sys.argv[3] == "start":
         asyncio.run(engine.run_async(wf, 4, id="nap"))   # sleeps in-process: killed meanwhile
     else:
@@ -57,8 +59,12 @@ def lines(log: Path) -> list[tuple[str, float]]:
     return [(w, float(t)) for w, t in (ln.split() for ln in log.read_text().splitlines())]
 
 
-def test_a_sleep_killed_midway_resumes_after_the_remaining_time(tmp_path: Path) -> None:
-    db, log = tmp_path / "nap.db", tmp_path / "effects.log"
+@pytest.mark.parametrize("server", BACKENDS, indirect=True)
+def test_a_sleep_killed_midway_resumes_after_the_remaining_time(
+    tmp_path: Path, server: str | None
+) -> None:
+    log = tmp_path / "effects.log"
+    db = server or f"sqlite:///{tmp_path / 'nap.db'}"
     a = subprocess.Popen([sys.executable, "-c", PROGRAM, str(db), str(log), "start"])
     deadline = time.monotonic() + 30
     while not lines(log) and time.monotonic() < deadline:  # wait for the first step's effect
@@ -110,7 +116,7 @@ TWO_SLEEPS = textwrap.dedent(
         return x + 5
 
     wf = Workflow("naps").sleep({NAP}).then(first).sleep({NAP}).then(middle).sleep(1.5).then(last)
-    engine = Engine(store="sqlite:///" + sys.argv[1])
+    engine = Engine(store=sys.argv[1])
     if sys.argv[3] == "start":
         asyncio.run(engine.run_async(wf, 4, id="naps"))   # killed in the last, long sleep
     else:
@@ -121,10 +127,14 @@ TWO_SLEEPS = textwrap.dedent(
 )
 
 
-def test_run_async_killed_after_two_sleeps_resumes_without_rerunning_steps(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", BACKENDS, indirect=True)
+def test_run_async_killed_after_two_sleeps_resumes_without_rerunning_steps(
+    tmp_path: Path, server: str | None
+) -> None:
     """Steps that ran after an in-process sleep were recorded past the sleep's end: the process
     resuming after a SIGKILL runs none of them again."""
-    db, log = tmp_path / "naps.db", tmp_path / "effects.log"
+    log = tmp_path / "effects.log"
+    db = server or f"sqlite:///{tmp_path / 'naps.db'}"
     a = subprocess.Popen([sys.executable, "-c", TWO_SLEEPS, str(db), str(log), "start"])
     deadline = time.monotonic() + 30
     while len(log.read_text().splitlines() if log.exists() else []) < 2:

@@ -14,7 +14,8 @@ Plans are lists of nodes (a pipeline); a node is a JSON list:
 ``["step"]``, ``["astep"]`` (async), ``["inc"]`` (adds 1), ``["flaky"]`` (raises on attempt 1,
 retried at once, up to 3 attempts), ``["backoff"]`` (the same, retried after 50 ms),
 ``["doomed"]`` (always raises; 2 attempts, retried at once) · ``["nap"]`` (a durable sleep of
-``NAP`` seconds) · ``["tmo"]`` (a wait for a signal that never comes, timing out after ``NAP``
+``NAP`` seconds) · ``["sig"]`` (a wait for the signal ``go``, which ``finish`` sends once the instance waits for it;
+its payload, the number 7, becomes the value) · ``["tmo"]`` (a wait for a signal that never comes, timing out after ``NAP``
 seconds onto a step) · ``["seq", [node, ...]]``
 (a sub-workflow) · ``["par", [node, ...]]`` · ``["map", k, concurrency, node]`` (a step fanning
 out to ``k`` items, then a map) ·
@@ -56,12 +57,13 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Callable
 from typing import Any
 
-from tideflow import Engine, Retry, Run, Step, Workflow, step
+from tideflow import Engine, Retry, Run, Step, UnknownInstance, Workflow, step
 
 __all__ = [
     "NAP",
@@ -303,6 +305,8 @@ class _Builder:
             return wf.sleep(NAP)
         if kind == "tmo":
             return wf.wait_signal("never", timeout=NAP, on_timeout=self.step("step"))
+        if kind == "sig":
+            return wf.wait_signal("go")
         if kind == "par":
             return wf.parallel(*[self.runnable(c) for c in n[1]])
         if kind == "map":
@@ -330,17 +334,46 @@ class _Builder:
         raise ValueError(f"unknown plan node {n!r}")
 
 
+def uses_signals(workflows: list[dict[str, Any]]) -> bool:
+    """Whether a plan has a ``sig`` node (a wait that needs someone to send ``go``)."""
+    return '"sig"' in json.dumps([w["plan"] for w in workflows])
+
+
 def build(name: str, plan: list[Any]) -> Workflow:
     """The workflow a plan describes (the same definition, and plan hash, in every process)."""
     return _Builder().pipeline(name, plan)
 
 
+def signal_when_waiting(engine: Engine, instance_id: str) -> threading.Thread:
+    """Starts a thread that sends ``go`` (payload 7) once the instance waits for it, as another
+    process would while ``run_async`` holds the instance in this one."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline:
+            try:
+                waits = engine.get(instance_id).waiting_for()
+            except UnknownInstance:
+                waits = []
+            if any(w.kind == "signal" and w.signal == "go" for w in waits):
+                engine.signal(instance_id, "go", 7)
+                return
+            time.sleep(0.01)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
 def finish(engine: Engine, run: Run, pause: Callable[[], None]) -> Run:
     """Drives a suspended run on to its end the way a service does: ``pause()`` (until its
-    timers are due), then ``run_due()``, as often as it takes."""
+    timers are due), then ``run_due()``, as often as it takes; an instance waiting for the
+    signal ``go`` is sent it (payload 7), once per wait."""
     for _ in range(10_000):
         if run.status.finished:
             return run
+        if any(w.kind == "signal" and w.signal == "go" for w in run.waiting_for()):
+            engine.signal(run.id, "go", 7)
         pause()
         engine.run_due()
         run = engine.get(run.id)
@@ -371,8 +404,10 @@ def read_effects(path: str | os.PathLike[str]) -> list[tuple[str, int]]:
     return out
 
 
-def store_url(db: str, durability: str) -> str:
-    """The store URL of an absolute database path."""
+def store_url(db: str, durability: str, url: str | None = None) -> str:
+    """The store URL: ``url`` (a server store's) when given, else the SQLite file at ``db``."""
+    if url is not None:
+        return url
     return f"sqlite:///{db}?durability={durability}"
 
 
@@ -395,7 +430,8 @@ def main(argv: list[str]) -> int:
     _S.gate = cfg.get("gate")
     if _S.kill is not None and _S.kill["phase"] == "open":
         _die("open", {})
-    engine = Engine(store=store_url(cfg["db"], cfg.get("durability", "normal")), clock=KillClock())
+    url = store_url(cfg["db"], cfg.get("durability", "normal"), cfg.get("url"))
+    engine = Engine(store=url, clock=KillClock())
     wfs = {w["name"]: build(w["name"], w["plan"]) for w in cfg["workflows"]}
     engine.register(*wfs.values())
     if _S.kill is not None and _S.kill["phase"] == "run":
@@ -404,6 +440,8 @@ def main(argv: list[str]) -> int:
         r = cfg["run"]
         wf = wfs[r["workflow"]]
         if cfg.get("driver") == "async":
+            if uses_signals(cfg["workflows"]):
+                signal_when_waiting(engine, r["id"])
             runs = [asyncio.run(engine.run_async(wf, r["input"], id=r["id"]))]
         else:
             runs = [engine.run(wf, r["input"], id=r["id"])]
@@ -415,6 +453,7 @@ def main(argv: list[str]) -> int:
         print(json.dumps(describe(run)), flush=True)
     if _S.fired:
         time.sleep(WORKER_GRACE)  # the killer is on its way: wait for it
+    engine.close()
     return 0
 
 

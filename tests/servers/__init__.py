@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-__all__ = ["ENV", "KINDS", "server_url", "unique_name"]
+__all__ = ["BACKENDS", "ENV", "KINDS", "namespaced", "server_url", "unique_name"]
 
 #: The server kinds, and the variable that holds each one's URL.
 ENV = {
@@ -28,6 +31,8 @@ ENV = {
     "mongo": "TIDEFLOW_TEST_MONGODB_URL",
 }
 KINDS = tuple(ENV)
+#: The durable stores a test parametrised over stores runs on: SQLite, then the servers.
+BACKENDS = ["sqlite", *KINDS]
 
 _DRIVERS = {"postgres": "asyncpg", "redis": "redis", "mongo": "pymongo"}
 
@@ -58,3 +63,29 @@ def server_url(kind: str) -> str:
 def unique_name(prefix: str = "t") -> str:
     """A fresh schema, key prefix or database name for one test."""
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def namespaced(kind: str) -> tuple[str, Callable[[], None]]:
+    """A URL of the shared ``kind`` server on a namespace of its own (a fresh schema, key prefix
+    or database), and a function that drops that namespace; skips (fails under CI) without a
+    server."""
+    base = server_url(kind)
+    name = unique_name()
+    parts = urlsplit(base)
+    if kind == "mongo":
+        url = urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
+    else:
+        option = "schema" if kind == "postgres" else "prefix"
+        query = f"{parts.query}&{option}={name}" if parts.query else f"{option}={name}"
+        url = urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+    def drop() -> None:
+        from tideflow.stores import parse_store
+
+        store: Any = parse_store(url)
+        try:
+            store.drop()
+        finally:
+            store.close()
+
+    return url, drop

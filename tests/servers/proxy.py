@@ -13,6 +13,7 @@ async code alike; everything it does is on loopback.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from types import TracebackType
@@ -38,10 +39,8 @@ class _Link:
                 return
             self.closed = True
         for s in (self.client, self.server):
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             s.close()
 
 
@@ -102,10 +101,8 @@ class Proxy:
     def close(self) -> None:
         """Stops accepting and closes every connection."""
         self._stopped = True
-        try:
+        with contextlib.suppress(OSError):
             self._listener.close()
-        except OSError:
-            pass
         self.cut()
 
     def __enter__(self) -> Proxy:
