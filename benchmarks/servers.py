@@ -333,41 +333,60 @@ class Postgres(Server):
             if what.startswith(" "):
                 out[what] = float(calls)
 
-    def _raw_table(self) -> str:
-        return f'"{self.schema}_raw"'
+    def _raw_table(self, what: str = "raw") -> str:
+        return f'"{self.schema}_{what}"'
 
     async def _raw_conn(self) -> Any:
         conn = await self.asyncpg.connect(self.db_url)
+        head, log = self._raw_table("head"), self._raw_table("log")
         await conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {self._raw_table()} (id bigserial PRIMARY KEY, data bytea)"
+            f"CREATE TABLE IF NOT EXISTS {self._raw_table()} (id bigserial PRIMARY KEY, data bytea);"
+            f"CREATE TABLE IF NOT EXISTS {head} (id int PRIMARY KEY, version bigint, data bytea);"
+            f"CREATE TABLE IF NOT EXISTS {log} (id int, version bigint, data bytea, "
+            "PRIMARY KEY (id, version));"
+            f"INSERT INTO {head} VALUES (1, 0, NULL) ON CONFLICT DO NOTHING"
         )
         return conn
 
+    def _raw_sql(self) -> dict[str, str]:
+        """The raw statements: the INSERT (the baseline), and one shaped like a commit (the
+        instance's row updated and a log row appended, in one statement)."""
+        head, log = self._raw_table("head"), self._raw_table("log")
+        return {
+            "INSERT": f"INSERT INTO {self._raw_table()} (data) VALUES ($1)",
+            "UPDATE+INSERT, one statement": (
+                f"WITH u AS (UPDATE {head} SET version = version + 1, data = $1 WHERE id = 1 "
+                f"RETURNING version) INSERT INTO {log} SELECT 1, version, $1 FROM u"
+            ),
+        }
+
     def raw_sync(self, n: int) -> dict[str, float]:
+        out: dict[str, float] = {}
         lp = asyncio.new_event_loop()
         try:
             conn = lp.run_until_complete(self._raw_conn())
-            sql = f"INSERT INTO {self._raw_table()} (data) VALUES ($1)"
-            lp.run_until_complete(conn.execute(sql, PAYLOAD))  # prepared before the clock
-            t = time.perf_counter()
-            for _ in range(n):
-                lp.run_until_complete(conn.execute(sql, PAYLOAD))
-            took = time.perf_counter() - t
+            for what, sql in self._raw_sql().items():
+                lp.run_until_complete(conn.execute(sql, PAYLOAD))  # prepared before the clock
+                t = time.perf_counter()
+                for _ in range(n):
+                    lp.run_until_complete(conn.execute(sql, PAYLOAD))
+                out[f"asyncpg {what} via run_until_complete"] = (time.perf_counter() - t) / n
             lp.run_until_complete(conn.close())
         finally:
             lp.close()
-        return {"asyncpg INSERT via run_until_complete": took / n}
+        return out
 
     async def raw_async(self, n: int) -> dict[str, float]:
+        out: dict[str, float] = {}
         conn = await self._raw_conn()
-        sql = f"INSERT INTO {self._raw_table()} (data) VALUES ($1)"
-        await conn.execute(sql, PAYLOAD)
-        t = time.perf_counter()
-        for _ in range(n):
+        for what, sql in self._raw_sql().items():
             await conn.execute(sql, PAYLOAD)
-        took = time.perf_counter() - t
+            t = time.perf_counter()
+            for _ in range(n):
+                await conn.execute(sql, PAYLOAD)
+            out[f"asyncpg {what}, awaited"] = (time.perf_counter() - t) / n
         await conn.close()
-        return {"asyncpg INSERT, awaited": took / n}
+        return out
 
 
 SCRIPT = "return redis.call('SET', KEYS[1], ARGV[1])"
@@ -735,7 +754,7 @@ def report(name: str, res: dict[str, Any], n: int, fan: int) -> None:
     p = name
     print(f"\n{name}: {res[f'{p}_store']}")
     for what, us in res[f"{p}_raw"].items():
-        print(f"  raw round trip  {what:<40} {us:8.1f} µs")
+        print(f"  raw round trip  {what:<58} {us:8.1f} µs")
     print(f"  {'':<8} {'':<6} {'µs/step':>8} {'raw µs':>8} {'ratio':>6}   round trips per step")
     for shape in ("chain", "loop"):
         for face in ("sync", "async"):
@@ -748,6 +767,23 @@ def report(name: str, res: dict[str, Any], n: int, fan: int) -> None:
                 if k in SHOWN
             )
             print(f"  {shape:<8} {face:<6} {us:8.1f} {raw:8.1f} {us / raw:5.2f}x   {rt}")
+    if name == "postgres":
+        shaped = {
+            face: next(
+                us
+                for what, us in res[f"{p}_raw"].items()
+                if "UPDATE+INSERT" in what and (("awaited" in what) == (face == "async"))
+            )
+            for face in ("sync", "async")
+        }
+        print(
+            "  ratio to the commit-shaped UPDATE+INSERT instead: "
+            + ", ".join(
+                f"{shape} {face} {res[f'{p}_{shape}_{face}_us_per_step'] / shaped[face]:.2f}x"
+                for shape in ("chain", "loop")
+                for face in ("sync", "async")
+            )
+        )
     c_fan, c_shape = res[f"{p}_fanout_{fan}_async_counts"], res[f"{p}_fanout_shape_2_steps_counts"]
     key = next(iter(c_fan))  # the main counter comes first
     extra = {
@@ -813,7 +849,7 @@ def measure(
                 raw = measure_raw(server, n, repeat)
                 results.update(raw)
                 for what, us in raw[f"{name}_raw"].items():
-                    print(f"  raw round trip  {what:<40} {us:8.1f} µs")
+                    print(f"  raw round trip  {what:<58} {us:8.1f} µs")
                 continue
             res = measure_server(server, n, repeat, fan)
             results.update(res)
