@@ -737,6 +737,9 @@ def measure_server(server: Server, n: int, repeat: int, fan: int) -> dict[str, A
     return res
 
 
+#: the round trips counted in this process, per server
+CLIENT_COUNTER = {"postgres": "client statements", "redis": "client sends", "mongo": "commands"}
+
 #: the counters printed per step (every counter goes to results.json)
 SHOWN = (
     "µs in functions",
@@ -785,18 +788,24 @@ def report(name: str, res: dict[str, Any], n: int, fan: int) -> None:
             )
         )
     c_fan, c_shape = res[f"{p}_fanout_{fan}_async_counts"], res[f"{p}_fanout_shape_2_steps_counts"]
-    key = next(iter(c_fan))  # the main counter comes first
+    key = CLIENT_COUNTER[name]  # counted in this process: no other client's requests in it
     extra = {
         k.strip(): v - c_shape.get(k, 0.0)
         for k, v in c_fan.items()
         if k.startswith(" ") and v != c_shape.get(k, 0.0)
     }
+    shown = [k for k in c_fan if k in SHOWN]
     print(
         f"  {fan}-way fan-out, run_async: {res[f'{p}_fanout_{fan}_async_ms']:.1f} ms; "
-        + ", ".join(f"{k} {v:.0f}" for k, v in c_fan.items() if k in SHOWN)
-        + f"; a 2-step chain: {key} {c_shape.get(key, 0):.0f}; "
-        f"extra for the wave: {c_fan[key] - c_shape.get(key, 0):.0f}"
-        + (" (" + ", ".join(f"{k} {v:+.0f}" for k, v in extra.items()) + ")" if extra else "")
+        + ", ".join(f"{k} {c_fan[k]:.0f}" for k in shown)
+        + "; a 2-step chain: "
+        + ", ".join(f"{k} {c_shape.get(k, 0):.0f}" for k in shown)
+        + f"; extra for the wave ({key}): {c_fan[key] - c_shape.get(key, 0):.0f}"
+        + (
+            " (" + ", ".join(f"{k} {v:+.0f}" for k, v in list(extra.items())[:6]) + ")"
+            if extra
+            else ""
+        )
     )
     if name == "postgres":
         print(
