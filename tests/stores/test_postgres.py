@@ -624,7 +624,7 @@ def test_a_sync_call_inside_a_running_loop_works(url: str, schema: str) -> None:
     store.close()
 
 
-_CRASH_MODULE = '''
+_CRASH_MODULE = """
 import os, signal, sys
 from tideflow import Context, Engine, Workflow, step
 
@@ -646,7 +646,7 @@ FLOW = Workflow("pg-crash").then(first).then(second)
 
 if __name__ == "__main__":
     Engine(store=sys.argv[1]).run(FLOW, 1, id="crash")
-'''
+"""
 
 
 def test_a_process_killed_mid_run_is_recovered_by_another(
