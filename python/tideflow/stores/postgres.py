@@ -219,9 +219,12 @@ class _Setting:
             )
         self.engine_clock = self.lease_clock == "engine"
         connect.setdefault("timeout", self.timeout)
-        connect["command_timeout"] = self.timeout
+        # The server cancels a statement that runs past the timeout (then it certainly did not
+        # apply); the client gives up a little later (a server that stopped answering).
+        connect["command_timeout"] = self.timeout + min(self.timeout, 1.0)
         settings = dict(connect.get("server_settings") or {})
         settings.setdefault("application_name", app)
+        settings.setdefault("statement_timeout", str(max(int(self.timeout * 1000), 1)))
         connect["server_settings"] = settings
         self.connect = connect
         self.quoted = f'"{self.schema}"'
@@ -254,8 +257,16 @@ class _Setting:
             msg = f"{where}: the server at {self.addr} refused the credentials ({detail})"
         elif isinstance(exc, a.InvalidCatalogNameError):
             msg = f"{where}: database {self.database!r} does not exist on {self.addr} ({detail})"
+        elif isinstance(exc, a.QueryCanceledError):
+            msg = (
+                f"{where}: timed out after {self.timeout:g} s on {self.addr} (the server "
+                f"cancelled the statement; nothing was changed) ({detail})"
+            )
         elif isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-            msg = f"{where}: timed out after {self.timeout:g} s waiting for {self.addr}"
+            msg = (
+                f"{where}: timed out after {self.timeout:g} s waiting for {self.addr} (no answer: "
+                "whether a write applied is unknown until the instance is read again)"
+            )
         elif isinstance(exc, (ConnectionRefusedError,)):
             msg = f"{where}: cannot connect to {self.addr}: connection refused"
         elif self.is_connection_error(exc):
