@@ -204,6 +204,8 @@ def test_url_options(url: str) -> None:
     assert (d.prefix, d.lease_clock, d._timeout, d._db) == ("tideflow", "server", 10.0, 0)
     assert d.describe() == "redis://localhost:6379/0?prefix=tideflow"
     assert RedisStore("redis://h:1/3", prefix="x").describe() == "redis://h:1/3?prefix=x"
+    assert RedisStore("redis://[::1]:7/0").describe() == "redis://[::1]:7/0?prefix=tideflow"
+    assert RedisStore("redis://h/0?prefix=%7Btf%7D").prefix == "{tf}"
     t = RedisStore("rediss://:pw@h:6380/0?ssl_cert_reqs=none&ssl_ca_certs=/tmp/ca.pem")
     assert t._ssl == {"ssl": True, "ssl_cert_reqs": "none", "ssl_ca_certs": "/tmp/ca.pem"}
     assert t.describe() == "rediss://h:6380/0?prefix=tideflow"

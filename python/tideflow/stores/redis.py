@@ -270,9 +270,9 @@ class RedisStore:
         self._lock = threading.Lock()
         self._checked = False
         self._twin: _Blocking | None = None
-        self._describe = (
-            f"{self._scheme}://{self._host}:{self._port}/{self._db}?prefix={self._prefix}"
-        )
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self._where = f"{host}:{self._port}"
+        self._describe = f"{self._scheme}://{self._where}/{self._db}?prefix={self._prefix}"
 
     @staticmethod
     def _pick(name: str, given: Any, opts: dict[str, str], default: Any) -> Any:
@@ -411,7 +411,7 @@ class RedisStore:
 
     def _fail(self, what: str, exc: BaseException) -> StoreError:
         r = self._redis
-        where = f"{self._host}:{self._port}"
+        where = self._where
         if isinstance(exc, r.exceptions.TimeoutError):
             msg = f"{self._describe}: {what} timed out after {self._timeout:g} s (Redis at {where})"
         elif isinstance(exc, r.exceptions.AuthenticationError):
