@@ -624,7 +624,7 @@ def test_a_sync_call_inside_a_running_loop_works(url: str, schema: str) -> None:
     store.close()
 
 
-_CRASH_MODULE = '''
+_CRASH_MODULE = """
 import os, signal, sys
 from tideflow import Context, Engine, Workflow, step
 
@@ -646,7 +646,7 @@ FLOW = Workflow("pg-crash").then(first).then(second)
 
 if __name__ == "__main__":
     Engine(store=sys.argv[1]).run(FLOW, 1, id="crash")
-'''
+"""
 
 
 def test_a_process_killed_mid_run_is_recovered_by_another(
@@ -676,3 +676,53 @@ def test_a_process_killed_mid_run_is_recovered_by_another(
     assert [(r.id, r.output) for r in runs] == [("crash", 20)]
     assert effects.read_text() == "first\nsecond\n"  # the finished step did not run again
     assert _steps(engine, "crash") == Counter(first=1, second=1)
+
+
+def test_an_operation_blocked_on_the_server_times_out(url: str, schema: str) -> None:
+    from tideflow.stores.base import Commit
+
+    store = PostgresStore(url, schema=schema, timeout=1, lease_clock="engine")
+    b = store.blocking()
+    b.create(_meta("locked"), b"h", [])
+    holder: dict[str, Any] = {}
+    ready, done = threading.Event(), threading.Event()
+
+    def hold() -> None:  # another client holds the row lock in an open transaction
+        async def go() -> None:
+            conn = await asyncpg.connect(url)
+            tr = conn.transaction()
+            await tr.start()
+            await conn.execute(
+                f'SELECT 1 FROM "{schema}".instances WHERE id = $1 FOR UPDATE', "locked"
+            )
+            ready.set()
+            await asyncio.get_running_loop().run_in_executor(None, done.wait, 10)
+            await tr.rollback()
+            await conn.close()
+
+        holder["t"] = asyncio.run(go())
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert ready.wait(10)
+        start = time.monotonic()
+        with pytest.raises(StoreError, match="timed out after 1 s") as err:
+            b.commit(Commit("locked", 1, "running", 2.0, None, None, [], 0, None, None))
+        assert time.monotonic() - start < 3
+        assert store.describe() in str(err.value)
+    finally:
+        done.set()
+        t.join()
+    got = b.get("locked")
+    assert got is not None and got.meta.version == 1  # the timed-out commit did not apply
+    b.commit(Commit("locked", 1, "running", 2.0, None, None, [], 0, None, None))  # and it works
+    store.close()
+
+
+def test_a_missing_driver_names_the_extra(monkeypatch: Any) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "asyncpg", None)
+    with pytest.raises(StoreError, match=r"tideflow\[postgres\]"):
+        PostgresStore("postgresql://u:p@127.0.0.1:5432/db")

@@ -204,6 +204,8 @@ def test_url_options(url: str) -> None:
     assert (d.prefix, d.lease_clock, d._timeout, d._db) == ("tideflow", "server", 10.0, 0)
     assert d.describe() == "redis://localhost:6379/0?prefix=tideflow"
     assert RedisStore("redis://h:1/3", prefix="x").describe() == "redis://h:1/3?prefix=x"
+    assert RedisStore("redis://[::1]:7/0").describe() == "redis://[::1]:7/0?prefix=tideflow"
+    assert RedisStore("redis://h/0?prefix=%7Btf%7D").prefix == "{tf}"
     t = RedisStore("rediss://:pw@h:6380/0?ssl_cert_reqs=none&ssl_ca_certs=/tmp/ca.pem")
     assert t._ssl == {"ssl": True, "ssl_cert_reqs": "none", "ssl_ca_certs": "/tmp/ca.pem"}
     assert t.describe() == "rediss://h:6380/0?prefix=tideflow"
@@ -799,3 +801,71 @@ def test_the_indexes_and_counts_agree_with_the_instances(url: str, prefix: str, 
     assert raw.zcard(f"{prefix}:created") == sum(counts.values())
     raw.close()
     store.close()
+
+
+# --- several processes on one prefix -----------------------------------------------------------------
+
+_CHILD = """
+import asyncio, sys
+from tideflow import Engine
+from tests.stores.test_redis import ASK
+url, mode = sys.argv[1], sys.argv[2]
+engine = Engine(store=url)
+engine.register(ASK)
+if mode == "sync":
+    for i in range(5):
+        assert engine.run(ASK, i, id=f"s{i}").status.value == "suspended"
+elif mode == "async":  # waits for the signals, beside the other process's drivers
+    async def main():
+        runs = [engine.run_async(ASK, i, id=f"a{i}") for i in range(5)]
+        return await asyncio.gather(*runs, return_exceptions=True)
+    for got in asyncio.run(main()):
+        print(type(got).__name__, getattr(got, "status", got))
+else:
+    print(len(engine.run_due()))
+"""
+
+
+def test_two_processes_and_signals_from_a_third(url: str, prefix: str) -> None:
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{root / 'python'}"}
+    where = with_prefix(url, prefix)
+
+    def child(mode: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-c", _CHILD, where, mode],
+            env=env,
+            cwd=root,
+            text=True,
+            stdout=subprocess.PIPE,
+        )
+
+    waiting = child("async")
+    sync = child("sync")
+    assert sync.communicate(timeout=120)[1] is None and sync.returncode == 0
+    engine = Engine(store=where)
+    engine.register(ASK)
+    ids = [f"{k}{i}" for k in "sa" for i in range(5)]
+    deadline = time.monotonic() + 60
+    while len({r.id for r in engine.list()} & set(ids)) < 10:
+        assert time.monotonic() < deadline, "the async process did not create its instances"
+        time.sleep(0.05)
+    for iid in ids:  # the third process
+        engine.signal(iid, "decision", {"ok": iid.endswith(("0", "2", "4"))})
+    drivers = [child("due"), child("due")]
+    for p in drivers:
+        p.communicate(timeout=120)
+        assert p.returncode == 0
+    out, _ = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, out
+    # each of its runs ended completed, or as a stale writer rejected by the store
+    assert all(
+        line.split()[0] in ("Run", "StoreConflict", "LeaseLost") for line in out.splitlines()
+    )
+    for iid in ids:
+        run = engine.get(iid)
+        assert run.status is Status.COMPLETED, (iid, run.status)
+        assert run.output == ("yes" if iid.endswith(("0", "2", "4")) else "no")
+        done = Counter(e.step for e in engine.steps(iid) if e.status == "completed")
+        assert done == Counter({"one": 1, "decide": 1}), (iid, done)
+    engine.store.close()

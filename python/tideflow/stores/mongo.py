@@ -776,6 +776,13 @@ class MongoStore(_Logic):
             exc, self._pymongo.errors.ServerSelectionTimeoutError
         ):
             msg = f"{self._describe}: {what} timed out after {self.timeout:g} s: {redact(str(exc))}"
+        elif isinstance(exc, self._pymongo.errors.OperationFailure):
+            details = exc.details or {}
+            why = details.get("errmsg") or str(exc).partition(", full error:")[0]
+            code = details.get("codeName") or exc.code
+            if exc.code == 18:
+                why = f"{why} (check the user, password and authSource)"
+            msg = f"{self._describe}: {what} failed: {code}: {redact(str(why))}"
         else:
             msg = f"{self._describe}: {what} failed: {type(exc).__name__}: {redact(str(exc))}"
         return StoreError(msg)

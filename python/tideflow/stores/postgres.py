@@ -219,9 +219,12 @@ class _Setting:
             )
         self.engine_clock = self.lease_clock == "engine"
         connect.setdefault("timeout", self.timeout)
-        connect["command_timeout"] = self.timeout
+        # The server cancels a statement that runs past the timeout (then it certainly did not
+        # apply); the client gives up a little later (a server that stopped answering).
+        connect["command_timeout"] = self.timeout + min(self.timeout, 1.0)
         settings = dict(connect.get("server_settings") or {})
         settings.setdefault("application_name", app)
+        settings.setdefault("statement_timeout", str(max(int(self.timeout * 1000), 1)))
         connect["server_settings"] = settings
         self.connect = connect
         self.quoted = f'"{self.schema}"'
@@ -254,8 +257,16 @@ class _Setting:
             msg = f"{where}: the server at {self.addr} refused the credentials ({detail})"
         elif isinstance(exc, a.InvalidCatalogNameError):
             msg = f"{where}: database {self.database!r} does not exist on {self.addr} ({detail})"
+        elif isinstance(exc, a.QueryCanceledError):
+            msg = (
+                f"{where}: timed out after {self.timeout:g} s on {self.addr} (the server "
+                f"cancelled the statement; nothing was changed) ({detail})"
+            )
         elif isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-            msg = f"{where}: timed out after {self.timeout:g} s waiting for {self.addr}"
+            msg = (
+                f"{where}: timed out after {self.timeout:g} s waiting for {self.addr} (no answer: "
+                "whether a write applied is unknown until the instance is read again)"
+            )
         elif isinstance(exc, (ConnectionRefusedError,)):
             msg = f"{where}: cannot connect to {self.addr}: connection refused"
         elif self.is_connection_error(exc):
@@ -816,13 +827,32 @@ def _terminate(conn: Any, force: bool = False) -> None:
 
 
 class _Slot:
-    """One thread's private event loop and connection (the twin keeps a list, for ``close``)."""
+    """One thread's private event loop and connection. When the thread ends, its
+    ``threading.local`` lets go of the slot, and a finalizer closes both."""
 
-    __slots__ = ("conn", "loop")
+    __slots__ = ("__weakref__", "cell", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.conn: Any = None
+        #: The connection, in a cell that the finalizer shares (it must not hold the slot).
+        self.cell: builtins.list[Any] = [None]
+        weakref.finalize(self, _close_slot, loop, self.cell)
+
+    @property
+    def conn(self) -> Any:
+        return self.cell[0]
+
+    @conn.setter
+    def conn(self, value: Any) -> None:
+        self.cell[0] = value
+
+
+def _close_slot(loop: asyncio.AbstractEventLoop, cell: builtins.list[Any]) -> None:
+    conn, cell[0] = cell[0], None
+    if conn is not None and not conn.is_closed():
+        _terminate(conn, force=True)
+    if not loop.is_closed() and not loop.is_running():
+        loop.close()
 
 
 class _BlockingPostgresStore:
@@ -872,7 +902,7 @@ class _BlockingPostgresStore:
         if slot is None or slot.loop.is_closed():
             slot = self._local.slot = _Slot(asyncio.new_event_loop())
             with self._res.lock:
-                self._res.slots.append(slot)
+                self._res.slots.add(slot)
         loop = slot.loop
         coro = self._runner.run(what, self._acquire, self._release, fn, args, setup)
         return loop.run_until_complete(coro)
@@ -970,7 +1000,7 @@ class _Resources:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.pools: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}
-        self.slots: builtins.list[_Slot] = []
+        self.slots: weakref.WeakSet[_Slot] = weakref.WeakSet()
         self.helper: concurrent.futures.ThreadPoolExecutor | None = None
 
     def close(self, graceful: bool) -> None:
@@ -986,7 +1016,8 @@ class _Resources:
         with self.lock:
             pools = list(self.pools.values())
             self.pools.clear()
-            slots, self.slots = self.slots, []
+            slots = list(self.slots)
+            self.slots.clear()
         for loop, pool in pools:
             if graceful:
                 _close_pool(loop, pool)

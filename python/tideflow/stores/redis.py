@@ -130,7 +130,8 @@ def _meta(iid: str, m: Sequence[bytes | None]) -> InstanceMeta:
 
 
 def _pack(version: int, records: Sequence[bytes]) -> bytes:
-    """One log entry: the commit's version, then each record behind its 4-byte length."""
+    """One log entry (every commit has one, records or not): the commit's version, then each
+    record behind its 4-byte length."""
     parts = [struct.pack(">Q", version)]
     for r in records:
         r = bytes(r)
@@ -269,9 +270,9 @@ class RedisStore:
         self._lock = threading.Lock()
         self._checked = False
         self._twin: _Blocking | None = None
-        self._describe = (
-            f"{self._scheme}://{self._host}:{self._port}/{self._db}?prefix={self._prefix}"
-        )
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self._where = f"{host}:{self._port}"
+        self._describe = f"{self._scheme}://{self._where}/{self._db}?prefix={self._prefix}"
 
     @staticmethod
     def _pick(name: str, given: Any, opts: dict[str, str], default: Any) -> Any:
@@ -410,7 +411,7 @@ class RedisStore:
 
     def _fail(self, what: str, exc: BaseException) -> StoreError:
         r = self._redis
-        where = f"{self._host}:{self._port}"
+        where = self._where
         if isinstance(exc, r.exceptions.TimeoutError):
             msg = f"{self._describe}: {what} timed out after {self._timeout:g} s (Redis at {where})"
         elif isinstance(exc, r.exceptions.AuthenticationError):
@@ -557,7 +558,7 @@ class RedisStore:
     ) -> _Op[StoredInstance | None]:
         k = self._k
         inst, log, _ = self._inst(meta.id)
-        entry = _pack(1, records) if len(records) else b""
+        entry = _pack(1, records)
         res = yield _Script(
             "create",
             [inst, log, k["created"], k["seq"], *self._ix, k["counts"]],
@@ -583,7 +584,7 @@ class RedisStore:
 
     def _op_commit(self, c: Commit) -> _Op[None]:
         inst, log, inbox = self._inst(c.id)
-        entry = _pack(c.expected_version + 1, c.records) if len(c.records) else b""
+        entry = _pack(c.expected_version + 1, c.records)
         res = yield _Script(
             "commit",
             [inst, log, inbox, *self._ix, self._k["counts"]],
@@ -624,7 +625,8 @@ class RedisStore:
         return Loaded(_meta(iid, res[0]), res[1], records, signals)
 
     def _op_records(self, iid: str, after: int) -> _Op[list[bytes]]:
-        entries = yield _Cmd(("LRANGE", self._inst(iid)[1], 0, -1))
+        # one entry per version (the create's is the first): those after `after` are at its index
+        entries = yield _Cmd(("LRANGE", self._inst(iid)[1], max(int(after), 0), -1))
         out: list[bytes] = []
         for e in entries:
             v, recs = _unpack(e)

@@ -4,7 +4,8 @@ hash tag such as ``{tf}``: every key then lives in one slot).
 
 An instance is a hash (fields below); its log and inbox are lists; the indexes are sorted sets
 and one hash of counts. No script parses a record: the log entries are packed by Python (one
-entry per commit: the commit's version, then each record with a 4-byte length prefix) and the
+entry per version, the create's first, so the log entries after version N start at index N: the
+version, then each record with a 4-byte length prefix) and the
 inbox entries carry a 16-byte token before the signal record.
 
 Optional arguments are passed as ``""`` for None and ``"=" .. value`` otherwise. Floats are
@@ -99,7 +100,7 @@ if own then redis.call('HSET', KEYS[1], 'own', own) end
 if untl then redis.call('HSET', KEYS[1], 'until', untl) end
 if err then redis.call('HSET', KEYS[1], 'err', err) end
 redis.call('DEL', KEYS[2])
-if ARGV[12] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[12]) end
+redis.call('RPUSH', KEYS[2], ARGV[12])
 redis.call('ZADD', KEYS[3], seq, id)
 reindex(ix, id, nil, ARGV[2], own, due, ARGV[6], untl)
 count(KEYS[9], ARGV[3], ARGV[2], 1)
@@ -137,7 +138,7 @@ local hdr = opt(ARGV[6])
 if hdr then set[#set + 1] = 'hdr'; set[#set + 1] = hdr end
 redis.call('HSET', KEYS[1], unpack(set))
 if #gone > 0 then redis.call('HDEL', KEYS[1], unpack(gone)) end
-if ARGV[7] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[7]) end
+redis.call('RPUSH', KEYS[2], ARGV[7])
 reindex(ix, ARGV[12], slot(ix, m[1], m[4], m[7], m[8], m[5]), st, own, due, upd, untl)
 if st ~= m[1] then
   count(KEYS[8], m[2], m[1], -1)
