@@ -88,7 +88,7 @@ def _redis(tmp: Path) -> Iterator[AsyncStore]:
 
     from ..servers import server_url, unique_name
 
-    store = RedisStore(server_url("redis"), prefix=unique_name())
+    store = RedisStore(server_url("redis"), prefix=unique_name(), lease_clock="engine")
     try:
         yield store
     finally:
