@@ -74,7 +74,7 @@ def _postgres(tmp: Path) -> Iterator[AsyncStore]:
 
     from ..servers import server_url, unique_name
 
-    store = PostgresStore(server_url("postgres"), schema=unique_name())
+    store = PostgresStore(server_url("postgres"), schema=unique_name(), lease_clock="engine")
     try:
         yield store
     finally:

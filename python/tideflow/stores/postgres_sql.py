@@ -1,0 +1,251 @@
+"""The SQL of the PostgreSQL store: its schema (tables, indexes, PL/pgSQL functions) and the one
+statement each operation sends. Everything is built for one schema name, already quoted.
+
+Layout, in the store's schema (``tideflow`` by default):
+
+- ``meta(key, value)``: ``application = tideflow`` (the marker) and ``schema_version = 1``;
+- ``instances``: the ``InstanceMeta`` fields, the header (``bytea``), ``seq`` (creation order: the
+  listing order and what a cursor names), ``nsig`` (how many signals the inbox holds: the next
+  signal's number, and what a commit compares ``signals_seen`` with) and ``token`` (the random
+  token of the last create/commit, by which a retried call recognises its own write);
+- ``log(id, version, records bytea[])``: one row per commit that appended records;
+- ``inbox(id, num, record, token)``: one row per signal.
+
+``log`` and ``inbox`` reference ``instances`` with ``ON DELETE CASCADE``.
+"""
+
+from __future__ import annotations
+
+#: The schema version this tideflow writes (``meta.schema_version``).
+SCHEMA_VERSION = 1
+#: The value of ``meta.application`` that marks a schema as tideflow's.
+MARKER = "tideflow"
+
+FINISHED_SQL = "('completed', 'failed', 'cancelled')"
+
+#: The indexed fields, in ``InstanceMeta`` order.
+META_COLS = (
+    "id, workflow, plan_hash, status, version, created_at, updated_at, due_at, owner, "
+    "lease_until, error"
+)
+
+
+def _now(param: str) -> str:
+    """The lease clock: the engine's time when ``param`` is not NULL, else the server's."""
+    return f"coalesce({param}::float8, extract(epoch from clock_timestamp())::float8)"
+
+
+def schema_ddl(s: str) -> list[str]:
+    """The statements that create the schema ``s`` (quoted), in order; run in one transaction."""
+    fin = FINISHED_SQL
+    return [
+        f"CREATE SCHEMA IF NOT EXISTS {s}",
+        f"CREATE TABLE {s}.meta (key text PRIMARY KEY, value text NOT NULL)",
+        f"""CREATE TABLE {s}.instances (
+            id text PRIMARY KEY,
+            seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+            workflow text NOT NULL,
+            plan_hash text NOT NULL,
+            status text NOT NULL,
+            version bigint NOT NULL,
+            created_at double precision NOT NULL,
+            updated_at double precision NOT NULL,
+            due_at double precision,
+            owner text,
+            lease_until double precision,
+            error text,
+            header bytea NOT NULL,
+            nsig integer NOT NULL DEFAULT 0,
+            token text
+        ) WITH (fillfactor = 80)""",
+        f"""CREATE TABLE {s}.log (
+            id text NOT NULL REFERENCES {s}.instances (id) ON DELETE CASCADE,
+            version bigint NOT NULL,
+            records bytea[] NOT NULL,
+            PRIMARY KEY (id, version)
+        )""",
+        f"""CREATE TABLE {s}.inbox (
+            id text NOT NULL REFERENCES {s}.instances (id) ON DELETE CASCADE,
+            num integer NOT NULL,
+            record bytea NOT NULL,
+            token text,
+            PRIMARY KEY (id, num)
+        )""",
+        f"CREATE INDEX instances_status ON {s}.instances (status, seq)",
+        f"CREATE INDEX instances_workflow ON {s}.instances (workflow, seq)",
+        f"CREATE INDEX instances_plan ON {s}.instances (plan_hash, seq)",
+        f"""CREATE INDEX instances_due ON {s}.instances (coalesce(due_at, updated_at), seq)
+            WHERE status NOT IN {fin}""",
+        f"CREATE INDEX instances_finished ON {s}.instances (updated_at) WHERE status IN {fin}",
+        # -- commit: existence, then lease, then version; 0 ok, 1 unknown, 2 lease, 3 version.
+        f"""CREATE FUNCTION {s}.tf_commit(
+            p_id text, p_expected bigint, p_status text, p_updated float8, p_due float8,
+            p_header bytea, p_records bytea[], p_seen integer, p_owner text, p_error text,
+            p_token text, p_now float8,
+            OUT o_code integer, OUT o_holder text, OUT o_found bigint)
+        LANGUAGE plpgsql AS $fn$
+        DECLARE
+            r record;
+            t float8;
+            live boolean;
+            d float8;
+            drop_lease boolean;
+        BEGIN
+            SELECT i.owner, i.lease_until, i.version, i.nsig, i.token INTO r
+              FROM {s}.instances i WHERE i.id = p_id FOR UPDATE;
+            IF NOT FOUND THEN o_code := 1; RETURN; END IF;
+            IF r.token = p_token THEN o_code := 0; RETURN; END IF;  -- a resend of ours
+            t := {_now("p_now")};
+            live := r.owner IS NOT NULL AND r.lease_until IS NOT NULL AND r.lease_until > t;
+            IF (p_owner IS NOT NULL AND NOT (live AND r.owner = p_owner))
+               OR (p_owner IS NULL AND live) THEN
+                o_code := 2;
+                IF live THEN o_holder := r.owner; END IF;
+                RETURN;
+            END IF;
+            IF r.version <> p_expected THEN o_code := 3; o_found := r.version; RETURN; END IF;
+            d := p_due;
+            IF p_status = 'suspended' AND r.nsig > p_seen THEN
+                d := least(coalesce(d, p_updated), p_updated);
+            END IF;
+            drop_lease := p_owner IS NULL OR p_status IN {fin};
+            UPDATE {s}.instances SET
+                status = p_status, version = p_expected + 1, updated_at = p_updated,
+                due_at = d, error = p_error, header = coalesce(p_header, header),
+                token = p_token,
+                owner = CASE WHEN drop_lease THEN NULL ELSE owner END,
+                lease_until = CASE WHEN drop_lease THEN NULL ELSE lease_until END
+              WHERE id = p_id;
+            IF cardinality(p_records) > 0 THEN
+                INSERT INTO {s}.log (id, version, records) VALUES (p_id, p_expected + 1, p_records);
+            END IF;
+            o_code := 0;
+        END
+        $fn$""",
+        # -- create-or-return: no row when written (or when the stored one is our own write).
+        f"""CREATE FUNCTION {s}.tf_create(
+            p_id text, p_workflow text, p_plan text, p_status text, p_created float8,
+            p_updated float8, p_due float8, p_owner text, p_lease float8, p_error text,
+            p_header bytea, p_records bytea[], p_token text)
+        RETURNS SETOF {s}.instances
+        LANGUAGE plpgsql AS $fn$
+        BEGIN
+            INSERT INTO {s}.instances (id, workflow, plan_hash, status, version, created_at,
+                    updated_at, due_at, owner, lease_until, error, header, token)
+                VALUES (p_id, p_workflow, p_plan, p_status, 1, p_created, p_updated, p_due,
+                    p_owner, p_lease, p_error, p_header, p_token)
+                ON CONFLICT (id) DO NOTHING;
+            IF FOUND THEN
+                IF cardinality(p_records) > 0 THEN
+                    INSERT INTO {s}.log (id, version, records) VALUES (p_id, 1, p_records);
+                END IF;
+                RETURN;
+            END IF;
+            RETURN QUERY SELECT * FROM {s}.instances i
+                WHERE i.id = p_id AND i.token IS DISTINCT FROM p_token;
+        END
+        $fn$""",
+        # -- send_signal: 0 ok (o_num), 1 unknown, 2 finished (o_status).
+        f"""CREATE FUNCTION {s}.tf_signal(
+            p_id text, p_record bytea, p_now float8, p_token text, p_retry boolean,
+            OUT o_code integer, OUT o_num integer, OUT o_status text)
+        LANGUAGE plpgsql AS $fn$
+        BEGIN
+            SELECT i.status INTO o_status FROM {s}.instances i WHERE i.id = p_id FOR UPDATE;
+            IF NOT FOUND THEN o_code := 1; RETURN; END IF;
+            IF p_retry THEN
+                SELECT b.num INTO o_num FROM {s}.inbox b WHERE b.id = p_id AND b.token = p_token;
+                IF FOUND THEN o_code := 0; RETURN; END IF;
+            END IF;
+            IF o_status IN {fin} THEN o_code := 2; RETURN; END IF;
+            UPDATE {s}.instances SET nsig = nsig + 1,
+                    due_at = least(coalesce(due_at, p_now), p_now)
+                WHERE id = p_id RETURNING nsig INTO o_num;
+            INSERT INTO {s}.inbox (id, num, record, token) VALUES (p_id, o_num, p_record, p_token);
+            o_code := 0;
+        END
+        $fn$""",
+        # -- extend: 0 ok (o_until), 1 unknown, 2 lease lost (o_holder: the live holder).
+        f"""CREATE FUNCTION {s}.tf_extend(
+            p_id text, p_owner text, p_lease float8, p_now float8,
+            OUT o_code integer, OUT o_holder text, OUT o_until float8)
+        LANGUAGE plpgsql AS $fn$
+        DECLARE
+            r record;
+            t float8;
+            live boolean;
+        BEGIN
+            SELECT i.owner, i.lease_until INTO r FROM {s}.instances i WHERE i.id = p_id FOR UPDATE;
+            IF NOT FOUND THEN o_code := 1; RETURN; END IF;
+            t := {_now("p_now")};
+            live := r.owner IS NOT NULL AND r.lease_until IS NOT NULL AND r.lease_until > t;
+            IF NOT (live AND r.owner = p_owner) THEN
+                o_code := 2;
+                IF live THEN o_holder := r.owner; END IF;
+                RETURN;
+            END IF;
+            o_until := t + p_lease;
+            UPDATE {s}.instances SET lease_until = o_until WHERE id = p_id;
+            o_code := 0;
+        END
+        $fn$""",
+    ]
+
+
+class Statements:
+    """The statement of every operation, for one (quoted) schema."""
+
+    def __init__(self, s: str) -> None:
+        fin = FINISHED_SQL
+        cols = META_COLS
+        self.commit = f"SELECT o_code, o_holder, o_found FROM {s}.tf_commit({', '.join(f'${i}' for i in range(1, 13))})"
+        self.create = (
+            f"SELECT {cols}, header FROM {s}.tf_create({', '.join(f'${i}' for i in range(1, 14))})"
+        )
+        self.signal = f"SELECT o_code, o_num, o_status FROM {s}.tf_signal($1, $2, $3, $4, $5)"
+        self.extend = f"SELECT o_code, o_holder, o_until FROM {s}.tf_extend($1, $2, $3, $4)"
+        self.get = f"SELECT {cols}, header FROM {s}.instances WHERE id = $1"
+        self.load = f"""SELECT {cols}, i.header,
+            ARRAY(SELECT u.r FROM {s}.log l, unnest(l.records) WITH ORDINALITY AS u(r, n)
+                  WHERE l.id = i.id ORDER BY l.version, u.n) AS records,
+            ARRAY(SELECT b.num FROM {s}.inbox b WHERE b.id = i.id ORDER BY b.num) AS nums,
+            ARRAY(SELECT b.record FROM {s}.inbox b WHERE b.id = i.id ORDER BY b.num) AS sigs
+            FROM {s}.instances i WHERE i.id = $1"""
+        self.records = f"""SELECT ARRAY(
+            SELECT u.r FROM {s}.log l, unnest(l.records) WITH ORDINALITY AS u(r, n)
+            WHERE l.id = $1 AND l.version > $2 ORDER BY l.version, u.n)"""
+        self.signals = f"SELECT num, record FROM {s}.inbox WHERE id = $1 AND num > $2 ORDER BY num"
+        self.list = f"""SELECT {cols}, seq FROM {s}.instances
+            WHERE ($1::bigint IS NULL OR seq < $1)
+              AND ($2::text[] IS NULL OR status = ANY($2::text[]))
+              AND ($3::text IS NULL OR workflow = $3)
+              AND ($4::text IS NULL OR plan_hash = $4)
+            ORDER BY seq DESC LIMIT $5"""
+        self.counts = f"SELECT workflow, status, count(*) FROM {s}.instances GROUP BY 1, 2"
+        self.delete = f"WITH d AS (DELETE FROM {s}.instances WHERE id = $1 RETURNING 1) SELECT count(*) FROM d"
+        self.purge = f"""WITH d AS (DELETE FROM {s}.instances
+                WHERE status IN {fin} AND ($2::text[] IS NULL OR status = ANY($2::text[]))
+                  AND updated_at < $1 RETURNING 1)
+            SELECT count(*) FROM d"""
+        self.due = f"""SELECT {cols} FROM {s}.instances
+            WHERE status IN ('pending', 'suspended') AND due_at <= $1
+              AND NOT (owner IS NOT NULL AND lease_until IS NOT NULL
+                       AND lease_until > {_now("$2")})
+            ORDER BY coalesce(due_at, updated_at), seq LIMIT $3"""
+        # $1 owner, $2 limit, $3 the engine's now (due times), $4 the lease clock's now or NULL
+        # (the server's), $5 plan hashes, $6 the lease.
+        self.claim = f"""WITH c AS (
+                SELECT id FROM {s}.instances
+                WHERE plan_hash = ANY($5::text[]) AND status NOT IN {fin}
+                  AND CASE WHEN owner IS NOT NULL
+                           THEN lease_until IS NULL OR lease_until <= {_now("$4")}
+                           ELSE status = 'pending' OR (status = 'suspended' AND due_at <= $3)
+                      END
+                ORDER BY coalesce(due_at, updated_at), seq
+                LIMIT $2 FOR UPDATE SKIP LOCKED)
+            UPDATE {s}.instances i SET owner = $1, lease_until = {_now("$4")} + $6::float8
+            FROM c WHERE i.id = c.id
+            RETURNING {", ".join("i." + c.strip() for c in cols.split(","))}, i.seq"""
+        self.release = f"""WITH u AS (UPDATE {s}.instances SET owner = NULL, lease_until = NULL
+                WHERE id = $1 AND owner = $2 RETURNING 1)
+            SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM {s}.instances WHERE id = $1)"""
