@@ -886,23 +886,23 @@ def test_store_objects_opening_one_new_prefix_at_once_all_succeed() -> None:
         errors: list[BaseException] = []
         barrier = threading.Barrier(len(stores) + 1)
 
-        def sync_open(store: Any) -> None:
+        def sync_open(store: Any, barrier: threading.Barrier, errors: list[BaseException]) -> None:
             barrier.wait()
             try:
                 store.blocking().counts()
             except BaseException as exc:
                 errors.append(exc)
 
-        threads = [threading.Thread(target=sync_open, args=(s,)) for s in stores]
+        threads = [threading.Thread(target=sync_open, args=(s, barrier, errors)) for s in stores]
         for t in threads:
             t.start()
 
-        async def async_open() -> None:
+        async def async_open(store: Any, barrier: threading.Barrier) -> None:
             barrier.wait()
-            await stores[0].counts()  # the async face of a store whose twin opens meanwhile
+            await store.counts()  # the async face of a store whose twin opens meanwhile
 
         try:
-            asyncio.run(async_open())
+            asyncio.run(async_open(stores[0], barrier))
         except BaseException as exc:
             errors.append(exc)
         for t in threads:
