@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -251,6 +252,11 @@ def test_run_async_continues_when_the_signal_arrives(stores: Stores) -> None:
     async def main() -> tuple[Status, object]:
         task = asyncio.ensure_future(engine.run_async(APPROVAL, 10, id="as"))
         for _ in range(3):
+            await asyncio.sleep(0)
+        # a server store takes a few round trips (real time) to create it: signal it as soon
+        # as it exists, before the driver's idle turns let the virtual clock jump
+        deadline = time.monotonic() + 5
+        while not any(r.id == "as" for r in engine.list()) and time.monotonic() < deadline:
             await asyncio.sleep(0)
         engine.signal("as", "decision", {"approved": True, "by": "eve"})
         run = await asyncio.wait_for(task, 5)

@@ -869,3 +869,47 @@ def test_two_processes_and_signals_from_a_third(url: str, prefix: str) -> None:
         done = Counter(e.step for e in engine.steps(iid) if e.status == "completed")
         assert done == Counter({"one": 1, "decide": 1}), (iid, done)
     engine.store.close()
+
+
+def test_store_objects_opening_one_new_prefix_at_once_all_succeed() -> None:
+    """Regression: the key-space check of one store saw the meta key another store had just
+    written (between its EXISTS and its SCAN) and refused the prefix as not tideflow's. Both
+    faces of one store, and several stores, open a new prefix together."""
+    import threading
+
+    from tideflow.stores import RedisStore
+
+    url = server_url("redis")
+    for _ in range(15):
+        prefix = unique_name()
+        stores = [RedisStore(url, prefix=prefix) for _ in range(3)]
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(len(stores) + 1)
+
+        def sync_open(store: Any, barrier: threading.Barrier, errors: list[BaseException]) -> None:
+            barrier.wait()
+            try:
+                store.blocking().counts()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=sync_open, args=(s, barrier, errors)) for s in stores]
+        for t in threads:
+            t.start()
+
+        async def async_open(store: Any, barrier: threading.Barrier) -> None:
+            barrier.wait()
+            await store.counts()  # the async face of a store whose twin opens meanwhile
+
+        try:
+            asyncio.run(async_open(stores[0], barrier))
+        except BaseException as exc:
+            errors.append(exc)
+        for t in threads:
+            t.join()
+        try:
+            assert errors == []
+        finally:
+            stores[0].drop()
+            for s in stores:
+                s.close()

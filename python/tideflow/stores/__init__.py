@@ -63,6 +63,7 @@ def __getattr__(name: str) -> object:
     globals()[name] = cls
     return cls
 
+
 #: The native store class: the base of ``MemoryStore`` and ``SQLiteStore``.
 NativeStore = _core.NativeStore
 

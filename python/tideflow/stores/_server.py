@@ -71,7 +71,9 @@ def parse_url(url: str, schemes: tuple[str, ...], store: str) -> ServerURL:
     if not parts.hostname:
         raise StoreError(f"{store}: the URL {shown!r} names no host")
     if parts.fragment:
-        raise StoreError(f"{store}: the URL {shown!r} has a fragment (#...), which means nothing here")
+        raise StoreError(
+            f"{store}: the URL {shown!r} has a fragment (#...), which means nothing here"
+        )
     return ServerURL(
         scheme=parts.scheme.lower(),
         host=parts.hostname,

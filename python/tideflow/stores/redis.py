@@ -529,11 +529,18 @@ class RedisStore:
         if not (yield _Cmd(("EXISTS", meta))):
             cursor: Any = 0
             pattern = _glob(self._p) + b"*"
-            while True:
+            scanning = True
+            while scanning:
                 cursor, keys = yield _Cmd(("SCAN", cursor, "MATCH", pattern, "COUNT", 1000))
                 for key in keys:
                     rest = key[len(self._p) :]
                     if rest in _FIXED or rest.startswith(_PER_INSTANCE):
+                        # Another store object (another process, or this store's other face)
+                        # may have initialised the prefix since the EXISTS: then the meta key
+                        # is there now, and the check script below judges it.
+                        if (yield _Cmd(("EXISTS", meta))):
+                            scanning = False
+                            break
                         raise StoreError(
                             f"{self._describe}: the prefix holds keys that are not tideflow's "
                             f"(e.g. {key!r}, and no {meta!r} marking them as tideflow's); "
