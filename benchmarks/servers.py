@@ -1,7 +1,7 @@
 """Server-store figures: each server store beside one raw round trip of its own driver.
 
     eval "$(bash scripts/services.sh env | sed 's/^/export /')"
-    .venv/bin/python benchmarks/servers.py [--n 1000] [--mongo-n 200] [--repeat 5] [--fan 1000]
+    .venv/bin/python benchmarks/servers.py [--n 1000] [--mongo-n 100] [--repeat 5] [--fan 1000]
         [--only postgres,redis,mongo] [--json]
 
 (``make bench`` runs it from ``benchmarks/run.py``, which starts the servers itself.) For each of
@@ -11,38 +11,44 @@ whose module imports, in one run, the best of ``--repeat`` interleaved rounds of
 
 * a chain of ``--n`` steps (``Workflow.then(step)`` n times) and a loop of ``--n`` iterations
   (``Workflow.loop``), with ``engine.run`` (sync steps, the store's ``blocking()`` twin) and with
-  ``await engine.run_async`` (async steps, the async store), as µs per step: the run's wall time
-  divided by n, so it includes the run's start and finish;
+  ``await engine.run_async`` (async steps, the async store, one event loop for the whole run), as
+  µs per step: the run's wall time divided by n, so it includes the run's start and finish.
+  Connecting and creating the schema happen before any clock (a one-step run on each face);
 * one raw round trip of the same driver, n times in a row, as µs per call: asyncpg ``INSERT`` of a
   100-byte ``bytea`` row (awaited on a running loop; and, for the sync comparison, the same INSERT
-  through ``loop.run_until_complete`` per call, as the PostgresStore's sync face drives asyncpg);
-  redis-py ``EVALSHA`` of a one-``SET`` script (``redis.Redis`` sync, ``redis.asyncio`` async; a
-  plain ``SET`` printed beside it); pymongo ``insert_one`` of a 100-byte document
-  (``MongoClient``, ``AsyncMongoClient``);
+  through ``loop.run_until_complete`` per call, as the PostgresStore's sync face drives asyncpg;
+  beside it, a commit-shaped statement: one row UPDATEd and a log row INSERTed, in one
+  statement); redis-py ``EVALSHA`` of a one-``SET`` script (``redis.Redis`` sync,
+  ``redis.asyncio`` async; a plain ``SET`` printed beside it); pymongo ``insert_one`` of a
+  100-byte document (``MongoClient``, ``AsyncMongoClient``);
 * the ratio of the two (target: at most 1.3x);
 * on MongoDB the chain and loop have ``--mongo-n`` steps (default 100): the test server,
-  SecantusDB, is written in Python and takes milliseconds (2-40 ms, with the load) per write, so
-  1,000 steps would take half a minute a run; per-step figures and ratios do not depend on n;
-* round trips per step boundary, counted on a separate run on a fresh store object: the count
-  over a chain of n steps minus the count over a chain of 1 step, divided by n - 1 (so the
-  run's fixed costs, connecting and the monitor's own queries cancel). PostgreSQL: the bench
-  database's ``pg_stat_database.xact_commit`` (the store's connections are closed before it is
-  read, which makes the server publish their counters at once), and the statements the client
-  sent (asyncpg's ``Connection.execute``/``_execute``/``_executemany``, counted in this process;
-  ``pg_stat_statements`` is used instead when the server preloads it). Redis: ``INFO
-  commandstats`` (calls of every command, server-wide: another client's commands during the
-  run count too, so the figure is the smallest of ``--repeat`` counts) and the packets the client
-  sent. MongoDB: the commands pymongo started (its command monitoring);
+  SecantusDB, is written in Python and takes milliseconds per write (2 to 80 ms here, with the
+  load), so 1,000 steps would take half a minute or more a run;
+* round trips per step boundary, counted on separate runs on fresh store objects: the count
+  over the n-step run minus the count over a 1-step chain, divided by n - 1 (so the run's fixed
+  costs, connecting, the schema check and the monitor's own queries cancel). PostgreSQL: the
+  bench database's ``pg_stat_database.xact_commit`` (the store is closed inside the count, which
+  makes its backends publish their counters as they exit), the statements asyncpg sent from
+  this process (``Connection.execute``/``_execute``/``_executemany`` wrapped for the run, each
+  by its text in results.json; ``pg_stat_statements`` calls too when the server preloads it),
+  and the server's time in the store's PL/pgSQL functions (``track_functions = 'pl'`` on the
+  bench database, ``pg_stat_user_functions``). Redis: the ``EVALSHA``/``EVAL`` calls of ``INFO
+  commandstats`` and their ``usec`` (server-wide: another client's commands during the run count
+  too, so the smallest of 3 counts; commandstats also counts the commands a script calls, which
+  are not round trips) and the requests redis-py wrote from this process (``send_packed_command``:
+  a pipeline is one). MongoDB: the commands pymongo started (its command monitoring);
 * a 1,000-way fan-out (``.parallel`` of 1,000 async steps that each sleep 1 ms, so they finish
-  together, then a step that sums them) under ``run_async``: its wall time and its commits
-  (round trips by the counters above) beside those of a 2-step chain of the same shape without
-  the fan-out: equal counts mean the 1,000 branches were one commit.
+  together, then a step that sums them) under ``run_async``: its wall time and its round trips
+  beside those of a 2-step chain of the same shape without the fan-out: equal counts (those
+  counted in this process) mean the 1,000 branches were one commit.
 
 Every store runs on a fresh namespace: a new database ``tideflow_bench_<hex>`` created for the
 run on PostgreSQL (so its counters see nothing else) with a fresh ``?schema=``, a fresh
 ``?prefix=`` on Redis, a fresh database on MongoDB; ``store.drop()`` afterwards (and the
-PostgreSQL database is dropped). A store whose URL is unset or whose module does not import is
-skipped with a line saying why. ``--json`` merges the figures into benchmarks/results.json.
+PostgreSQL database is dropped). A store whose URL is unset is skipped with a line saying why;
+one whose module does not import too, after its driver's raw round trips alone. ``--json``
+merges the figures into benchmarks/results.json. Figures: docs/benchmarks.md.
 
 The machine is noisy (2 shared cores): compare the ratios measured within one run.
 """
