@@ -12,7 +12,7 @@ the step goes on, so the file reflects exactly how far each step got when the pr
 Plans are lists of nodes (a pipeline); a node is a JSON list:
 
 ``["step"]``, ``["astep"]`` (async), ``["inc"]`` (adds 1), ``["flaky"]`` (raises on attempt 1,
-retried at once, up to 3 attempts), ``["backoff"]`` (the same, retried after 50 ms),
+retried at once, up to 3 attempts), ``["backoff"]`` (the same, retried after 500 ms, longer than a slow server's commit),
 ``["doomed"]`` (always raises; 2 attempts, retried at once) · ``["nap"]`` (a durable sleep of
 ``NAP`` seconds) · ``["sig"]`` (a wait for the signal ``go``, which ``finish`` sends once the instance waits for it;
 its payload, the number 7, becomes the value) · ``["tmo"]`` (a wait for a signal that never comes, timing out after ``NAP``
@@ -248,7 +248,7 @@ def _make_step(kind: str, name: str, arg: int = 0) -> Step[Any, Any]:
     elif kind == "doomed":
         retry = Retry(max_attempts=2, initial_delay=0)
     elif kind == "backoff":
-        retry = Retry(max_attempts=3, initial_delay=0.05)
+        retry = Retry(max_attempts=3, initial_delay=0.5)  # outlasts a slow server's commit
     if kind == "astep":
 
         async def run_async(ctx: Any, value: Any) -> Any:
