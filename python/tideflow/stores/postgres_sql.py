@@ -82,55 +82,6 @@ def schema_ddl(s: str) -> list[str]:
         f"""CREATE INDEX instances_due ON {s}.instances (due_at, seq)
             WHERE status IN ('pending', 'suspended')""",
         f"CREATE INDEX instances_leased ON {s}.instances (lease_until) WHERE owner IS NOT NULL",
-        # -- commit: existence, then lease, then version; 0 ok, 1 unknown, 2 lease, 3 version.
-        f"""CREATE FUNCTION {s}.tf_commit(
-            p_id text, p_expected bigint, p_status text, p_updated float8, p_due float8,
-            p_header bytea, p_records bytea[], p_seen integer, p_owner text, p_error text,
-            p_token text, p_now float8,
-            OUT o_code integer, OUT o_holder text, OUT o_found bigint)
-        LANGUAGE plpgsql AS $fn$
-        DECLARE
-            r record;
-            t float8 := {_now("p_now")};
-            live boolean;
-            drop_lease boolean := p_owner IS NULL OR p_status IN {fin};
-        BEGIN
-            -- the fast path: one conditional UPDATE (a HOT one when the indexed fields stay)
-            UPDATE {s}.instances i SET
-                status = p_status, version = p_expected + 1, updated_at = p_updated,
-                due_at = CASE WHEN p_status = 'suspended' AND i.nsig > p_seen
-                              THEN least(coalesce(p_due, p_updated), p_updated) ELSE p_due END,
-                error = p_error, header = coalesce(p_header, i.header), token = p_token,
-                owner = CASE WHEN drop_lease THEN NULL ELSE i.owner END,
-                lease_until = CASE WHEN drop_lease THEN NULL ELSE i.lease_until END
-              WHERE i.id = p_id AND i.version = p_expected
-                AND CASE WHEN p_owner IS NOT NULL
-                         THEN i.owner = p_owner AND i.lease_until > t
-                         ELSE i.owner IS NULL OR i.lease_until IS NULL OR i.lease_until <= t END;
-            IF FOUND THEN
-                IF cardinality(p_records) > 0 THEN
-                    INSERT INTO {s}.log (id, version, records)
-                        VALUES (p_id, p_expected + 1, p_records);
-                END IF;
-                o_code := 0;
-                RETURN;
-            END IF;
-            -- refused, or a resend of ours: say which, in the contract's order
-            SELECT i.owner, i.lease_until, i.version, i.token INTO r
-              FROM {s}.instances i WHERE i.id = p_id;
-            IF NOT FOUND THEN o_code := 1; RETURN; END IF;
-            IF r.token = p_token THEN o_code := 0; RETURN; END IF;
-            live := r.owner IS NOT NULL AND r.lease_until IS NOT NULL AND r.lease_until > t;
-            IF (p_owner IS NOT NULL AND NOT (live AND r.owner = p_owner))
-               OR (p_owner IS NULL AND live) THEN
-                o_code := 2;
-                IF live THEN o_holder := r.owner; END IF;
-                RETURN;
-            END IF;
-            o_code := 3;
-            o_found := r.version;
-        END
-        $fn$""",
         # -- create-or-return: no row when written (or when the stored one is our own write).
         f"""CREATE FUNCTION {s}.tf_create(
             p_id text, p_workflow text, p_plan text, p_status text, p_created float8,
