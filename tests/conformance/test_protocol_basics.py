@@ -194,6 +194,27 @@ def test_delete_removes_the_instance_its_log_and_its_inbox(store: SyncFacade) ->
     assert store.send_signal("d", b"again", T0 + 11) == 1
 
 
+def test_a_delete_racing_commits_and_signals_leaves_nothing_behind(store: SyncFacade) -> None:
+    """A delete that races a commit and a signal on the same instance (a commit may wait for
+    the delete's lock, or the delete for the commit's): once the delete said it deleted the
+    instance, nothing of it is left, and the id starts afresh (no leftover log row or signal)."""
+    for n in range(8):
+        iid = f"r{n}"
+        new(store, iid)
+        store.commit(commit(iid, 1, "suspended", records=[blob()]))
+        results = store.race(
+            [
+                ("commit", (commit(iid, 2, "suspended", records=[blob(), blob()]),)),
+                ("send_signal", (iid, blob(), T0 + 3)),
+                ("delete", (iid,)),
+            ]
+        )
+        assert results[2] is True, results
+        assert (store.load(iid), store.records(iid, 0), store.signals(iid, 0)) == (None, [], [])
+        header, first = new(store, iid, at=T0 + 10)
+        assert loaded(store, iid) == Loaded(meta(iid, at=T0 + 10), header, first, [])
+
+
 def test_purge_deletes_only_finished_instances_updated_before_the_time(
     store: SyncFacade,
 ) -> None:

@@ -11,7 +11,12 @@ Layout, in the store's schema (``tideflow`` by default):
 - ``log(id, version, records bytea[])``: one row per commit that appended records;
 - ``inbox(id, num, record, token)``: one row per signal.
 
-``log`` and ``inbox`` reference ``instances`` with ``ON DELETE CASCADE``.
+``log`` and ``inbox`` rows are written only while the instance's row is locked (by the commit's
+or the signal's ``UPDATE``), and ``tf_delete``/``tf_purge`` lock the instances before they delete
+their rows: so no foreign key is needed (its check would cost every commit a lookup).
+No index covers ``updated_at``, ``version`` or ``token``, which every commit changes: a commit
+that keeps the status, due time and lease (a step of a chain) is a HOT update, which touches no
+index of ``instances``.
 """
 
 from __future__ import annotations
@@ -59,13 +64,13 @@ def schema_ddl(s: str) -> list[str]:
             token text
         ) WITH (fillfactor = 80)""",
         f"""CREATE TABLE {s}.log (
-            id text NOT NULL REFERENCES {s}.instances (id) ON DELETE CASCADE,
+            id text NOT NULL,
             version bigint NOT NULL,
             records bytea[] NOT NULL,
             PRIMARY KEY (id, version)
         )""",
         f"""CREATE TABLE {s}.inbox (
-            id text NOT NULL REFERENCES {s}.instances (id) ON DELETE CASCADE,
+            id text NOT NULL,
             num integer NOT NULL,
             record bytea NOT NULL,
             token text,
@@ -74,54 +79,9 @@ def schema_ddl(s: str) -> list[str]:
         f"CREATE INDEX instances_status ON {s}.instances (status, seq)",
         f"CREATE INDEX instances_workflow ON {s}.instances (workflow, seq)",
         f"CREATE INDEX instances_plan ON {s}.instances (plan_hash, seq)",
-        f"""CREATE INDEX instances_due ON {s}.instances (coalesce(due_at, updated_at), seq)
-            WHERE status NOT IN {fin}""",
-        f"CREATE INDEX instances_finished ON {s}.instances (updated_at) WHERE status IN {fin}",
-        # -- commit: existence, then lease, then version; 0 ok, 1 unknown, 2 lease, 3 version.
-        f"""CREATE FUNCTION {s}.tf_commit(
-            p_id text, p_expected bigint, p_status text, p_updated float8, p_due float8,
-            p_header bytea, p_records bytea[], p_seen integer, p_owner text, p_error text,
-            p_token text, p_now float8,
-            OUT o_code integer, OUT o_holder text, OUT o_found bigint)
-        LANGUAGE plpgsql AS $fn$
-        DECLARE
-            r record;
-            t float8;
-            live boolean;
-            d float8;
-            drop_lease boolean;
-        BEGIN
-            SELECT i.owner, i.lease_until, i.version, i.nsig, i.token INTO r
-              FROM {s}.instances i WHERE i.id = p_id FOR UPDATE;
-            IF NOT FOUND THEN o_code := 1; RETURN; END IF;
-            IF r.token = p_token THEN o_code := 0; RETURN; END IF;  -- a resend of ours
-            t := {_now("p_now")};
-            live := r.owner IS NOT NULL AND r.lease_until IS NOT NULL AND r.lease_until > t;
-            IF (p_owner IS NOT NULL AND NOT (live AND r.owner = p_owner))
-               OR (p_owner IS NULL AND live) THEN
-                o_code := 2;
-                IF live THEN o_holder := r.owner; END IF;
-                RETURN;
-            END IF;
-            IF r.version <> p_expected THEN o_code := 3; o_found := r.version; RETURN; END IF;
-            d := p_due;
-            IF p_status = 'suspended' AND r.nsig > p_seen THEN
-                d := least(coalesce(d, p_updated), p_updated);
-            END IF;
-            drop_lease := p_owner IS NULL OR p_status IN {fin};
-            UPDATE {s}.instances SET
-                status = p_status, version = p_expected + 1, updated_at = p_updated,
-                due_at = d, error = p_error, header = coalesce(p_header, header),
-                token = p_token,
-                owner = CASE WHEN drop_lease THEN NULL ELSE owner END,
-                lease_until = CASE WHEN drop_lease THEN NULL ELSE lease_until END
-              WHERE id = p_id;
-            IF cardinality(p_records) > 0 THEN
-                INSERT INTO {s}.log (id, version, records) VALUES (p_id, p_expected + 1, p_records);
-            END IF;
-            o_code := 0;
-        END
-        $fn$""",
+        f"""CREATE INDEX instances_due ON {s}.instances (due_at, seq)
+            WHERE status IN ('pending', 'suspended')""",
+        f"CREATE INDEX instances_leased ON {s}.instances (lease_until) WHERE owner IS NOT NULL",
         # -- create-or-return: no row when written (or when the stored one is our own write).
         f"""CREATE FUNCTION {s}.tf_create(
             p_id text, p_workflow text, p_plan text, p_status text, p_created float8,
@@ -165,6 +125,30 @@ def schema_ddl(s: str) -> list[str]:
             o_code := 0;
         END
         $fn$""",
+        # -- delete and purge: lock the instances first, so that no commit or signal adds rows
+        # of theirs to the log or inbox meanwhile (they wait, then find no instance)
+        f"""CREATE FUNCTION {s}.tf_delete(p_ids text[]) RETURNS bigint
+        LANGUAGE plpgsql AS $fn$
+        DECLARE
+            ids text[];
+        BEGIN
+            SELECT coalesce(array_agg(i.id), '{{}}') INTO ids
+              FROM (SELECT id FROM {s}.instances WHERE id = ANY(p_ids) ORDER BY id FOR UPDATE) i;
+            DELETE FROM {s}.log WHERE id = ANY(ids);
+            DELETE FROM {s}.inbox WHERE id = ANY(ids);
+            DELETE FROM {s}.instances WHERE id = ANY(ids);
+            RETURN cardinality(ids);
+        END
+        $fn$""",
+        f"""CREATE FUNCTION {s}.tf_purge(p_before float8, p_statuses text[]) RETURNS bigint
+        LANGUAGE plpgsql AS $fn$
+        BEGIN
+            RETURN {s}.tf_delete(ARRAY(
+                SELECT id FROM {s}.instances
+                 WHERE status IN {fin} AND (p_statuses IS NULL OR status = ANY(p_statuses))
+                   AND updated_at < p_before));
+        END
+        $fn$""",
         # -- extend: 0 ok (o_until), 1 unknown, 2 lease lost (o_holder: the live holder).
         f"""CREATE FUNCTION {s}.tf_extend(
             p_id text, p_owner text, p_lease float8, p_now float8,
@@ -198,7 +182,35 @@ class Statements:
     def __init__(self, s: str) -> None:
         fin = FINISHED_SQL
         cols = META_COLS
-        self.commit = f"SELECT o_code, o_holder, o_found FROM {s}.tf_commit({', '.join(f'${i}' for i in range(1, 13))})"
+        now = _now("$12")
+        # One statement, no PL/pgSQL: the conditional UPDATE (a HOT one when the indexed fields
+        # stay), the log row when it applied, and the row as it stood (to say why it did not,
+        # or to recognise a resend of ours by its token).
+        self.commit = f"""WITH u AS (
+                UPDATE {s}.instances i SET
+                    status = $3, version = $2 + 1, updated_at = $4,
+                    due_at = CASE WHEN $3 = 'suspended' AND i.nsig > $8
+                                  THEN least(coalesce($5::float8, $4), $4) ELSE $5::float8 END,
+                    error = $10, header = coalesce($6::bytea, i.header), token = $11,
+                    owner = CASE WHEN $9::text IS NULL OR $3 IN {fin} THEN NULL ELSE i.owner END,
+                    lease_until = CASE WHEN $9::text IS NULL OR $3 IN {fin}
+                                       THEN NULL ELSE i.lease_until END
+                WHERE i.id = $1 AND i.version = $2
+                  AND CASE WHEN $9::text IS NOT NULL
+                           THEN i.owner = $9 AND i.lease_until > {now}
+                           ELSE i.owner IS NULL OR i.lease_until IS NULL
+                                OR i.lease_until <= {now} END
+                RETURNING 1),
+            l AS (INSERT INTO {s}.log (id, version, records)
+                SELECT $1, $2 + 1, $7::bytea[] FROM u WHERE cardinality($7::bytea[]) > 0)
+            SELECT EXISTS (SELECT 1 FROM u), i.owner, i.lease_until, i.version, i.token, {now}
+            FROM (SELECT 1) AS one LEFT JOIN {s}.instances i ON i.id = $1"""
+        #: The row as it stands now (a fresh snapshot), when the commit's own read raced a
+        #: concurrent commit: to say why it did not apply.
+        self.commit_state = (
+            f"SELECT true, owner, lease_until, version, token, {_now('$2')} "
+            f"FROM {s}.instances WHERE id = $1"
+        )
         self.create = (
             f"SELECT {cols}, header FROM {s}.tf_create({', '.join(f'${i}' for i in range(1, 14))})"
         )
@@ -222,16 +234,13 @@ class Statements:
               AND ($4::text IS NULL OR plan_hash = $4)
             ORDER BY seq DESC LIMIT $5"""
         self.counts = f"SELECT workflow, status, count(*) FROM {s}.instances GROUP BY 1, 2"
-        self.delete = f"WITH d AS (DELETE FROM {s}.instances WHERE id = $1 RETURNING 1) SELECT count(*) FROM d"
-        self.purge = f"""WITH d AS (DELETE FROM {s}.instances
-                WHERE status IN {fin} AND ($2::text[] IS NULL OR status = ANY($2::text[]))
-                  AND updated_at < $1 RETURNING 1)
-            SELECT count(*) FROM d"""
+        self.delete = f"SELECT {s}.tf_delete(ARRAY[$1::text])"
+        self.purge = f"SELECT {s}.tf_purge($1, $2::text[])"
         self.due = f"""SELECT {cols} FROM {s}.instances
             WHERE status IN ('pending', 'suspended') AND due_at <= $1
               AND NOT (owner IS NOT NULL AND lease_until IS NOT NULL
                        AND lease_until > {_now("$2")})
-            ORDER BY coalesce(due_at, updated_at), seq LIMIT $3"""
+            ORDER BY due_at, seq LIMIT $3"""
         # $1 owner, $2 limit, $3 the engine's now (due times), $4 the lease clock's now or NULL
         # (the server's), $5 plan hashes, $6 the lease.
         self.claim = f"""WITH c AS (
