@@ -249,11 +249,14 @@ async def _get_and_close(store: Any, iid: str) -> Any:
         await store.aclose()
 
 
-def _collect_pymongo_leaks() -> None:
-    """Collects, without a warning, the socket pymongo (4.20) leaks when its async monitor task is
-    cancelled while connecting (``pool_shared._async_create_connection`` closes it on OSError
-    only): it happens when a client is closed while its server refuses connections. Collected
-    here, it would otherwise fail whichever later test the garbage collector runs in."""
+@pytest.fixture
+def pymongo_leaks() -> Iterator[None]:
+    """Collects after the test, without a warning, the socket pymongo (4.20) leaks when its async
+    monitor task is cancelled while connecting (``pool_shared._async_create_connection`` closes
+    it on OSError only, not on cancellation): it happens when a client is closed while its server
+    refuses connections. Left to the garbage collector, it would fail whichever later test the
+    collection happens to run in."""
+    yield
     import gc
     import warnings
 
@@ -272,7 +275,7 @@ def _assert_clean(err: BaseException, secret: str, caplog: pytest.LogCaptureFixt
 
 
 def test_an_unreachable_port_is_a_store_error_within_the_timeout(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, pymongo_leaks: None
 ) -> None:
     from tideflow.stores import MongoStore
 
@@ -290,7 +293,6 @@ def test_an_unreachable_port_is_a_store_error_within_the_timeout(
     with pytest.raises(StoreError):
         asyncio.run(_get_and_close(store, "x"))
     store.close()
-    _collect_pymongo_leaks()
 
 
 def test_a_malformed_url_never_shows_the_password(caplog: pytest.LogCaptureFixture) -> None:
@@ -308,7 +310,7 @@ def test_a_malformed_url_never_shows_the_password(caplog: pytest.LogCaptureFixtu
 
 
 def test_a_wrong_password_is_a_store_error_naming_host_and_port(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, pymongo_leaks: None
 ) -> None:
     from tideflow.stores import MongoStore
 
@@ -332,7 +334,6 @@ def test_a_wrong_password_is_a_store_error_naming_host_and_port(
         assert time.monotonic() - t < 10
         assert "wrong-pw-456" not in store.describe() + repr(store)
         store.close()
-    _collect_pymongo_leaks()
 
 
 # --- schema ---------------------------------------------------------------------------------
@@ -652,7 +653,7 @@ def test_a_lost_acknowledgement_is_decided_by_reading_back(driver: str, retry_wr
         _close(engine)
 
 
-def test_a_refusing_server_is_a_store_error_within_the_timeout() -> None:
+def test_a_refusing_server_is_a_store_error_within_the_timeout(pymongo_leaks: None) -> None:
     from tideflow.stores import MongoStore
 
     base = server_url("mongo")
@@ -672,7 +673,6 @@ def test_a_refusing_server_is_a_store_error_within_the_timeout() -> None:
                 call()
             assert time.monotonic() - t < 8
             assert f"127.0.0.1:{proxy.port}" in str(info.value)
-        _collect_pymongo_leaks()
         proxy.refuse(False)
         assert store.blocking().get("x") is None  # back: the next call reconnects
         store.drop()

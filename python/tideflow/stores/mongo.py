@@ -57,8 +57,8 @@ FINISHED = ("completed", "failed", "cancelled")
 STATUS_ORDER = ("pending", "running", "suspended", "completed", "failed", "cancelled")
 
 #: The embedded log is moved out to ``tideflow_log`` past this many entries or bytes.
-SPILL_ENTRIES = 1000
-SPILL_BYTES = 4 * 1024 * 1024
+SPILL_ENTRIES = 128
+SPILL_BYTES = 1024 * 1024
 
 #: The server's clock, in seconds since the epoch, inside an aggregation expression.
 _NOW = {"$divide": [{"$toLong": "$$NOW"}, 1000]}
@@ -275,35 +275,45 @@ class _Logic:
         version = c.expected_version + 1
         ua = float(c.updated_at)
         recs = [bytes(r) for r in c.records]
+        seen = int(c.signals_seen)
         plain = None if c.due_at is None else float(c.due_at)
-        if c.status == "suspended":
-            signalled = ua if plain is None else min(plain, ua)
-            due: Any = {"$cond": [{"$gt": ["$ns", int(c.signals_seen)]}, signalled, plain]}
-        else:
-            due = plain
-        fields: dict[str, Any] = {
-            "st": _lit(c.status),
-            "v": version,
-            "ua": ua,
-            "due": due,
-            "err": _lit(c.error),
-            "tok": token,
-            "lc": {"$add": ["$lc", len(recs)]},
-            "lb": {"$add": ["$lb", sum(len(r) for r in recs)]},
-        }
-        if recs:
-            fields["log"] = {
-                "$concatArrays": ["$log", _lit([{"v": version, "r": r} for r in recs])]
+        suspends = c.status == "suspended"
+        # A classic update (no pipeline: SecantusDB runs those about twice as slowly). The due
+        # time depends on whether the inbox holds a signal above ``signals_seen``: the fast path
+        # assumes not and says so in its filter (``ns <= seen``); a miss whose read shows a newer
+        # signal is sent again with the signalled due time (and ``ns > seen``).
+        signalled = False
+
+        def statement() -> tuple[dict[str, Any], dict[str, Any]]:
+            due = (ua if plain is None else min(plain, ua)) if signalled else plain
+            fields: dict[str, Any] = {
+                "st": c.status,
+                "v": version,
+                "ua": ua,
+                "due": due,
+                "o": ua if due is None else due,
+                "err": c.error,
+                "tok": token,
             }
-        if c.header is not None:
-            fields["h"] = bytes(c.header)
-        if c.owner is None or c.status in FINISHED:
-            fields["ow"] = None
-            fields["lu"] = None
-        update = [{"$set": fields}, {"$set": {"o": {"$ifNull": ["$due", "$ua"]}}}]
-        lease = self._held_by(c.owner, ua) if c.owner is not None else self._not_held(ua)
-        flt = {"_id": c.id, "v": c.expected_version, **lease}
-        for attempt in range(3):
+            if c.header is not None:
+                fields["h"] = bytes(c.header)
+            if c.owner is None or c.status in FINISHED:
+                fields["ow"] = None
+                fields["lu"] = None
+            update: dict[str, Any] = {
+                "$set": fields,
+                "$inc": {"lc": len(recs), "lb": sum(len(r) for r in recs)},
+            }
+            if recs:
+                update["$push"] = {"log": {"$each": [{"v": version, "r": r} for r in recs]}}
+            lease = self._held_by(c.owner, ua) if c.owner is not None else self._not_held(ua)
+            flt: dict[str, Any] = {"_id": c.id, "v": c.expected_version, **lease}
+            if suspends:
+                flt["ns"] = {"$gt": seen} if signalled else {"$lte": seen}
+            return flt, update
+
+        for attempt in range(4):
+            flt, update = statement()
             try:
                 after = yield _op(
                     "i",
@@ -315,14 +325,16 @@ class _Logic:
                     return_document=pymongo.ReturnDocument.AFTER,
                 )
             except pymongo.errors.PyMongoError as exc:
-                if not _uncertain(pymongo, exc) or attempt == 2:
+                if not _uncertain(pymongo, exc) or attempt == 3:
                     raise
                 after = None  # decided by reading back below
             if after is not None:
                 if after["lc"] > SPILL_ENTRIES or after["lb"] > SPILL_BYTES:
                     yield from self._spill(c.id)
                 return None
-            doc = yield from self._read_lease(c.id, {"v": 1, "ow": 1, "lu": 1, "tok": 1}, "commit")
+            doc = yield from self._read_lease(
+                c.id, {"v": 1, "ow": 1, "lu": 1, "tok": 1, "ns": 1}, "commit"
+            )
             if doc is None:
                 raise _unknown(c.id)
             if doc["v"] == version and doc.get("tok") == token:
@@ -333,8 +345,10 @@ class _Logic:
                 raise err
             if doc["v"] != c.expected_version:
                 raise StoreConflict(c.id, c.expected_version, doc["v"])
-            # It did not apply and would now: a lost write, or a lease that changed meanwhile.
-        raise StoreError(f"{self.describe()}: commit of {c.id!r} did not apply after 3 attempts")  # type: ignore[attr-defined]
+            # It did not apply and would now: a signal arrived (the other due time), a lost
+            # write, or a lease that changed meanwhile.
+            signalled = suspends and int(doc.get("ns", 0)) > seen
+        raise StoreError(f"{self.describe()}: commit of {c.id!r} did not apply after 4 attempts")  # type: ignore[attr-defined]
 
     def _spill(self, iid: str) -> Generator[_Op, Any, None]:
         """Moves the embedded log of ``iid`` (all committed) to one chunk of ``tideflow_log``:
