@@ -59,7 +59,7 @@ def test_both_durability_modes_persist(tmp_path: Path, durability: str) -> None:
         ("sqlite://relative.db", "looks like"),
         ("sqlite:///x.db?durability=sometimes", "durability"),
         ("sqlite:///x.db?cache=shared", "unknown SQLite URL option"),
-        ("postgres://nope", "unknown store"),
+        ("mysql://nope", "unknown store"),  # postgres://, redis:// and mongodb:// are stores
     ],
 )
 def test_bad_store_urls_are_rejected(given: str, message: str) -> None:

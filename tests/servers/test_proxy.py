@@ -34,8 +34,10 @@ def test_the_proxy_forwards_and_swallows_the_reply_to_a_marked_request() -> None
         direct = _redis(url)
         assert direct.get("tf-proxy-marker") == b"applied"  # the server did it
         proxy.refuse(True)
+        refused = _redis(proxy.url(url))
         with pytest.raises(redis.ConnectionError):
-            _redis(proxy.url(url)).ping()
+            refused.ping()
+        refused.close()
         proxy.refuse(False)
         fresh = _redis(proxy.url(url))
         assert fresh.ping()
@@ -44,3 +46,5 @@ def test_the_proxy_forwards_and_swallows_the_reply_to_a_marked_request() -> None
         assert fresh.ping()  # redis-py reconnects by itself: through a new connection
         assert proxy.connections == opened + 1
         direct.delete("tf-proxy-test", "tf-proxy-marker")
+        for c in (client, direct, fresh):
+            c.close()
