@@ -1,6 +1,6 @@
 """The MongoDB store: ``Engine(store="mongodb://host:port/dbname")`` (also ``mongodb+srv://``), on
 pymongo (``AsyncMongoClient`` for the async face, ``MongoClient`` for the synchronous twin that
-``blocking()`` returns), extra ``tideflow[mongo]``. ``docs/store-mongo.md`` describes it.
+``blocking()`` returns), extra ``tideflow[mongo]``. ``docs/stores.md`` (MongoDB) describes it.
 
 One document per instance holds everything a step boundary touches: the indexed fields, the
 header, the recent log (embedded), the inbox (embedded) and the token of the last commit. So a

@@ -10,7 +10,7 @@ call of a PL/pgSQL function the store installs in its schema), so one server rou
 with one asyncpg pool per event loop. Its ``blocking()`` twin, which ``engine.run`` uses, runs the
 same coroutines on a private event loop per thread with a connection per thread (asyncpg has no
 synchronous API); called from a thread whose own loop is running, it hands the call to a helper
-thread. See ``docs/store-postgres.md``.
+thread. See ``docs/stores.md`` (PostgreSQL).
 """
 
 from __future__ import annotations
@@ -591,7 +591,7 @@ class _Runner:
 
 class PostgresStore:
     """A tideflow store in a PostgreSQL schema (see the module docstring and
-    ``docs/store-postgres.md``).
+    ``docs/stores.md`` (PostgreSQL)).
 
     ``url``: ``postgresql://user:password@host:port/db`` (or ``postgres://``), with options
     ``schema``, ``timeout``, ``lease_clock``, ``application_name`` and asyncpg's TLS options
