@@ -25,6 +25,10 @@ TYPE_CHECKING = False  # (see tideflow.retry: importing typing costs a minimal r
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from tideflow.stores.mongo import MongoStore
+    from tideflow.stores.postgres import PostgresStore
+    from tideflow.stores.redis import RedisStore
+
 __all__ = [
     "MemoryStore",
     "MongoStore",
