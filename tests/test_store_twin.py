@@ -123,3 +123,29 @@ def test_engine_close_on_memory_and_sqlite_does_nothing(tmp_path: Any) -> None:
         engine.close()
         with Engine(store=url) as again:
             assert again.run(FLOW, 1).output == 3
+
+
+def test_a_store_error_raised_by_a_store_keeps_its_own_message() -> None:
+    """A store that raises StoreError has already named itself and what failed (the server
+    stores do): the engine passes that message on as it is, with the store's error as cause,
+    instead of wrapping it in "create() raised StoreError: ..."."""
+
+    class Failing(AsyncDictStore):
+        async def create(self, *args: Any) -> None:
+            raise StoreError("mystore://db: create: the server refused the credentials")
+
+    text = "mystore://db: create: the server refused the credentials"
+    with pytest.raises(StoreError) as err:
+        asyncio.run(Engine(store=Failing()).run_async(FLOW, 1))
+    assert str(err.value).endswith(text) and "raised" not in str(err.value)
+    with pytest.raises(StoreError) as err:
+        Engine(store=Failing()).run(FLOW, 1)  # the synchronous path, through the core
+    assert str(err.value) == f"store error: {text}"
+    assert isinstance(err.value.__cause__, StoreError)
+    with pytest.raises(StoreError, match="RuntimeError: boom"):
+
+        class Other(AsyncDictStore):
+            async def create(self, *args: Any) -> None:
+                raise RuntimeError("boom")
+
+        asyncio.run(Engine(store=Other()).run_async(FLOW, 1))

@@ -81,6 +81,7 @@ pub struct Classes {
     unknown_instance: Py<PyType>,
     signal_error: Py<PyType>,
     invalid_argument: Py<PyType>,
+    store_error: Py<PyType>,
     iscoroutinefunction: Py<PyAny>,
 }
 
@@ -108,6 +109,7 @@ pub fn classes(py: Python<'_>) -> PyResult<&Classes> {
             unknown_instance: t(&errors, "UnknownInstance")?,
             signal_error: t(&errors, "SignalError")?,
             invalid_argument: t(&errors, "InvalidArgument")?,
+            store_error: t(&errors, "StoreError")?,
             iscoroutinefunction: py.import("inspect")?.getattr("iscoroutinefunction")?.unbind(),
         })
     })
@@ -261,6 +263,12 @@ pub fn store_error(py: Python<'_>, name: &str, method: &str, e: PyErr, id: Optio
     }
     if is(&c.signal_error) || is(&c.invalid_argument) {
         return CoreError::InvalidState(text);
+    }
+    if is(&c.store_error) {
+        // The store already said which store and what failed (the server stores do): keep its
+        // message as it is, and the exception as the cause.
+        set_cause(Some(e));
+        return CoreError::Store(text);
     }
     let class = v.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "Exception".into());
     set_cause(Some(e));
