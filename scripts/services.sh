@@ -201,8 +201,12 @@ start_mongo() {
   if alive "$dir/secantusd.pid"; then return 0; fi
   mkdir -p "$dir"
   port="$(cat "$SVC/mongo.port" 2>/dev/null || free_port)"
-  (cd "$dir" && setsid nohup "$bin" --host 127.0.0.1 --port "$port" --storage-path :memory: \
-    --log-level WARNING >"$dir/secantusd.log" 2>&1 </dev/null & echo $! >"$dir/secantusd.pid")
+  : >"$dir/secantusd.toml" # an empty config: no auto-discovery of one in the working directory
+  # setsid execs the daemon in place (a background job is no process group leader), so $! is
+  # the daemon itself, the leader of its own group
+  setsid nohup "$bin" --config "$dir/secantusd.toml" --host 127.0.0.1 --port "$port" \
+    --storage-path :memory: --log-level WARNING >"$dir/secantusd.log" 2>&1 </dev/null &
+  echo $! >"$dir/secantusd.pid"
   if ! wait_port 127.0.0.1 "$port" 60; then say "SecantusDB did not start (see $dir/secantusd.log)"; return 0; fi
   echo "$port" >"$SVC/mongo.port"
   say "SecantusDB on 127.0.0.1:$port ($dir)"
@@ -217,6 +221,8 @@ stop_mongo() {
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
   fi
+  # and any daemon of this checkout's venv that outlived its pid file
+  pkill -9 -f "^$SVC/secantus/bin/python[0-9.]* $SVC/secantus/bin/secantusd-py " 2>/dev/null || true
   rm -f "$dir/secantusd.pid"
 }
 
