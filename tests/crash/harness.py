@@ -341,11 +341,22 @@ def check_invariants(t: Trial) -> None:
     pos, key = m["position"], m["key"]
     assert key == case.key(pos)
     wrote = m["phase"] in ("end", "commit") and not m["fails"]
-    if m["phase"] == "commit" and pre_done.get(pos) == m["attempt"]:
+    if m["phase"] == "commit" and pre_done.get(pos, 0) >= m["attempt"]:
+        # the kill landed after the commit (of this attempt, or of a retry that ran at once)
         assert t.lines(pos, t.later) == []
         return
     assert pos not in pre_done
-    assert t.lines(pos, t.segments[-1]) == ([(key, m["attempt"])] if wrote else [])
+    mine = t.lines(pos, t.segments[-1])
+    expected = [(key, m["attempt"])] if wrote else []
+    if m["phase"] == "commit":
+        # The killer races on after the step returned: on a loaded machine it may land after
+        # the engine committed a failed attempt and started the next one (a retry at once),
+        # which then wrote its side effect too, uncommitted; only later attempts, in order.
+        assert mine[: len(expected)] == expected, (mine, m)
+        extra = mine[len(expected) :]
+        assert all(k == key and a > m["attempt"] for k, a in extra), (mine, m)
+    else:
+        assert mine == expected, (mine, m)
     if pos not in done:  # the instance failed before it got to run it again
         assert not finished_ok
         assert t.lines(pos, t.later) == []

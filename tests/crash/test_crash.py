@@ -301,6 +301,22 @@ def test_killed_while_waiting_to_retry(tmp_path: Path, server: str | None) -> No
     ]
 
 
+@pytest.mark.parametrize("delay_us", [0, 3_000, 60_000])
+def test_a_kill_racing_the_commit_of_a_failed_attempt_may_land_in_its_retry(
+    tmp_path: Path, delay_us: int
+) -> None:
+    """The killer races the commit of attempt 1 of a step that fails and is retried at once:
+    it may land before that commit, inside attempt 2, or after attempt 2 committed (the longer
+    delays). Every outcome resumes to the uninterrupted result, no committed step runs again.
+    (Regression: the harness assumed the kill lands before the next attempt starts, which a
+    loaded machine broke in `test_random_plans_killed_at_random_points`.)"""
+    case = Case(tmp_path, [["step"], ["flaky"], ["step"]])
+    t = crash_and_resume(
+        case, {"phase": "commit", "position": "1", "attempt": 1, "delay_us": delay_us}
+    )
+    assert t.result["status"] == "completed"
+
+
 @pytest.mark.parametrize("driver", ["sync", "async"])
 @pytest.mark.parametrize("server", BACKENDS, indirect=True)
 def test_killed_during_a_retry_attempt(tmp_path: Path, server: str | None, driver: str) -> None:
