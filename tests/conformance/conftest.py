@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import cast
 
@@ -68,41 +69,26 @@ def _async_dict_store(tmp: Path) -> Iterator[AsyncStore]:
     yield AsyncDictStore()
 
 
-@contextmanager
-def _postgres(tmp: Path) -> Iterator[AsyncStore]:
-    from tideflow.stores import PostgresStore
-
-    from ..servers import server_url, unique_name
-
-    store = PostgresStore(server_url("postgres"), schema=unique_name(), lease_clock="engine")
-    try:
-        yield store
-    finally:
-        store.drop()
-        store.close()
+#: Per server kind: its store class in ``tideflow.stores`` and the keyword that names a fresh
+#: namespace (schema, key prefix, database) on the shared test server.
+_SERVER_STORES = {
+    "postgres": ("PostgresStore", "schema"),
+    "redis": ("RedisStore", "prefix"),
+    "mongo": ("MongoStore", "database"),
+}
 
 
 @contextmanager
-def _redis(tmp: Path) -> Iterator[AsyncStore]:
-    from tideflow.stores import RedisStore
+def _server_store(kind: str, tmp: Path) -> Iterator[AsyncStore]:
+    """A server store on a fresh namespace, judged by the engine's (virtual) lease clock, and
+    dropped afterwards."""
+    import tideflow.stores
 
     from ..servers import server_url, unique_name
 
-    store = RedisStore(server_url("redis"), prefix=unique_name(), lease_clock="engine")
-    try:
-        yield store
-    finally:
-        store.drop()
-        store.close()
-
-
-@contextmanager
-def _mongo(tmp: Path) -> Iterator[AsyncStore]:
-    from tideflow.stores import MongoStore
-
-    from ..servers import server_url, unique_name
-
-    store = MongoStore(server_url("mongo"), database=unique_name(), lease_clock="engine")
+    cls_name, keyword = _SERVER_STORES[kind]
+    cls = getattr(tideflow.stores, cls_name)
+    store = cls(server_url(kind), **{keyword: unique_name()}, lease_clock="engine")
     try:
         yield store
     finally:
@@ -118,9 +104,7 @@ PYTHON_STORES: dict[str, Callable[[Path], AbstractContextManager[Store]]] = {
 #: The asynchronous stores written in Python, by name: a factory each (see the module docstring).
 ASYNC_STORES: dict[str, Callable[[Path], AbstractContextManager[AsyncStore]]] = {
     "async-dict": _async_dict_store,  # the reference implementation, awaited
-    "postgres": _postgres,
-    "redis": _redis,
-    "mongo": _mongo,
+    **{kind: partial(_server_store, kind) for kind in _SERVER_STORES},
 }
 
 
@@ -134,7 +118,7 @@ def _blocking(name: str, tmp: Path) -> Iterator[Store]:
 #: protocol suite runs on them too.
 BLOCKING_STORES: dict[str, Callable[[Path], AbstractContextManager[Store]]] = {
     f"{name}-blocking": (lambda tmp, name=name: _blocking(name, tmp))  # type: ignore[misc]
-    for name in ("postgres", "redis", "mongo")
+    for name in _SERVER_STORES
 }
 
 #: The stores written in Python, synchronous or not.

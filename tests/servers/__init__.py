@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-__all__ = ["BACKENDS", "ENV", "KINDS", "namespaced", "server_url", "unique_name"]
+__all__ = ["BACKENDS", "ENV", "KINDS", "namespaced", "server_url", "unavailable", "unique_name"]
 
 #: The server kinds, and the variable that holds each one's URL.
 ENV = {
@@ -53,11 +53,16 @@ def server_url(kind: str) -> str:
         except ImportError:
             why = f"the {_DRIVERS[kind]} driver is not installed (make test installs it)"
     if why is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and {why}")
-        pytest.skip(why)
+        unavailable(why)
     assert url is not None
     return url
+
+
+def unavailable(why: str) -> NoReturn:
+    """A server a test needs is missing: skips saying ``why``, or fails under ``CI=true``."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and {why}")
+    pytest.skip(why)
 
 
 def unique_name(prefix: str = "t") -> str:
