@@ -40,6 +40,7 @@ __all__ = [
     "Store",
     "StoreConflict",
     "StoredInstance",
+    "Watchable",
 ]
 
 
@@ -332,4 +333,25 @@ class AsyncStore(Protocol):
 
     def describe(self) -> str:
         """See ``Store.describe``."""
+        ...
+
+
+@runtime_checkable
+class Watchable(Protocol):
+    """An optional face of an ``AsyncStore`` (or its twin) whose server can push news: workers
+    and ``Run.wait_async`` then wait on it instead of polling (PostgreSQL LISTEN/NOTIFY, Redis
+    pub/sub). A store without it is polled with backoff and jitter; nothing is lost either way,
+    since whoever waits reads the store after every wake-up."""
+
+    async def watch(self, timeout: float) -> builtins.list[str]:
+        """Waits until some instance had news since the previous call, or ``timeout`` seconds
+        pass, and returns the ids that had news (each once, any order; empty after a timeout).
+
+        News is: an instance created; a signal (or cancellation request) sent to it; a lease
+        released on it; a commit that finished it, or that left it suspended and due at or
+        before the commit's ``updated_at``. Every watcher (in any process) hears every piece of
+        news. The first call subscribes (news before it is not reported), so a waiter calls
+        ``watch(0)`` before it first reads the store. A lost connection is reopened within the
+        store's timeout; news sent while it was down is lost, so after a reconnect ``watch``
+        returns at once with an empty list (the caller then reads the store)."""
         ...
