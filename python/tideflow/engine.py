@@ -133,6 +133,8 @@ class Engine:
         self.clock = clock
         self.observer = observer
         self._by_name: dict[str, CompiledWorkflow] = {}
+        #: Every registered plan, by hash (several versions of one name may be registered).
+        self._by_hash: dict[str, CompiledWorkflow] = {}
         self._wakers: dict[str, tuple[Any, Any]] = {}  # id -> (loop, asyncio.Event) of a driver
         #: How often (seconds, real time) an idle ``run_async`` looks at a store that other
         #: processes share, for their signals, cancellations and completions; None in memory.
@@ -149,7 +151,13 @@ class Engine:
         c = w.compile()
         self._core.register(c.core)
         self._by_name[c.name] = c
+        self._by_hash[c.hash] = c
         return c
+
+    def workflows(self) -> list[Workflow]:
+        """The workflows registered on this engine (``register``, ``run``, ``start``...), every
+        version, in the order they were first registered."""
+        return [c.workflow for c in self._by_hash.values()]
 
     def _run_of(
         self, id: str, workflow: str, outcome: tuple[str, Any, bytes | None], plan_hash: str
