@@ -71,15 +71,17 @@ APP = textwrap.dedent(
     """
 )
 
-#: A module that cannot be imported.
+#: A module that cannot be imported, and one whose own import of a dependency fails.
 BROKEN = "import tideflow\nVALUE = 1 / 0\n"
+NEEDS = "import tideflow_no_such_dependency\n"
 
 
 @pytest.fixture
 def app(tmp_path: Path) -> Path:
-    """A directory holding app.py and broken.py (the commands' PYTHONPATH)."""
+    """A directory holding app.py, broken.py and needs.py (the commands' PYTHONPATH)."""
     (tmp_path / "app.py").write_text(APP)
     (tmp_path / "broken.py").write_text(BROKEN)
+    (tmp_path / "needs.py").write_text(NEEDS)
     return tmp_path
 
 
@@ -182,6 +184,13 @@ USAGE_ERRORS: list[tuple[str, list[str], dict[str, str], str]] = [
         ["worker", "broken:engine"],
         {},
         "cannot import module 'broken': ZeroDivisionError: division by zero",
+    ),
+    (
+        "a module whose dependency is missing",
+        ["worker", "needs:engine"],
+        {},
+        "cannot import module 'needs': ModuleNotFoundError: No module named "
+        "'tideflow_no_such_dependency'",
     ),
     ("no such object", ["worker", "app:nope"], {}, "'app' has no attribute 'nope'"),
     (
@@ -289,6 +298,27 @@ def test_a_usage_error_is_one_line_and_exit_2(
     line = one_error_line(proc)
     assert message in line
     assert not (app / "flows.db").exists()  # nothing was opened
+
+
+def test_main_returns_the_exit_code_in_process(
+    app: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tideflow.cli import main
+
+    monkeypatch.chdir(app)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the command puts app's directory on it
+    monkeypatch.delenv("TIDEFLOW_STORE", raising=False)
+    assert main(["--help"]) == 0
+    assert "exit codes:" in capsys.readouterr().out
+    assert "app" not in sys.modules
+    try:
+        assert main(["worker", "app:workflows"]) == 2
+    finally:
+        sys.modules.pop("app", None)
+    assert capsys.readouterr().err == (
+        "tideflow: error: app:workflows names workflows, which need a store: give --store URL "
+        "or set TIDEFLOW_STORE\n"
+    )
 
 
 def test_debug_adds_the_traceback(app: Path) -> None:

@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"a command is needed: {', '.join(COMMANDS)} (see 'tideflow --help')")
         code: int = args._run(args)
         return code
+    except SystemExit as e:  # --help and --version print, then exit 0
+        return e.code if isinstance(e.code, int) else EXIT_OK
     except UsageError as e:
         return _fail(e, EXIT_USAGE, debug)
     except CommandError as e:

@@ -161,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
             ) from e
     finally:
         stopper.restore(previous)
+        if stopper.forced is None:
+            _close(engine)
     if stopper.forced is not None:
         name = signal.Signals(stopper.forced).name
         _say(
@@ -174,6 +176,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         _say(f"tideflow worker {worker.id}: stopped")
     return EXIT_OK
+
+
+def _close(engine: Any) -> None:
+    """Closes the store's connections once the worker returned (a failure is only reported)."""
+    try:
+        engine.close()
+    except Exception as e:
+        _say(f"tideflow: warning: closing the store failed: {type(e).__name__}: {e}")
 
 
 def _startup_line(worker: Any, engine: Any, queues: list[str], args: argparse.Namespace) -> str:
