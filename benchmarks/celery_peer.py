@@ -338,7 +338,7 @@ def throughput(bench: Any, workers: Workers, n: int, repeat: int) -> dict[str, A
             flush=True,
         )
         for res in results:
-            res.forget()  # the chains' last results; the others expire (and are cleaned up)
+            res.forget()  # the chain's results, its parents' too (AsyncResult.forget)
     me1 = time.process_time()
     cpu1, (rcpu1, rcmd1) = workers.cpu_seconds(), redis_counters(client)
     steps = n * STEPS
