@@ -67,7 +67,7 @@ else:
 class Step(Generic[In, Out]):
     """A unit of work: a sync or async function ``fn(ctx, value) -> value`` plus its options."""
 
-    __slots__ = ("__dict__", "fn", "is_async", "name", "retry", "timeout")
+    __slots__ = ("__dict__", "fn", "is_async", "name", "queue", "retry", "timeout")
 
     def __init__(
         self,
@@ -76,6 +76,7 @@ class Step(Generic[In, Out]):
         name: str | None = None,
         retry: Retry | None = None,
         timeout: Duration | None = None,
+        queue: str | None = None,
     ) -> None:
         if not callable(fn):
             raise DefinitionError(f"@step needs a function, got {fn!r}")
@@ -86,6 +87,11 @@ class Step(Generic[In, Out]):
         check_text(self.name, "a step name", error=DefinitionError)
         self.retry = retry
         self.timeout = None if timeout is None else to_seconds(timeout, f"timeout of {self.name}")
+        if queue is not None:
+            check_text(queue, f"queue of step {self.name!r}", error=DefinitionError)
+        #: The worker queue the step runs on (``default`` unless given): only workers that serve
+        #: it run the step. Routing is not part of the plan, so it does not change the plan hash.
+        self.queue: str = "default" if queue is None else queue
         self.is_async = _is_async(fn)
         _check_callable(fn, self.name)
         functools.update_wrapper(self, fn)
@@ -158,7 +164,11 @@ if TYPE_CHECKING:
     def step(fn: Callable[..., Any], /) -> Step[Any, Any]: ...
     @overload
     def step(
-        *, name: str | None = None, retry: Retry | None = None, timeout: Duration | None = None
+        *,
+        name: str | None = None,
+        retry: Retry | None = None,
+        timeout: Duration | None = None,
+        queue: str | None = None,
     ) -> Callable[[Callable[..., Any]], Step[Any, Any]]: ...
 
 
@@ -169,13 +179,15 @@ def step(
     name: str | None = None,
     retry: Retry | None = None,
     timeout: Duration | None = None,
+    queue: str | None = None,
 ) -> Step[Any, Any] | Callable[[Callable[..., Any]], Step[Any, Any]]:
-    """Declares a step, bare (``@step``) or with options (``@step(retry=..., timeout=..., name=...)``)."""
+    """Declares a step, bare (``@step``) or with options (``@step(retry=..., timeout=...,
+    name=..., queue=...)``; ``queue`` routes it to the workers that serve that queue)."""
     if fn is not None:
-        return Step(fn, name=name, retry=retry, timeout=timeout)
+        return Step(fn, name=name, retry=retry, timeout=timeout, queue=queue)
 
     def wrap(f: Callable[..., Any]) -> Step[Any, Any]:
-        return Step(f, name=name, retry=retry, timeout=timeout)
+        return Step(f, name=name, retry=retry, timeout=timeout, queue=queue)
 
     return wrap
 
