@@ -80,7 +80,7 @@ class _Lost(Exception):
 class _Holding:
     """What a worker holds: one instance it drives, or one task it runs."""
 
-    __slots__ = ("coro", "id", "inbox_after", "lost", "news", "remote", "step")
+    __slots__ = ("coro", "id", "inbox_after", "lost", "news", "remote", "slot", "step")
 
     def __init__(self, id: str) -> None:
         self.id = id
@@ -95,11 +95,18 @@ class _Holding:
         self.step: Any = None
         #: The highest inbox number read for task notes.
         self.inbox_after = 0
+        #: The concurrency slot (a named lease) held for it, for a workflow with a limit.
+        self.slot: str | None = None
 
 
 def _task_id(parent: str, key: str, base: int) -> str:
     """The id of the task that runs the step at ``key`` of ``parent`` from attempt ``base``."""
     return f"{parent}~{key}~{base}"
+
+
+def _slot_group(workflow: str) -> str:
+    """The named-lease group of the concurrency slots of ``workflow``."""
+    return f"slot:{workflow}"
 
 
 def _task_plan(queue: str, plan_hash: str) -> str:
@@ -169,6 +176,7 @@ class Worker:
         self._wake: asyncio.Event | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._slot_tasks: set[asyncio.Future[Any]] = set()
         #: What ran here: instances driven, tasks run, leases lost (for tests and logs).
         self.stats = {"instances": 0, "tasks": 0, "lost": 0}
 
@@ -238,6 +246,7 @@ class Worker:
             watcher = asyncio.ensure_future(self._watch(watch))
         beat = asyncio.ensure_future(self._heartbeat())
         try:
+            await self._make_slots()
             await self._claim_loop()
         finally:
             beat.cancel()
@@ -250,6 +259,8 @@ class Worker:
             if holders:
                 await asyncio.gather(*holders, return_exceptions=True)
             await asyncio.gather(beat, *(w for w in [watcher] if w), return_exceptions=True)
+            if self._slot_tasks:
+                await asyncio.gather(*self._slot_tasks, return_exceptions=True)
             with contextlib.suppress(ValueError):
                 engine._listeners.remove(self._heard)
             self._pool.shutdown(wait=not self._stopping, cancel_futures=True)
@@ -266,7 +277,58 @@ class Worker:
         tasks = [_task_plan(q, h) for h in plans for q in sorted(self.queues)]
         if self._draining:
             return tasks if self._held else []
-        return plans + tasks
+        limited = {h for hs in self._limited().values() for h in hs}
+        return [h for h in plans if h not in limited] + tasks
+
+    def _limited(self) -> dict[str, list[str]]:
+        """The plan hashes of each registered workflow with a concurrency limit, by name."""
+        out: dict[str, list[str]] = {}
+        for h, c in self.engine._by_hash.items():
+            if c.workflow.concurrency is not None:
+                out.setdefault(c.name, []).append(h)
+        return out
+
+    async def _make_slots(self) -> None:
+        """Stores the concurrency slots of the limited workflows (create-or-return)."""
+        from tideflow.leases import lease_rows
+
+        engine = self.engine
+        now = engine._core.now()
+        for name in self._limited():
+            limit = max(
+                c.workflow.concurrency or 0 for c in engine._by_hash.values() if c.name == name
+            )
+            for meta, header in lease_rows(_slot_group(name), limit, now):
+                await self._store(engine.store.create(meta, header, []), "create")
+
+    async def _claim_limited(self, free: int) -> int:
+        """Claims instances of the limited workflows, each under a slot lease of its workflow
+        (so the store caps them across all workers); how many it took."""
+        from tideflow.leases import lease_plan
+
+        engine = self.engine
+        taken = 0
+        for name, hashes in self._limited().items():
+            if free - taken <= 0:
+                break
+            now = engine._core.now()
+            slots = await self._store(
+                engine.store.claim(
+                    Claim(self.id, free - taken, self.lease, now, [lease_plan(_slot_group(name))])
+                ),
+                "claim",
+            )
+            for slot in slots:
+                got = await self._store(
+                    engine.store.claim(Claim(self.id, 1, self.lease, now, hashes)), "claim"
+                )
+                if not got:
+                    for rest in slots[slots.index(slot) :]:
+                        await self._release(InstanceMeta(*rest).id)
+                    break
+                self._take(got[0], slot=InstanceMeta(*slot).id)
+                taken += 1
+        return taken
 
     async def _claim_loop(self) -> None:
         assert self._wake is not None
@@ -283,7 +345,10 @@ class Worker:
                 got = await self._store(engine.store.claim(claim), "claim")
                 for meta in got:
                     self._take(meta)
-            if got:
+            limited = 0
+            if free - len(got) > 0 and not self._draining and self._limited():
+                limited = await self._claim_limited(free - len(got))
+            if got or limited:
                 idle = _POLL_MIN
                 continue
             self._wake.clear()
@@ -292,9 +357,10 @@ class Worker:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             idle = _POLL_MIN if self._wake.is_set() else min(idle * 2, _POLL_MAX)
 
-    def _take(self, meta: Any) -> None:
+    def _take(self, meta: Any, slot: str | None = None) -> None:
         meta = InstanceMeta(*meta)
         h = _Holding(meta.id)
+        h.slot = slot
         self._held[meta.id] = h
         self._busy += 1
         if meta.workflow == TASK_WORKFLOW:
@@ -306,6 +372,10 @@ class Worker:
     def _dropped(self, h: _Holding, _done: object = None) -> None:
         self._held.pop(h.id, None)
         self._busy -= 1
+        if h.slot is not None and not self._stopping and self._loop is not None:
+            fut = asyncio.ensure_future(self._release(h.slot))
+            self._slot_tasks.add(fut)
+            fut.add_done_callback(self._slot_tasks.discard)
         if self._wake is not None:
             self._wake.set()
 
@@ -346,10 +416,11 @@ class Worker:
                 if h.lost:
                     continue
                 try:
-                    await self._store(
-                        engine.store.extend(h.id, self.id, self.lease, engine._core.now()),
-                        "extend",
-                    )
+                    for id in (h.id, h.slot) if h.slot is not None else (h.id,):
+                        await self._store(
+                            engine.store.extend(id, self.id, self.lease, engine._core.now()),
+                            "extend",
+                        )
                 except (LeaseLost, UnknownInstance):
                     self._lose(h)
                 except TideflowError:

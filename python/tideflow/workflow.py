@@ -313,6 +313,7 @@ class Workflow:
         "_parent",
         "_states",
         "compensation",
+        "concurrency",
         "name",
         "start",
         "timeout",
@@ -326,8 +327,15 @@ class Workflow:
         *,
         start: str | None = None,
         timeout: Duration | None = None,
+        concurrency: int | None = None,
     ) -> None:
         check_text(name, "a workflow name", error=DefinitionError)
+        if concurrency is not None and (
+            type(concurrency) is not int or concurrency < 1  # bool is not a count
+        ):
+            raise DefinitionError(
+                f"concurrency of workflow {name!r} must be a positive int, got {concurrency!r}"
+            )
         if version is not None:
             check_text(version, "version", error=DefinitionError, empty=True)
         if start is not None:
@@ -336,6 +344,9 @@ class Workflow:
         self.version = version
         self.start = start
         self.timeout = None if timeout is None else to_seconds(timeout, f"timeout of {name}")
+        #: At most this many instances of the workflow run at once across all workers of the
+        #: store (None: no limit). Deployment, not plan: it does not change the plan hash.
+        self.concurrency = concurrency
         self._parent: Workflow | None = None
         self._node: Node | None = None
         self._states: tuple[tuple[str, Node, Next], ...] = ()
@@ -345,6 +356,7 @@ class Workflow:
     def _derive(self) -> Workflow:
         w = Workflow.__new__(Workflow)
         w.name, w.version, w.start, w.timeout = self.name, self.version, self.start, self.timeout
+        w.concurrency = self.concurrency
         w._parent, w._node, w._states, w._compiled = None, None, self._states, None
         w.compensation = self.compensation
         return w

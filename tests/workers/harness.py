@@ -29,11 +29,18 @@ class Workers:
         self.procs: list[subprocess.Popen[str]] = []
 
     def start(
-        self, concurrency: int = 4, lease: float = 30.0, queues: list[str] | None = None
+        self,
+        concurrency: int = 4,
+        lease: float = 30.0,
+        queues: list[str] | None = None,
+        extra: list[str] | None = None,
     ) -> subprocess.Popen[str]:
-        """Starts one more worker and waits until it runs."""
+        """Starts one more worker and waits until it runs (``extra``: ``module:NAME`` lists of
+        more workflows to register)."""
         cmd = [sys.executable, "-m", "tests.workers.main", self.url]
         cmd += ["--concurrency", str(concurrency), "--lease", str(lease)]
+        for spec in extra or []:
+            cmd += ["--extra", spec]
         for q in queues or []:
             cmd += ["--queue", q]
         env = {**os.environ, "TIDEFLOW_TEST_LOG": str(self.log), "PYTHONPATH": str(ROOT)}

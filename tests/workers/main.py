@@ -5,6 +5,7 @@ second SIGTERM stops at once. Prints ``ready <worker id>`` once it runs."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 import threading
@@ -20,9 +21,13 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--lease", type=float, default=30.0)
     p.add_argument("--queue", action="append")
+    p.add_argument("--extra", action="append", default=[], help="module:NAME of more workflows")
     a = p.parse_args()
     with Engine(store=a.url) as engine:
         engine.register(*WORKFLOWS)
+        for spec in a.extra:
+            module, _, name = spec.partition(":")
+            engine.register(*getattr(importlib.import_module(module), name))
         worker = Worker(engine, concurrency=a.concurrency, queues=a.queue, lease=a.lease)
         terms = 0
 

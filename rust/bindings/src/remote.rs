@@ -85,12 +85,18 @@ pub fn decode_outcome(py: Python<'_>, d: &Driver, step: u32, outcome: &[u8]) -> 
 }
 
 /// The header of a task: `info` is its JSON description (parent, position, attempt), `output`
-/// the outcome once it ran.
+/// the outcome once it ran; `workflow` another of the engine's own instance kinds (`!lease`).
 #[pyfunction]
-#[pyo3(signature = (plan_hash, info, created_at, output=None))]
-pub fn task_header(plan_hash: &str, info: Vec<u8>, created_at: f64, output: Option<Vec<u8>>) -> Vec<u8> {
+#[pyo3(signature = (plan_hash, info, created_at, output=None, workflow=TASK_WORKFLOW))]
+pub fn task_header(
+    plan_hash: &str,
+    info: Vec<u8>,
+    created_at: f64,
+    output: Option<Vec<u8>>,
+    workflow: &str,
+) -> Vec<u8> {
     encode_header(&Header {
-        workflow: TASK_WORKFLOW.to_string(),
+        workflow: workflow.to_string(),
         version: None,
         plan_hash: plan_hash.to_string(),
         input: info,
