@@ -127,3 +127,29 @@ def on_gpu(ctx: Context, x: int) -> int:
 ROUTED = Workflow("routed").then(inc).then(on_gpu).then(inc)
 
 WORKFLOWS = [CHAIN, FAN, SLOW, POISON, GATED, TIMED, ROUTED]
+
+
+# -- fault tests (tests/workers/test_faults.py) ---------------------------------------------
+
+
+@step
+def pace(ctx: Context, x: int) -> dict[str, Any]:
+    """Turns a number into the spec of ``slow`` (sleep that many seconds)."""
+    note(ctx)
+    return {"seconds": float(x)}
+
+
+@step
+def poison_item(ctx: Context, item: dict[str, Any]) -> int:
+    """Kills the process that runs it, every time (a poison step inside a map)."""
+    note(ctx)
+    os.kill(os.getpid(), signal.SIGKILL)
+    return int(item["i"])
+
+
+#: inc, then pace, then the slow step, then after: a step before the slow one that must not rerun.
+PACED = Workflow("paced").then(inc).then(pace).then(slow).then(after)
+#: A map whose every item kills its worker (handed out as tasks).
+POISON_MAP = Workflow("poison_map").then(items).map(poison_item).then(total)
+
+WORKFLOWS += [PACED, POISON_MAP]

@@ -88,3 +88,21 @@ def wait_until(cond: Any, timeout: float = 60.0, what: str = "the condition") ->
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+# -- fault tests (tests/workers/test_faults.py) ---------------------------------------------
+
+
+def pause(p: subprocess.Popen[str]) -> None:
+    """SIGSTOP: the process stops (its heartbeats too) until ``unpause``."""
+    p.send_signal(signal.SIGSTOP)
+
+
+def unpause(p: subprocess.Popen[str]) -> None:
+    """SIGCONT: a paused process goes on."""
+    p.send_signal(signal.SIGCONT)
+
+
+def noted(log: Path, **match: Any) -> list[dict[str, Any]]:
+    """The notes whose fields equal all of ``match``."""
+    return [n for n in records(log) if all(n.get(k) == v for k, v in match.items())]
