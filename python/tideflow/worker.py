@@ -340,14 +340,21 @@ class Worker:
             free = self.concurrency - self._busy
             got: list[InstanceMeta] = []
             hashes = self._plan_hashes()
-            if free > 0 and hashes:
-                claim = Claim(self.id, free, self.lease, engine._core.now(), hashes)
-                got = await self._store(engine.store.claim(claim), "claim")
-                for meta in got:
-                    self._take(meta)
             limited = 0
-            if free - len(got) > 0 and not self._draining and self._limited():
-                limited = await self._claim_limited(free - len(got))
+            try:
+                if free > 0 and hashes:
+                    claim = Claim(self.id, free, self.lease, engine._core.now(), hashes)
+                    got = await self._store(engine.store.claim(claim), "claim")
+                    for meta in got:
+                        self._take(meta)
+                if free - len(got) > 0 and not self._draining and self._limited():
+                    limited = await self._claim_limited(free - len(got))
+            except TideflowError as e:
+                # the store is unreachable or busy now (a lost connection, a locked SQLite
+                # file): what is held goes on, and the worker looks again after a pause
+                _log().warning("worker %s: claim failed, retrying: %s", self.id, e)
+                await asyncio.sleep(_POLL_MAX * (0.5 + random.random()))
+                continue
             if got or limited:
                 idle = _POLL_MIN
                 continue
@@ -742,6 +749,12 @@ def _commit(
 ) -> Commit:
     """A commit of a task instance (no log records: its state is in its header)."""
     return Commit(id, version, status, now, None, header, [], 0, owner, None)
+
+
+def _log() -> Any:
+    import logging
+
+    return logging.getLogger("tideflow.worker")
 
 
 def _worker_id() -> str:
