@@ -147,6 +147,7 @@ def serve(url: str, concurrency: int, count: str | None, profile: str | None) ->
         signal.signal(signal.SIGTERM, lambda *_: worker.stop(drain=False))
         print("ready", flush=True)
         sys.stdin.readline()
+        cpu0 = time.process_time()
         prof = cProfile.Profile() if profile else None
         if prof is not None:
             prof.enable()
@@ -156,6 +157,7 @@ def serve(url: str, concurrency: int, count: str | None, profile: str | None) ->
             prof.dump_stats(profile)  # type: ignore[arg-type]
         if count:
             Path(count).write_text(json.dumps(dict(counts)))
+        print(f"cpu {time.process_time() - cpu0!r}", flush=True)
 
 
 class Workers:
@@ -197,12 +199,18 @@ class Workers:
             p.stdin.write("go\n")
             p.stdin.flush()
 
-    def stop(self) -> None:
-        """SIGTERM (stop at once) and wait for every process."""
+    def stop(self) -> float:
+        """SIGTERM (stop at once) and wait for every process; their CPU seconds since ``go()``."""
         for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
+        cpu = 0.0
         for p in self.procs:
+            with contextlib.suppress(OSError, ValueError):
+                assert p.stdout is not None
+                for line in p.stdout:
+                    if line.startswith("cpu "):
+                        cpu += float(line.split()[1])
             try:
                 p.wait(30)
             except subprocess.TimeoutExpired:
@@ -212,6 +220,7 @@ class Workers:
                 if f is not None:
                     with contextlib.suppress(OSError):
                         f.close()
+        return cpu
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,7 +261,7 @@ def throughput(
                 engine.start(CHAIN, i, id=f"c{tag}-{i}")
         t1 = wait_completed(engine, CHAIN.name, base + n)
     finally:
-        workers.stop()
+        cpu = workers.stop()
     wall = t1 - t0
     sps = STEPS * n / wall
     return {
@@ -263,6 +272,7 @@ def throughput(
         "wall_s": round(wall, 3),
         "steps_per_s": round(sps, 1),
         "steps_per_s_per_process": round(sps / processes, 1),
+        "worker_cpu_ms_per_step": round(cpu * 1000 / (STEPS * n), 3),
     }
 
 
@@ -435,7 +445,8 @@ def _row(r: dict[str, Any]) -> str:
     return (
         f"{r['processes']} process(es) x concurrency {r['concurrency']}, started "
         f"{r['started']}: {r['wall_s']} s, {r['steps_per_s']} steps/s, "
-        f"{r['steps_per_s_per_process']} per process"
+        f"{r['steps_per_s_per_process']} per process, worker CPU "
+        f"{r['worker_cpu_ms_per_step']} ms/step"
     )
 
 
