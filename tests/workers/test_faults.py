@@ -101,12 +101,13 @@ def test_heartbeats_keep_a_step_longer_than_the_lease(server: str | None, tmp_pa
         _once_each(engine, "long")
 
 
-#: On SQLite a worker SIGSTOPped inside a write transaction (a claim or heartbeat) holds the
-#: file's lock; the next worker's claim then raises StoreError "database is locked", which ends
-#: that worker (Worker._claim_loop does not survive a store error). Intermittent, so not strict.
+#: On SQLite a worker SIGSTOPped inside a write transaction (a claim or a heartbeat: the stop
+#: lands there now and then) holds the file's lock while frozen, so no other process can write
+#: until it resumes (docs/workers.md, "Failure modes"); the others survive it (they retry their
+#: claims) but cannot take over in time. A limit of one file shared by processes, so not strict.
 _PAUSED_SQLITE = pytest.mark.xfail(
     strict=False,
-    reason="a worker dies on StoreError 'database is locked' from claim while another is paused",
+    reason="a process frozen inside a SQLite write transaction blocks the file until it resumes",
 )
 
 
