@@ -835,9 +835,7 @@ class PostgresStore:
                 for key, old in list(self._res.listeners.items()):
                     if old.loop.is_closed() or old.loop is loop:
                         del self._res.listeners[key]
-                        conn = old.shut()
-                        if conn is not None:
-                            _terminate(conn, force=old.loop.is_closed())
+                        _close_listener(old.loop, old.shut(), False)
                 lst = _Listener(loop, self._s.channel)
                 self._res.listeners[id(loop)] = lst
             await self._listen(lst)  # the first call subscribes, then waits as any other
@@ -995,6 +993,32 @@ class _Listener:
                 with contextlib.suppress(RuntimeError):
                     self.loop.call_soon_threadsafe(self.wake.set)
         return conn
+
+
+def _close_listener(loop: asyncio.AbstractEventLoop, conn: Any, graceful: bool) -> None:
+    """Closes a LISTEN connection from any thread: on its loop when that loop is running (its
+    transport must be closed by the loop that polls it), else at once."""
+    if conn is None or conn.is_closed():
+        return
+    if loop.is_closed():
+        _terminate(conn, force=True)
+    elif loop.is_running():
+        try:
+            here = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            here = False
+        if here:
+            conn.terminate()
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(conn.terminate)
+    elif graceful:
+        try:
+            loop.run_until_complete(asyncio.wait_for(conn.close(), 2))
+        except Exception:
+            _terminate(conn)
+    else:
+        _terminate(conn)
 
 
 async def _no_reset(conn: Any) -> None:
@@ -1244,10 +1268,9 @@ class _Resources:
             self.hot.clear()
             listeners = list(self.listeners.values())
             self.listeners.clear()
-        hot.extend([lst.loop, lst.shut(), False] for lst in listeners)
+        for lst in listeners:
+            _close_listener(lst.loop, lst.shut(), graceful)
         for loop, conn, _ in hot:
-            if conn is None:
-                continue
             idle = not loop.is_closed() and not loop.is_running()
             if graceful and idle and not conn.is_closed():
                 try:
