@@ -1,7 +1,7 @@
-"""The stores' notifications (``Watchable.watch``) on PostgreSQL (LISTEN/NOTIFY) and Redis
-(pub/sub): each kind of news reaches every watcher with the right id, nothing else does, news
-coalesces between calls, a watcher survives its listener connection being killed server-side,
-and an idle watch does not spin.
+"""The stores' notifications (``Watchable.watch``) on PostgreSQL (LISTEN/NOTIFY), Redis
+(pub/sub) and MongoDB (a change stream): each kind of news reaches every watcher with the right
+id, nothing else does, news coalesces between calls, a watcher survives its listener connection
+being killed server-side (PostgreSQL, Redis), and an idle watch does not spin.
 
 Everything runs on the shared test servers: the killed connections are the watcher's own (found
 by a unique ``application_name`` on PostgreSQL, by the client name on Redis), so no other test
@@ -24,14 +24,18 @@ from tideflow.errors import SignalError
 from tideflow.stores import parse_store
 from tideflow.stores.base import Claim, Commit, InstanceMeta, StoreConflict, Watchable
 
-KINDS = ["postgres", "redis"]
+#: The stores with ``watch``, and those whose listener connection a test kills server-side
+#: (pymongo resumes a change stream by itself: see ``docs/stores.md``).
+KINDS = ["postgres", "redis", "mongo"]
+PUSHED = ["postgres", "redis"]
 #: How long a test waits for news that must come (it comes in milliseconds; this bounds a
 #: broken implementation, it is not a timed assertion).
 SOON = 5.0
 #: How long a test listens for news that must NOT come.
 QUIET = 0.3
 
-pytestmark = pytest.mark.parametrize("server", KINDS, indirect=True)
+every_store = pytest.mark.parametrize("server", KINDS, indirect=True)
+pushed_stores = pytest.mark.parametrize("server", PUSHED, indirect=True)
 
 
 def _meta(iid: str, status: str = "pending", due: float | None = None) -> InstanceMeta:
@@ -71,6 +75,7 @@ async def _hear(store: Any, want: set[str]) -> set[str]:
     return heard
 
 
+@every_store
 def test_each_kind_of_news_is_reported_with_its_id(server: str) -> None:
     async def body(w: Any, watcher: Any) -> None:
         await watcher.watch(0)
@@ -100,6 +105,7 @@ def test_each_kind_of_news_is_reported_with_its_id(server: str) -> None:
     _run(server, body)
 
 
+@every_store
 def test_commits_that_neither_finish_nor_leave_due_report_nothing(server: str) -> None:
     async def body(w: Any, watcher: Any) -> None:
         await w.create(_meta("a"), b"h", [])
@@ -115,6 +121,7 @@ def test_commits_that_neither_finish_nor_leave_due_report_nothing(server: str) -
     _run(server, body)
 
 
+@every_store
 def test_failed_writes_report_nothing(server: str) -> None:
     async def body(w: Any, watcher: Any) -> None:
         await w.create(_meta("a"), b"h", [])
@@ -131,6 +138,7 @@ def test_failed_writes_report_nothing(server: str) -> None:
     _run(server, body)
 
 
+@every_store
 def test_news_before_the_first_call_is_not_reported(server: str) -> None:
     async def body(w: Any, watcher: Any) -> None:
         await w.create(_meta("before"), b"h", [])
@@ -141,6 +149,7 @@ def test_news_before_the_first_call_is_not_reported(server: str) -> None:
     _run(server, body)
 
 
+@every_store
 def test_news_between_calls_coalesces(server: str) -> None:
     async def body(w: Any, watcher: Any) -> None:
         await watcher.watch(0)
@@ -157,6 +166,7 @@ def test_news_between_calls_coalesces(server: str) -> None:
     _run(server, body)
 
 
+@every_store
 def test_every_watcher_hears_every_piece_of_news(server: str) -> None:
     async def body(w: Any, one: Any, two: Any) -> None:
         await one.watch(0)
@@ -168,6 +178,7 @@ def test_every_watcher_hears_every_piece_of_news(server: str) -> None:
     _run(server, body, n=3)
 
 
+@every_store
 def test_a_timeout_returns_an_empty_list(server: str) -> None:
     async def body(w: Any, watcher: Any) -> None:
         await watcher.watch(0)
@@ -177,6 +188,7 @@ def test_a_timeout_returns_an_empty_list(server: str) -> None:
     _run(server, body)
 
 
+@every_store
 def test_a_bad_timeout_is_refused(server: str) -> None:
     async def body(w: Any, watcher: Any) -> None:
         for bad in (-1, float("nan"), float("inf"), "soon"):
@@ -186,6 +198,7 @@ def test_a_bad_timeout_is_refused(server: str) -> None:
     _run(server, body)
 
 
+@every_store
 def test_an_idle_watch_costs_no_cpu(server: str) -> None:
     async def body(w: Any, watcher: Any) -> None:
         await watcher.watch(0)
@@ -232,6 +245,7 @@ async def _kill_redis_listener(prefix: str) -> int:
         await client.aclose()
 
 
+@pushed_stores
 def test_a_killed_listener_connection_is_reopened(server: str) -> None:
     query = dict(parse_qsl(urlsplit(server).query))
     if "schema" in query:  # PostgreSQL: this watcher's connections get a name of their own
@@ -272,6 +286,7 @@ def test_a_killed_listener_connection_is_reopened(server: str) -> None:
     asyncio.run(go())
 
 
+@every_store
 def test_close_ends_a_waiting_watch_and_a_later_call_subscribes_again(server: str) -> None:
     async def body(w: Any, watcher: Any) -> None:
         await watcher.watch(0)
@@ -287,6 +302,7 @@ def test_close_ends_a_waiting_watch_and_a_later_call_subscribes_again(server: st
     _run(server, body)
 
 
+@pushed_stores
 def test_errors_name_no_password(server: str) -> None:
     parts = urlsplit(server)
     assert parts.password, "the test servers have passwords"
@@ -331,6 +347,7 @@ async def _connections(server: str, app: str) -> int:
         await client.aclose()
 
 
+@pushed_stores
 def test_aclose_leaves_no_task_and_no_connection(server: str) -> None:
     app = f"tfwatch_{uuid.uuid4().hex[:8]}"
     watched = _with_option(server, "application_name", app) if "schema=" in server else server
@@ -345,5 +362,18 @@ def test_aclose_leaves_no_task_and_no_connection(server: str) -> None:
         await asyncio.sleep(0.1)  # the server notices the closed sockets
         assert asyncio.all_tasks() == before
         assert await _connections(server, app) == 0
+
+    asyncio.run(go())
+
+
+@every_store
+def test_aclose_leaves_no_task(server: str) -> None:
+    async def go() -> None:
+        watcher: Any = parse_store(server)
+        before = asyncio.all_tasks()
+        await watcher.watch(0)
+        assert await watcher.watch(0.1) == []
+        await watcher.aclose()
+        assert asyncio.all_tasks() == before
 
     asyncio.run(go())
