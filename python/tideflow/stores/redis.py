@@ -404,11 +404,16 @@ class RedisStore:
         loop = asyncio.get_running_loop()
         with self._lock:
             client = self._aclients.pop(loop, None)
-            self._closers.pop(loop, None)
+            client_closer = self._closers.pop(loop, None)
             sub = self._subs.pop(loop, None)
         if sub is not None:
+            closer, sub.closer = sub.closer, None
+            if closer is not None:  # closed here, not by a finalizer task later
+                await closer.aclose()
             await sub.aclose()
-        if client is not None:
+        if client_closer is not None:  # closes the client now, not in a finalizer task later
+            await client_closer.aclose()
+        elif client is not None:
             await client.aclose()
         self.close()
 
