@@ -1175,9 +1175,13 @@ class _Sub:
             _abort_pubsub(ps)
 
     async def aclose(self) -> None:
-        """Closes the subscription on its own running loop."""
+        """Closes the subscription on its own running loop; a waiting ``watch`` is woken first
+        (its socket aborted) and returns [], then the PubSub is closed once no one reads it."""
         self.closed = True
-        await self.drop()
+        if self.lock.locked() and self.pubsub is not None:
+            _abort_pubsub(self.pubsub)
+        async with self.lock:
+            await self.drop()
 
     def shut(self) -> None:
         """Closes the subscription from anywhere: a waiting ``watch`` then returns []."""
