@@ -8,7 +8,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 TEST_DEPS := "maturin>=1.5,<2" pytest pytest-timeout hypothesis pytest-benchmark ruff mypy pydantic msgspec \
-	"asyncpg>=0.30" "redis>=5" "pymongo>=4.10"
+	"asyncpg>=0.30" "redis[hiredis]>=5" "pymongo>=4.10"
 
 .PHONY: all venv build demo test test-rust test-python lint stubtest bench services clean
 

@@ -74,6 +74,7 @@ __all__ = [
     "WaitEvent",
     "WaitSignal",
     "Waiting",
+    "Worker",
     "Workflow",
     "WorkflowFailed",
     "sleep",
@@ -83,3 +84,18 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+TYPE_CHECKING = False  # (see tideflow.retry)
+if TYPE_CHECKING:
+    from tideflow.worker import Worker
+
+
+def __getattr__(name: str) -> object:
+    """Loads ``Worker`` when first asked for: a program that only runs workflows in its own
+    process never imports the worker (nor asyncio)."""
+    if name == "Worker":
+        from tideflow.worker import Worker
+
+        globals()["Worker"] = Worker
+        return Worker
+    raise AttributeError(f"module 'tideflow' has no attribute {name!r}")

@@ -23,12 +23,19 @@ __all__ = ["CompiledWorkflow", "compile_workflow"]
 class CompiledWorkflow:
     """A workflow compiled to a plan and bound to callables: what an engine runs."""
 
-    __slots__ = ("core", "has_async", "hash", "name", "plan", "workflow")
+    __slots__ = ("core", "has_async", "hash", "name", "plan", "queues", "workflow")
 
     def __init__(
-        self, workflow: Workflow, plan: _core.Plan, core: _core.Compiled, has_async: bool
+        self,
+        workflow: Workflow,
+        plan: _core.Plan,
+        core: _core.Compiled,
+        has_async: bool,
+        queues: tuple[str, ...] = (),
     ) -> None:
         self.workflow = workflow
+        #: The worker queue of each step, by its index in the plan's step table.
+        self.queues = queues
         self.has_async = has_async
         self.plan = plan
         self.core = core
@@ -305,4 +312,6 @@ def compile_workflow(w: Workflow) -> CompiledWorkflow:
         in_check,
         in_described,
     )
-    return CompiledWorkflow(w, plan, core, any(s.is_async for s in c.steps))
+    return CompiledWorkflow(
+        w, plan, core, any(s.is_async for s in c.steps), tuple(s.queue for s in c.steps)
+    )

@@ -136,6 +136,9 @@ class Engine:
         #: Every registered plan, by hash (several versions of one name may be registered).
         self._by_hash: dict[str, CompiledWorkflow] = {}
         self._wakers: dict[str, tuple[Any, Any]] = {}  # id -> (loop, asyncio.Event) of a driver
+        #: Told the id of every instance this process starts, signals or cancels (the workers
+        #: running on this engine, so that they need not wait for the store to say so).
+        self._listeners: list[Any] = []
         #: How often (seconds, real time) an idle ``run_async`` looks at a store that other
         #: processes share, for their signals, cancellations and completions; None in memory.
         self._poll: float | None = _POLL_SECONDS if self._core.shared_store else None
@@ -186,6 +189,7 @@ class Engine:
         c = self._compiled(workflow)
         iid = _new_id() if id is None else _check_id(id)
         status = self._core.start(c.core, iid, input)
+        self._tell(iid)
         if status == Status.PENDING.value:
             return Run(iid, c.name, Status.PENDING, None, None, c.hash, self)
         return self.get(iid)
@@ -239,6 +243,7 @@ class Engine:
         iid = _check_id(id)
         self._core.signal(iid, check_text(name, "a signal name", empty=True), payload)
         self._wake(iid)
+        self._tell(iid)
 
     def cancel(self, id: str, reason: str = "cancelled") -> Run:
         """Cancels instance ``id``; the request is persisted first, so a crash cannot lose it.
@@ -259,6 +264,7 @@ class Engine:
         iid = _check_id(id)
         outcome = self._core.cancel(iid, check_text(reason, "a cancel reason", empty=True))
         self._wake(iid)
+        self._tell(iid)
         if outcome is None:  # the driver in this process finishes the cancellation
             return self.get(iid)
         info = self._core.get(iid)
@@ -296,6 +302,65 @@ class Engine:
             err.failures = failures  # type: ignore[attr-defined]
             raise err
         return runs
+
+    def _tell(self, id: str) -> None:
+        for listener in self._listeners:
+            listener(id)
+
+    def wait(self, id: str, timeout: Duration | None = None) -> Run:
+        """Blocks until instance ``id`` completes, fails or is cancelled, wherever it runs (a
+        worker, another process), and returns its Run; once ``timeout`` (seconds or a
+        ``timedelta``) passes, returns its Run as it stands, unfinished. It reads the store
+        (with backoff, from 5 ms up to 0.5 s between looks) and runs nothing itself. Raises
+        ``UnknownInstance``."""
+        import time
+
+        deadline = self._wait_deadline(timeout)
+        pause = 0.005
+        while True:
+            run = self.get(id)
+            if run.status.finished:
+                return run
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return run
+            time.sleep(pause if left is None else min(pause, left))
+            pause = min(pause * 2, 0.5)
+
+    async def wait_async(self, id: str, timeout: Duration | None = None) -> Run:
+        """``wait`` for code on an event loop. On a store that notifies (``Watchable``:
+        PostgreSQL, Redis) it wakes when the instance finishes; else it polls as ``wait``."""
+        import asyncio
+        import time
+
+        deadline = self._wait_deadline(timeout)
+        watch = getattr(self.store, "watch", None) if self._core.async_store else None
+        if watch is not None:
+            await watch(0.0)  # subscribed before the first look: no finish is missed
+        pause = 0.005
+        while True:
+            run = self.get(id)
+            if run.status.finished:
+                return run
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return run
+            wait_for = 0.5 if watch is not None else pause
+            if left is not None:
+                wait_for = min(wait_for, left)
+            if watch is not None:
+                await watch(wait_for)
+            else:
+                await asyncio.sleep(wait_for)
+                pause = min(pause * 2, 0.5)
+
+    @staticmethod
+    def _wait_deadline(timeout: Duration | None) -> float | None:
+        import time
+
+        if timeout is None:
+            return None
+        return time.monotonic() + to_seconds(timeout, "wait(timeout=)", InvalidArgument)
 
     def _wake(self, id: str) -> None:
         waker = self._wakers.get(id)
@@ -363,6 +428,8 @@ class Engine:
             page = _PAGE if limit is None else min(_PAGE, limit - len(runs))
             rows, cursor = self._core.list(statuses, workflow, page, cursor, plan_hash)
             for iid, wf, st, _created, _updated, _due, plan_hash, error in rows:
+                if wf.startswith("!"):  # the engine's own (a worker's tasks)
+                    continue
                 runs.append(Run._listed(self, iid, wf, Status(st), plan_hash, error))
             if cursor is None:
                 break
@@ -373,6 +440,8 @@ class Engine:
         counted by the store without reading any instance."""
         out: dict[str, dict[Status, int]] = {}
         for workflow, status, n in self._core.counts():
+            if workflow.startswith("!"):  # the engine's own (a worker's tasks)
+                continue
             out.setdefault(workflow, {})[Status(status)] = n
         return out
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from tideflow.engine import Engine
+    from tideflow.retry import Duration
 
 __all__ = ["InvalidTransition", "Run", "Status", "StepEvent"]
 
@@ -207,6 +208,16 @@ class Run:
         """What the instance waits for now (empty unless it is suspended), rebuilt from its
         records without running any user code."""
         return self._attached().waiting_for(self.id)
+
+    def wait(self, timeout: Duration | None = None) -> Run:
+        """Blocks until the instance finishes, wherever it runs (a worker, another process), and
+        returns its Run; once ``timeout`` passes, returns it as it stands (unfinished). See
+        ``Engine.wait``."""
+        return self._attached().wait(self.id, timeout)
+
+    async def wait_async(self, timeout: Duration | None = None) -> Run:
+        """``wait`` for code on an event loop: awaits without blocking the loop."""
+        return await self._attached().wait_async(self.id, timeout)
 
     def _attached(self) -> Engine:
         if self._engine is None:

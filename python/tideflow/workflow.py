@@ -67,7 +67,7 @@ else:
 class Step(Generic[In, Out]):
     """A unit of work: a sync or async function ``fn(ctx, value) -> value`` plus its options."""
 
-    __slots__ = ("__dict__", "fn", "is_async", "name", "retry", "timeout")
+    __slots__ = ("__dict__", "fn", "is_async", "name", "queue", "retry", "timeout")
 
     def __init__(
         self,
@@ -76,6 +76,7 @@ class Step(Generic[In, Out]):
         name: str | None = None,
         retry: Retry | None = None,
         timeout: Duration | None = None,
+        queue: str | None = None,
     ) -> None:
         if not callable(fn):
             raise DefinitionError(f"@step needs a function, got {fn!r}")
@@ -86,6 +87,11 @@ class Step(Generic[In, Out]):
         check_text(self.name, "a step name", error=DefinitionError)
         self.retry = retry
         self.timeout = None if timeout is None else to_seconds(timeout, f"timeout of {self.name}")
+        if queue is not None:
+            check_text(queue, f"queue of step {self.name!r}", error=DefinitionError)
+        #: The worker queue the step runs on (``default`` unless given): only workers that serve
+        #: it run the step. Routing is not part of the plan, so it does not change the plan hash.
+        self.queue: str = "default" if queue is None else queue
         self.is_async = _is_async(fn)
         _check_callable(fn, self.name)
         functools.update_wrapper(self, fn)
@@ -158,7 +164,11 @@ if TYPE_CHECKING:
     def step(fn: Callable[..., Any], /) -> Step[Any, Any]: ...
     @overload
     def step(
-        *, name: str | None = None, retry: Retry | None = None, timeout: Duration | None = None
+        *,
+        name: str | None = None,
+        retry: Retry | None = None,
+        timeout: Duration | None = None,
+        queue: str | None = None,
     ) -> Callable[[Callable[..., Any]], Step[Any, Any]]: ...
 
 
@@ -169,13 +179,15 @@ def step(
     name: str | None = None,
     retry: Retry | None = None,
     timeout: Duration | None = None,
+    queue: str | None = None,
 ) -> Step[Any, Any] | Callable[[Callable[..., Any]], Step[Any, Any]]:
-    """Declares a step, bare (``@step``) or with options (``@step(retry=..., timeout=..., name=...)``)."""
+    """Declares a step, bare (``@step``) or with options (``@step(retry=..., timeout=...,
+    name=..., queue=...)``; ``queue`` routes it to the workers that serve that queue)."""
     if fn is not None:
-        return Step(fn, name=name, retry=retry, timeout=timeout)
+        return Step(fn, name=name, retry=retry, timeout=timeout, queue=queue)
 
     def wrap(f: Callable[..., Any]) -> Step[Any, Any]:
-        return Step(f, name=name, retry=retry, timeout=timeout)
+        return Step(f, name=name, retry=retry, timeout=timeout, queue=queue)
 
     return wrap
 
@@ -301,6 +313,7 @@ class Workflow:
         "_parent",
         "_states",
         "compensation",
+        "concurrency",
         "name",
         "start",
         "timeout",
@@ -314,8 +327,15 @@ class Workflow:
         *,
         start: str | None = None,
         timeout: Duration | None = None,
+        concurrency: int | None = None,
     ) -> None:
         check_text(name, "a workflow name", error=DefinitionError)
+        if concurrency is not None and (
+            type(concurrency) is not int or concurrency < 1  # bool is not a count
+        ):
+            raise DefinitionError(
+                f"concurrency of workflow {name!r} must be a positive int, got {concurrency!r}"
+            )
         if version is not None:
             check_text(version, "version", error=DefinitionError, empty=True)
         if start is not None:
@@ -324,6 +344,9 @@ class Workflow:
         self.version = version
         self.start = start
         self.timeout = None if timeout is None else to_seconds(timeout, f"timeout of {name}")
+        #: At most this many instances of the workflow run at once across all workers of the
+        #: store (None: no limit). Deployment, not plan: it does not change the plan hash.
+        self.concurrency = concurrency
         self._parent: Workflow | None = None
         self._node: Node | None = None
         self._states: tuple[tuple[str, Node, Next], ...] = ()
@@ -333,6 +356,7 @@ class Workflow:
     def _derive(self) -> Workflow:
         w = Workflow.__new__(Workflow)
         w.name, w.version, w.start, w.timeout = self.name, self.version, self.start, self.timeout
+        w.concurrency = self.concurrency
         w._parent, w._node, w._states, w._compiled = None, None, self._states, None
         w.compensation = self.compensation
         return w

@@ -627,6 +627,7 @@ _INSIDE = {
     "incr",
     "llen",
     "lrange",
+    "publish",
     "rpush",
     "time",
     "type",

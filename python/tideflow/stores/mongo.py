@@ -13,6 +13,14 @@ The operation logic is written once, as generators that yield the server operati
 (``_Op``) and receive each result; a synchronous runner (pymongo's ``MongoClient``) and an
 asynchronous one (``AsyncMongoClient``) execute them. Nothing here imports pymongo at module
 import: the driver is imported when a store is built.
+
+News for watchers (``MongoStore.watch``): every write to an instance document sets its ``nw``
+field, to a fresh token when the write is news (a signal, a release, a commit that finishes the
+instance or leaves it suspended and due at or before its ``updated_at``) and to null otherwise;
+a change stream on the instances collection matches inserts (a create) and the changes that set
+``nw`` to a string (``_NEWS_PIPELINE``: an update event names ``nw`` among its updated fields, a
+replace event, which a server may report for a pipeline update, carries the whole document), so
+only news crosses the wire.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import asyncio
 import builtins
 import contextlib
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Generator, Sequence
@@ -65,6 +74,24 @@ _NOW = {"$divide": [{"$toLong": "$$NOW"}, 1000]}
 #: The fields of ``InstanceMeta`` (projection for reads that need no log/inbox).
 _META_FIELDS = {k: 1 for k in ("w", "ph", "st", "v", "ca", "ua", "due", "ow", "lu", "err")}
 _NO_BULK = {"log": 0, "ib": 0}
+#: The change stream of ``watch``: creates, and the writes that set ``nw`` to a token (news).
+_NEWS_PIPELINE: list[dict[str, Any]] = [
+    {
+        "$match": {
+            "$or": [
+                {"operationType": "insert"},
+                {
+                    "operationType": "update",
+                    "updateDescription.updatedFields.nw": {"$type": "string"},
+                },
+                {"operationType": "replace", "fullDocument.nw": {"$type": "string"}},
+            ]
+        }
+    },
+    {"$project": {"documentKey": 1}},
+]
+#: How long one getMore of the change stream waits on the server for news (milliseconds).
+_NEWS_AWAIT_MS = 1000
 _PURGE_BATCH = 1000
 
 
@@ -294,6 +321,10 @@ class _Logic:
                 "o": ua if due is None else due,
                 "err": c.error,
                 "tok": token,
+                # news (see the module docstring): finished, or suspended and due at once
+                "nw": token
+                if c.status in FINISHED or (suspends and due is not None and due <= ua)
+                else None,
             }
             if c.header is not None:
                 fields["h"] = bytes(c.header)
@@ -382,7 +413,7 @@ class _Logic:
             {"_id": iid, "seq": doc["seq"], "cut": cut},
             {
                 "$pull": {"log": {"v": {"$lte": upto}}},
-                "$set": {"cut": upto},
+                "$set": {"cut": upto, "nw": None},
                 "$inc": {"lc": -len(chunk["rs"]), "lb": -sum(len(r) for r in chunk["rs"])},
             },
         )
@@ -471,6 +502,7 @@ class _Logic:
                     "ns": {"$add": ["$ns", 1]},
                     "ib": {"$concatArrays": ["$ib", [entry]]},
                     "due": {"$min": [{"$ifNull": ["$due", now]}, now]},
+                    "nw": _lit(token),
                 }
             },
             {"$set": {"o": {"$ifNull": ["$due", "$ua"]}}},
@@ -557,7 +589,7 @@ class _Logic:
                     "claim",
                     # a retried write of ours matches again (the claim token) and sets the same
                     {"_id": cand["_id"], "$or": [cond, {"ct_claim": token}]},
-                    [{"$set": {"ow": _lit(c.owner), "lu": until, "ct_claim": token}}],
+                    [{"$set": {"ow": _lit(c.owner), "lu": until, "ct_claim": token, "nw": None}}],
                     projection=_META_FIELDS,
                     return_document=pymongo.ReturnDocument.AFTER,
                 )
@@ -577,7 +609,7 @@ class _Logic:
             "find_one_and_update",
             "extend",
             {"_id": iid, **self._held_by(owner, now)},
-            [{"$set": {"lu": self._until(lease, now)}}],
+            [{"$set": {"lu": self._until(lease, now), "nw": None}}],
             projection={"lu": 1},
             return_document=pymongo.ReturnDocument.AFTER,
         )
@@ -596,7 +628,7 @@ class _Logic:
             "update_one",
             "release",
             {"_id": iid, "$or": [{"ow": owner}, {"rt": token}]},
-            {"$set": {"ow": None, "lu": None, "rt": token}},
+            {"$set": {"ow": None, "lu": None, "rt": token, "nw": token}},
         )
         if res.matched_count:
             return True
@@ -746,6 +778,8 @@ class MongoStore(_Logic):
         self._ready = False
         self._twin: _BlockingMongoStore | None = None
         self._lock = threading.Lock()
+        #: Per event loop, its change stream and news (``watch``).
+        self._streams: dict[asyncio.AbstractEventLoop, _Stream] = {}
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -844,7 +878,13 @@ class MongoStore(_Logic):
 
     def close(self) -> None:
         """Closes the clients the store made (not a user-supplied one), as far as a synchronous
-        call can: the twin's, and the async ones of event loops that are not running."""
+        call can: the twin's, and the async ones of event loops that are not running; and every
+        change stream of ``watch`` (a waiting ``watch`` returns [])."""
+        with self._lock:
+            streams = list(self._streams.values())
+            self._streams.clear()
+        for sub in streams:
+            sub.shut()
         if self._twin is not None:
             self._twin.close()
         for loop, client in list(self._clients.items()):
@@ -856,10 +896,71 @@ class MongoStore(_Logic):
     async def aclose(self) -> None:
         """Closes the clients the store made, this event loop's included."""
         loop = asyncio.get_running_loop()
+        with self._lock:
+            sub = self._streams.pop(loop, None)
+        if sub is not None:
+            await sub.aclose()
         client = self._clients.pop(loop, None)
         if client is not None:
             await client.close()
         self.close()
+
+    # --- news (Watchable) ------------------------------------------------------------------
+
+    async def watch(self, timeout: float) -> builtins.list[str]:
+        """See ``Watchable.watch``: a change stream per event loop on the instances collection,
+        matching only news (``_NEWS_PIPELINE``), read by a task of that loop; the ids that came
+        in between calls are returned (each once) by the next call."""
+        wait = _check_wait(timeout)
+        loop = asyncio.get_running_loop()
+        sub = self._streams.get(loop)
+        if sub is None or sub.closed:
+            with self._lock:
+                sub = _Stream(loop)
+                self._streams[loop] = sub
+            await self._open_stream(sub)  # the first call subscribes, then waits as any other
+        elif sub.lost:
+            await self._open_stream(sub)
+            return []
+        if not sub.news and wait > 0:
+            sub.wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                await asyncio.wait_for(sub.wake.wait(), wait)
+        if sub.closed:
+            return []
+        if sub.lost:
+            await self._open_stream(sub)
+            return []
+        news = list(sub.news)
+        sub.news.clear()
+        return news
+
+    async def _open_stream(self, sub: _Stream) -> None:
+        """(Re)opens ``sub``'s change stream and starts the task that reads it, retrying until
+        the store's timeout; then a ``StoreError`` (no password in it)."""
+        errors = self._pymongo.errors
+        await sub.stop()
+        deadline = time.monotonic() + self.timeout
+        delay = 0.02
+        while True:
+            try:
+                db, loop = self._async_db()
+                stream = await db[INSTANCES].watch(_NEWS_PIPELINE, max_await_time_ms=_NEWS_AWAIT_MS)
+            except errors.PyMongoError as exc:
+                if time.monotonic() + delay >= deadline or isinstance(exc, errors.OperationFailure):
+                    sub.lost = True  # the next call tries again
+                    raise self._fail("watch (change stream)", exc) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.25)
+                continue
+            if sub.closed:
+                with contextlib.suppress(Exception):
+                    await stream.close()
+                return
+            sub.news.clear()
+            sub.lost = False
+            sub.task = loop.create_task(sub.pump(stream), name="tideflow-mongo-watch")
+            return
 
     def drop(self) -> None:
         """DESTRUCTIVE: drops tideflow's collections of this database (every instance, log and
@@ -929,6 +1030,96 @@ class MongoStore(_Logic):
     async def release(self, id: str, owner: str) -> bool:
         """See ``Store.release``."""
         return await self._run(self._release(id, owner))  # type: ignore[no-any-return]
+
+
+def _check_wait(timeout: object) -> float:
+    """``watch``'s ``timeout``, checked: a number of seconds, at least 0."""
+    try:
+        t = float(timeout)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidArgument(
+            f"watch: timeout must be a number of seconds, got {timeout!r}"
+        ) from None
+    if not t >= 0 or t == float("inf"):
+        raise InvalidArgument(f"watch: timeout must be a finite number >= 0, got {timeout!r}")
+    return t
+
+
+class _Stream:
+    """One event loop's change stream (``watch``): the task reading it and the ids it heard."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        #: The task that reads the stream (None while there is none).
+        self.task: asyncio.Task[None] | None = None
+        #: The ids heard and not yet returned (a set: news coalesces).
+        self.news: set[str] = set()
+        #: Set on news, on a lost stream and on closing: wakes a waiting ``watch``.
+        self.wake = asyncio.Event()
+        #: The stream failed (or was never opened): the next ``watch`` reopens it.
+        self.lost = True
+        #: Closed by ``close``/``aclose``: a waiting ``watch`` returns [] at once.
+        self.closed = False
+
+    async def pump(self, stream: Any) -> None:
+        """Reads the stream until cancelled or failed (pymongo resumes it by itself after a
+        resumable error; one it cannot resume marks the stream lost)."""
+        try:
+            while True:
+                change = await stream.try_next()
+                if change is not None:
+                    self.news.add(str(change["documentKey"]["_id"]))
+                    self.wake.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            if self.task is asyncio.current_task():
+                self.lost = True
+                self.wake.set()
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.close()
+
+    async def stop(self) -> None:
+        """Cancels the reading task (on its own loop) and waits for it to close the stream."""
+        task, self.task = self.task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def aclose(self) -> None:
+        """Closes the stream on its own running loop; a waiting ``watch`` returns []."""
+        self.closed = True
+        self.wake.set()
+        await self.stop()
+
+    def shut(self) -> None:
+        """Closes the stream from anywhere: on its loop when that one is running, else at once
+        (a loop that is closed took its tasks with it)."""
+        self.closed = True
+        loop = self.loop
+        if loop.is_closed():
+            return
+        if loop.is_running():
+            try:
+                here = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                here = False
+
+            def cancel() -> None:
+                self.wake.set()
+                if self.task is not None:
+                    self.task.cancel()
+
+            if here:
+                cancel()
+            else:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(cancel)
+            return
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(self.stop())
 
 
 def _close_with_loop(loop: asyncio.AbstractEventLoop, client: Any) -> None:

@@ -43,7 +43,15 @@ from tideflow.stores.base import (
     StoreConflict,
     StoredInstance,
 )
-from tideflow.stores.postgres_sql import MARKER, SCHEMA_VERSION, Statements, schema_ddl
+from tideflow.stores.postgres_sql import (
+    MARKER,
+    OLDEST_UPGRADABLE,
+    SCHEMA_VERSION,
+    Statements,
+    channel_name,
+    schema_ddl,
+    upgrade_ddl,
+)
 
 __all__ = ["PostgresStore"]
 
@@ -228,7 +236,9 @@ class _Setting:
         connect["server_settings"] = settings
         self.connect = connect
         self.quoted = f'"{self.schema}"'
-        self.sql = Statements(self.quoted)
+        #: The LISTEN/NOTIFY channel of the store's news (``watch``).
+        self.channel = channel_name(self.schema)
+        self.sql = Statements(self.quoted, self.channel)
         addr = self.host if self.port is None else f"{self.host}:{self.port}"
         self.addr = f"[{self.host}]:{self.port}" if ":" in str(self.host) else addr
         self.described = f"{self.scheme}://{self.addr}/{self.database}?schema={self.schema}"
@@ -325,6 +335,8 @@ class _Setting:
                         f"(schema version {version}; this one knows up to {SCHEMA_VERSION}); "
                         "left unchanged: upgrade tideflow"
                     )
+                if version < SCHEMA_VERSION and create:
+                    await self._upgrade(conn, version)
                 return True
             objects = await conn.fetchval(
                 "SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = $1)"
@@ -336,7 +348,7 @@ class _Setting:
                 raise self.foreign(f"it holds {objects} object(s) that are not tideflow's")
         if not create:
             return False
-        for stmt in schema_ddl(self.quoted):
+        for stmt in schema_ddl(self.quoted, self.channel):
             await conn.execute(stmt)
         await conn.execute(
             f"INSERT INTO {self.quoted}.meta (key, value) VALUES ('application', $1), "
@@ -345,6 +357,22 @@ class _Setting:
             str(SCHEMA_VERSION),
         )
         return True
+
+    async def _upgrade(self, conn: Any, version: int) -> None:
+        """Brings an older schema to ``SCHEMA_VERSION`` (inside ``setup``'s transaction and
+        lock), or refuses one too old to upgrade in place."""
+        if version < OLDEST_UPGRADABLE:
+            raise StoreError(
+                f"{self.described}: schema {self.schema!r} has schema version {version}, older "
+                f"than this tideflow upgrades in place (from {OLDEST_UPGRADABLE} to "
+                f"{SCHEMA_VERSION}); left unchanged"
+            )
+        for stmt in upgrade_ddl(self.quoted, self.channel, version):
+            await conn.execute(stmt)
+        await conn.execute(
+            f"UPDATE {self.quoted}.meta SET value = $1 WHERE key = 'schema_version'",
+            str(SCHEMA_VERSION),
+        )
 
     def foreign(self, why: str) -> StoreError:
         return StoreError(
@@ -793,6 +821,73 @@ class PostgresStore:
         """See ``Store.release``."""
         return await self._run("release", self._ops.release, id, owner)
 
+    # -- news (Watchable) -----------------------------------------------------------------------
+
+    async def watch(self, timeout: float) -> builtins.list[str]:
+        """See ``Watchable.watch``: LISTEN on a connection of this event loop's own (not the
+        pool's), on the schema's channel; the ids heard between calls are kept (a set) and
+        returned by the next call."""
+        wait = _check_wait(timeout)
+        loop = asyncio.get_running_loop()
+        lst = self._res.listeners.get(id(loop))
+        if lst is None or lst.loop is not loop or lst.closed:
+            with self._pools_lock:
+                for key, old in list(self._res.listeners.items()):
+                    if old.loop.is_closed() or old.loop is loop:
+                        del self._res.listeners[key]
+                        _close_listener(old.loop, old.shut(), False)
+                lst = _Listener(loop, self._s.channel)
+                self._res.listeners[id(loop)] = lst
+            await self._listen(lst)  # the first call subscribes, then waits as any other
+        elif lst.lost:
+            await self._listen(lst)
+            return []
+        if not lst.news and wait > 0:
+            lst.wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                await asyncio.wait_for(lst.wake.wait(), wait)
+        if lst.closed:
+            return []
+        if lst.lost:
+            await self._listen(lst)
+            return []
+        news = list(lst.news)
+        lst.news.clear()
+        return news
+
+    async def _listen(self, lst: _Listener) -> None:
+        """(Re)opens ``lst``'s connection and LISTENs on it, retrying connection failures until
+        the store's timeout has passed; raises a ``StoreError`` (no password in it) after that."""
+        s = self._s
+        deadline = time.monotonic() + s.timeout
+        delay = 0.02
+        old, lst.conn = lst.conn, None
+        if old is not None:
+            _terminate(old)
+        while True:
+            conn = None
+            try:
+                budget = max(deadline - time.monotonic(), 0.05)
+                conn = await asyncio.wait_for(s.asyncpg.connect(**s.connect), budget)
+                conn.add_termination_listener(lst.on_lost)
+                await conn.add_listener(lst.channel, lst.on_news)
+            except Exception as exc:
+                if conn is not None:
+                    _terminate(conn)
+                retry = s.is_connection_error(exc) and time.monotonic() + delay < deadline
+                if not retry:
+                    lst.lost = True  # the next call tries again
+                    raise s.error("watch (LISTEN)", exc) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.25)
+                continue
+            if lst.closed:  # closed while connecting
+                _terminate(conn)
+                return
+            lst.conn, lst.lost = conn, False
+            lst.news.clear()  # what came before a reconnect is not trusted: the caller reads
+            return
+
     # -- the synchronous twin, closing, dropping ------------------------------------------------
 
     def blocking(self) -> _BlockingPostgresStore:
@@ -822,6 +917,14 @@ class PostgresStore:
         with self._pools_lock:
             entry = self._pools.pop(id(loop), None)
             hot = self._res.hot.pop(id(loop), None)
+            lst = self._res.listeners.pop(id(loop), None)
+        if lst is not None and lst.loop is loop:
+            conn = lst.shut()
+            if conn is not None and not conn.is_closed():
+                try:
+                    await asyncio.wait_for(conn.close(), self._s.timeout)
+                except Exception:
+                    _terminate(conn)
         if hot is not None and hot[0] is loop:
             try:
                 await asyncio.wait_for(hot[1].close(), self._s.timeout)
@@ -833,6 +936,89 @@ class PostgresStore:
             except Exception:
                 _terminate_pool(entry[1])
         self.close()
+
+
+def _check_wait(timeout: object) -> float:
+    """``watch``'s ``timeout``, checked: a number of seconds, at least 0."""
+    try:
+        t = float(timeout)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidArgument(
+            f"watch: timeout must be a number of seconds, got {timeout!r}"
+        ) from None
+    if not t >= 0 or t == float("inf"):
+        raise InvalidArgument(f"watch: timeout must be a finite number >= 0, got {timeout!r}")
+    return t
+
+
+class _Listener:
+    """One event loop's LISTEN connection (``watch``) and the ids heard since the last call."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, channel: str) -> None:
+        self.loop = loop
+        self.channel = channel
+        self.conn: Any = None
+        #: The ids heard since the last ``watch`` returned (a set: news coalesces).
+        self.news: set[str] = set()
+        #: Set on news, on a lost connection and on closing: wakes a waiting ``watch``.
+        self.wake = asyncio.Event()
+        #: The connection was lost (or never opened): the next ``watch`` reopens it.
+        self.lost = True
+        #: Closed by ``close``/``aclose``: a waiting ``watch`` returns [] at once.
+        self.closed = False
+
+    def on_news(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        if conn is self.conn:
+            self.news.add(payload)
+            self.wake.set()
+
+    def on_lost(self, conn: Any) -> None:
+        if conn is self.conn:
+            self.lost = True
+            self.wake.set()
+
+    def shut(self) -> Any:
+        """Marks the listener closed and wakes a waiting ``watch`` (from any thread); returns
+        the connection, for the caller to close."""
+        self.closed = True
+        conn, self.conn = self.conn, None
+        if not self.loop.is_closed() and self.loop.is_running():
+            try:
+                same = asyncio.get_running_loop() is self.loop
+            except RuntimeError:
+                same = False
+            if same:
+                self.wake.set()
+            else:
+                with contextlib.suppress(RuntimeError):
+                    self.loop.call_soon_threadsafe(self.wake.set)
+        return conn
+
+
+def _close_listener(loop: asyncio.AbstractEventLoop, conn: Any, graceful: bool) -> None:
+    """Closes a LISTEN connection from any thread: on its loop when that loop is running (its
+    transport must be closed by the loop that polls it), else at once."""
+    if conn is None or conn.is_closed():
+        return
+    if loop.is_closed():
+        _terminate(conn, force=True)
+    elif loop.is_running():
+        try:
+            here = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            here = False
+        if here:
+            conn.terminate()
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(conn.terminate)
+    elif graceful:
+        try:
+            loop.run_until_complete(asyncio.wait_for(conn.close(), 2))
+        except Exception:
+            _terminate(conn)
+    else:
+        _terminate(conn)
 
 
 async def _no_reset(conn: Any) -> None:
@@ -1062,6 +1248,8 @@ class _Resources:
         self.pools: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}
         #: Per event loop, its hot connection (outside the pool): [loop, connection, in use].
         self.hot: dict[int, list[Any]] = {}
+        #: Per event loop, its LISTEN connection and news (``watch``).
+        self.listeners: dict[int, _Listener] = {}
         self.slots: weakref.WeakSet[_Slot] = weakref.WeakSet()
         self.helper: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -1078,6 +1266,10 @@ class _Resources:
         with self.lock:
             hot = list(self.hot.values())
             self.hot.clear()
+            listeners = list(self.listeners.values())
+            self.listeners.clear()
+        for lst in listeners:
+            _close_listener(lst.loop, lst.shut(), graceful)
         for loop, conn, _ in hot:
             idle = not loop.is_closed() and not loop.is_running()
             if graceful and idle and not conn.is_closed():

@@ -3,7 +3,7 @@ statement each operation sends. Everything is built for one schema name, already
 
 Layout, in the store's schema (``tideflow`` by default):
 
-- ``meta(key, value)``: ``application = tideflow`` (the marker) and ``schema_version = 1``;
+- ``meta(key, value)``: ``application = tideflow`` (the marker) and ``schema_version = 2``;
 - ``instances``: the ``InstanceMeta`` fields, the header (``bytea``), ``seq`` (creation order: the
   listing order and what a cursor names), ``nsig`` (how many signals the inbox holds: the next
   signal's number, and what a commit compares ``signals_seen`` with) and ``token`` (the random
@@ -17,12 +17,25 @@ their rows: so no foreign key is needed (its check would cost every commit a loo
 No index covers ``updated_at``, ``version`` or ``token``, which every commit changes: a commit
 that keeps the status, due time and lease (a step of a chain) is a HOT update, which touches no
 index of ``instances``.
+
+News for watchers (``PostgresStore.watch``) is a ``pg_notify(channel, id)`` in the statements
+that make it, sent only when the condition holds (so a step of a chain sends none): ``tf_create``
+(a new instance), ``tf_signal``, the release statement and the commit statement (a commit that
+finishes the instance or leaves it suspended and due at or before its ``updated_at``). The
+channel is derived from the schema name (``channel_name``) and written into the functions.
+
+Schema versions: 1 had no notifications; 2 adds them to ``tf_create`` and ``tf_signal``
+(``upgrade_ddl`` turns a version 1 schema into a version 2 one: it replaces the functions).
 """
 
 from __future__ import annotations
 
+import hashlib
+
 #: The schema version this tideflow writes (``meta.schema_version``).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: The oldest schema version this tideflow upgrades in place (``upgrade_ddl``).
+OLDEST_UPGRADABLE = 1
 #: The value of ``meta.application`` that marks a schema as tideflow's.
 MARKER = "tideflow"
 
@@ -40,9 +53,33 @@ def _now(param: str) -> str:
     return f"coalesce({param}::float8, extract(epoch from clock_timestamp())::float8)"
 
 
-def schema_ddl(s: str) -> list[str]:
-    """The statements that create the schema ``s`` (quoted), in order; run in one transaction."""
-    fin = FINISHED_SQL
+def channel_name(schema: str) -> str:
+    """The LISTEN/NOTIFY channel of the store in ``schema`` (unquoted): a hash of the schema
+    name, so that any schema name gives a channel within PostgreSQL's 63 bytes."""
+    return "tideflow_" + hashlib.sha1(f"tideflow:{schema}".encode()).hexdigest()[:32]
+
+
+def literal(text: str) -> str:
+    """``text`` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def schema_ddl(s: str, channel: str) -> list[str]:
+    """The statements that create the schema ``s`` (quoted) with its news on ``channel``
+    (unquoted), in order; run in one transaction."""
+    return [*_tables(s), *_functions(s, channel)]
+
+
+def upgrade_ddl(s: str, channel: str, version: int) -> list[str]:
+    """The statements that bring the schema ``s`` from ``version`` to ``SCHEMA_VERSION``
+    (``meta.schema_version`` is set by the caller); run in one transaction."""
+    if not OLDEST_UPGRADABLE <= version < SCHEMA_VERSION:
+        raise ValueError(f"no upgrade from schema version {version}")
+    # 1 -> 2: the functions that make news notify (same signatures: replaced in place)
+    return _functions(s, channel)
+
+
+def _tables(s: str) -> list[str]:
     return [
         f"CREATE SCHEMA IF NOT EXISTS {s}",
         f"CREATE TABLE {s}.meta (key text PRIMARY KEY, value text NOT NULL)",
@@ -82,8 +119,15 @@ def schema_ddl(s: str) -> list[str]:
         f"""CREATE INDEX instances_due ON {s}.instances (due_at, seq)
             WHERE status IN ('pending', 'suspended')""",
         f"CREATE INDEX instances_leased ON {s}.instances (lease_until) WHERE owner IS NOT NULL",
+    ]
+
+
+def _functions(s: str, channel: str) -> list[str]:
+    fin = FINISHED_SQL
+    ch = literal(channel)
+    return [
         # -- create-or-return: no row when written (or when the stored one is our own write).
-        f"""CREATE FUNCTION {s}.tf_create(
+        f"""CREATE OR REPLACE FUNCTION {s}.tf_create(
             p_id text, p_workflow text, p_plan text, p_status text, p_created float8,
             p_updated float8, p_due float8, p_owner text, p_lease float8, p_error text,
             p_header bytea, p_records bytea[], p_token text)
@@ -99,6 +143,7 @@ def schema_ddl(s: str) -> list[str]:
                 IF cardinality(p_records) > 0 THEN
                     INSERT INTO {s}.log (id, version, records) VALUES (p_id, 1, p_records);
                 END IF;
+                PERFORM pg_notify({ch}, p_id);
                 RETURN;
             END IF;
             RETURN QUERY SELECT * FROM {s}.instances i
@@ -106,7 +151,7 @@ def schema_ddl(s: str) -> list[str]:
         END
         $fn$""",
         # -- send_signal: 0 ok (o_num), 1 unknown, 2 finished (o_status).
-        f"""CREATE FUNCTION {s}.tf_signal(
+        f"""CREATE OR REPLACE FUNCTION {s}.tf_signal(
             p_id text, p_record bytea, p_now float8, p_token text, p_retry boolean,
             OUT o_code integer, OUT o_num integer, OUT o_status text)
         LANGUAGE plpgsql AS $fn$
@@ -122,12 +167,13 @@ def schema_ddl(s: str) -> list[str]:
                     due_at = least(coalesce(due_at, p_now), p_now)
                 WHERE id = p_id RETURNING nsig INTO o_num;
             INSERT INTO {s}.inbox (id, num, record, token) VALUES (p_id, o_num, p_record, p_token);
+            PERFORM pg_notify({ch}, p_id);
             o_code := 0;
         END
         $fn$""",
         # -- delete and purge: lock the instances first, so that no commit or signal adds rows
         # of theirs to the log or inbox meanwhile (they wait, then find no instance)
-        f"""CREATE FUNCTION {s}.tf_delete(p_ids text[]) RETURNS bigint
+        f"""CREATE OR REPLACE FUNCTION {s}.tf_delete(p_ids text[]) RETURNS bigint
         LANGUAGE plpgsql AS $fn$
         DECLARE
             ids text[];
@@ -140,7 +186,7 @@ def schema_ddl(s: str) -> list[str]:
             RETURN cardinality(ids);
         END
         $fn$""",
-        f"""CREATE FUNCTION {s}.tf_purge(p_before float8, p_statuses text[]) RETURNS bigint
+        f"""CREATE OR REPLACE FUNCTION {s}.tf_purge(p_before float8, p_statuses text[]) RETURNS bigint
         LANGUAGE plpgsql AS $fn$
         BEGIN
             RETURN {s}.tf_delete(ARRAY(
@@ -150,7 +196,7 @@ def schema_ddl(s: str) -> list[str]:
         END
         $fn$""",
         # -- extend: 0 ok (o_until), 1 unknown, 2 lease lost (o_holder: the live holder).
-        f"""CREATE FUNCTION {s}.tf_extend(
+        f"""CREATE OR REPLACE FUNCTION {s}.tf_extend(
             p_id text, p_owner text, p_lease float8, p_now float8,
             OUT o_code integer, OUT o_holder text, OUT o_until float8)
         LANGUAGE plpgsql AS $fn$
@@ -179,13 +225,16 @@ def schema_ddl(s: str) -> list[str]:
 class Statements:
     """The statement of every operation, for one (quoted) schema."""
 
-    def __init__(self, s: str) -> None:
+    def __init__(self, s: str, channel: str) -> None:
         fin = FINISHED_SQL
+        ch = literal(channel)
         cols = META_COLS
         now = _now("$12")
         # One statement, no PL/pgSQL: the conditional UPDATE (a HOT one when the indexed fields
-        # stay), the log row when it applied, and the row as it stood (to say why it did not,
-        # or to recognise a resend of ours by its token).
+        # stay), the log row when it applied, the news when it applied and finished the instance
+        # or left it suspended and due (``n``: evaluated through the FROM clause, and calling
+        # pg_notify only when the condition holds), and the row as it stood (to say why it did
+        # not apply, or to recognise a resend of ours by its token).
         self.commit = f"""WITH u AS (
                 UPDATE {s}.instances i SET
                     status = $3, version = $2 + 1, updated_at = $4,
@@ -200,11 +249,13 @@ class Statements:
                            THEN i.owner = $9 AND i.lease_until > {now}
                            ELSE i.owner IS NULL OR i.lease_until IS NULL
                                 OR i.lease_until <= {now} END
-                RETURNING 1),
+                RETURNING i.due_at),
             l AS (INSERT INTO {s}.log (id, version, records)
-                SELECT $1, $2 + 1, $7::bytea[] FROM u WHERE cardinality($7::bytea[]) > 0)
+                SELECT $1, $2 + 1, $7::bytea[] FROM u WHERE cardinality($7::bytea[]) > 0),
+            n AS (SELECT pg_notify({ch}, $1) FROM u
+                WHERE $3 IN {fin} OR ($3 = 'suspended' AND u.due_at <= $4))
             SELECT EXISTS (SELECT 1 FROM u), i.owner, i.lease_until, i.version, i.token, {now}
-            FROM (SELECT 1) AS one LEFT JOIN {s}.instances i ON i.id = $1"""
+            FROM (SELECT count(*) FROM n) AS one LEFT JOIN {s}.instances i ON i.id = $1"""
         #: The row as it stands now (a fresh snapshot), when the commit's own read raced a
         #: concurrent commit: to say why it did not apply.
         self.commit_state = (
@@ -255,6 +306,9 @@ class Statements:
             UPDATE {s}.instances i SET owner = $1, lease_until = {_now("$4")} + $6::float8
             FROM c WHERE i.id = c.id
             RETURNING {", ".join("i." + c.strip() for c in cols.split(","))}, i.seq"""
+        # The news (``n``) is sent only when the lease was released.
         self.release = f"""WITH u AS (UPDATE {s}.instances SET owner = NULL, lease_until = NULL
-                WHERE id = $1 AND owner = $2 RETURNING 1)
-            SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM {s}.instances WHERE id = $1)"""
+                WHERE id = $1 AND owner = $2 RETURNING 1),
+            n AS (SELECT pg_notify({ch}, $1) FROM u)
+            SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM {s}.instances WHERE id = $1)
+            FROM (SELECT count(*) FROM n) AS one"""

@@ -262,11 +262,15 @@ class RedisStore:
         self._user_sync = sync_client
         p = _b(self._prefix) + b":"
         self._p = p
+        #: The pub/sub channel of the store's news (``watch``): not a key.
+        self._news = p + b"news"
         self._k = {name.decode(): p + name for name in _FIXED}
         self._ix = [self._k["ix:pend"], self._k["ix:susp"], self._k["ix:lease"], self._k["ix:fin"]]
         self._sync: Any = None
         self._aclients: dict[asyncio.AbstractEventLoop, Any] = {}
         self._closers: dict[asyncio.AbstractEventLoop, Any] = {}
+        #: Per event loop, its pub/sub subscription and news (``watch``).
+        self._subs: dict[asyncio.AbstractEventLoop, _Sub] = {}
         self._lock = threading.Lock()
         self._checked = False
         self._twin: _Blocking | None = None
@@ -373,12 +377,17 @@ class RedisStore:
         return client
 
     def close(self) -> None:
-        """Closes the connections this store opened (never a client that was passed in)."""
+        """Closes the connections this store opened (never a client that was passed in) and
+        every subscription of ``watch``."""
         with self._lock:
             sync, self._sync = self._sync, None
             clients = list(self._aclients.items())
             self._aclients.clear()
             self._closers.clear()
+            subs = list(self._subs.values())
+            self._subs.clear()
+        for sub in subs:
+            sub.shut()
         if sync is not None:
             sync.close()
         for loop, client in clients:
@@ -395,8 +404,16 @@ class RedisStore:
         loop = asyncio.get_running_loop()
         with self._lock:
             client = self._aclients.pop(loop, None)
-            self._closers.pop(loop, None)
-        if client is not None:
+            client_closer = self._closers.pop(loop, None)
+            sub = self._subs.pop(loop, None)
+        if sub is not None:
+            closer, sub.closer = sub.closer, None
+            if closer is not None:  # closed here, not by a finalizer task later
+                await closer.aclose()
+            await sub.aclose()
+        if client_closer is not None:  # closes the client now, not in a finalizer task later
+            await client_closer.aclose()
+        elif client is not None:
             await client.aclose()
         self.close()
 
@@ -406,6 +423,91 @@ class RedisStore:
             if self._twin is None:
                 self._twin = _Blocking(self)
             return self._twin
+
+    # --- news (Watchable) ----------------------------------------------------------------------
+
+    async def watch(self, timeout: float) -> builtins.list[str]:
+        """See ``Watchable.watch``: a pub/sub subscription per event loop (its own connection)
+        to the prefix's news channel, which the scripts ``PUBLISH`` to; the ids that came in
+        between calls are returned (each once) by the next call."""
+        wait = _check_wait(timeout)
+        loop = asyncio.get_running_loop()
+        sub = self._subs.get(loop)
+        first = sub is None or sub.closed
+        if sub is None or sub.closed:
+            with self._lock:
+                for old in [lp for lp in self._subs if lp.is_closed()]:
+                    self._subs.pop(old).shut()
+                sub = _Sub(loop)
+                self._subs[loop] = sub
+            sub.closer = _sub_closer(self, loop, sub)
+            await sub.closer.__anext__()  # the loop's shutdown_asyncgens closes the subscription
+        deadline = time.monotonic() + wait
+        async with sub.lock:
+            if sub.closed:
+                return []
+            if sub.pubsub is None:
+                await self._subscribe(sub)
+                if not first:
+                    return []  # reconnected: news may have been lost meanwhile
+            try:
+                await sub.drain(0.0)
+                while not sub.news and not sub.closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    await sub.drain(left)
+            except (self._redis.exceptions.RedisError, OSError) as exc:
+                if sub.closed:
+                    await sub.drop()
+                    return []
+                if not isinstance(exc, OSError) and not self._retryable(exc):
+                    raise self._fail("watch", exc) from exc
+                await self._subscribe(sub)  # the connection was lost: reopen it, report []
+                return []
+            if sub.closed:
+                await sub.drop()
+                return []
+            news = [_s(raw) or "" for raw in sub.news]
+            sub.news.clear()
+            return news
+
+    async def _subscribe(self, sub: _Sub) -> None:
+        """(Re)subscribes ``sub`` on a new connection and waits for the server's confirmation,
+        retrying connection failures until the store's timeout; then a ``StoreError``."""
+        deadline = time.monotonic() + self._timeout
+        delay = 0.02
+        await sub.drop()
+        while True:
+            ps = None
+            try:
+                client = await self._async_client()
+                ps = client.pubsub()
+                await ps.subscribe(self._news)
+                while True:  # the subscription holds once the server confirmed it
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise self._redis.exceptions.TimeoutError("no SUBSCRIBE confirmation")
+                    msg = await ps.get_message(timeout=left)
+                    if msg is not None and msg.get("type") in ("subscribe", b"subscribe"):
+                        break
+            except (self._redis.exceptions.RedisError, OSError) as exc:
+                if ps is not None:
+                    await _Sub.close_pubsub(ps)
+                retry = (isinstance(exc, OSError) or self._retryable(exc)) and (
+                    time.monotonic() + delay < deadline
+                )
+                if not retry:
+                    raise self._fail("watch (SUBSCRIBE)", exc) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.25)
+                continue
+            if sub.closed:
+                await _Sub.close_pubsub(ps)
+                return
+            sub.pubsub = ps
+            sub.news.clear()
+            return
 
     # --- running an operation -----------------------------------------------------------------
 
@@ -583,6 +685,7 @@ class RedisStore:
                 bytes(header),
                 entry,
                 _b(meta.id),
+                self._news,
             ],
         )
         if res[0] == b"exists":
@@ -608,6 +711,7 @@ class RedisStore:
                 _opt(c.error),
                 self._clock,
                 _b(c.id),
+                self._news,
             ],
         )
         kind = res[0]
@@ -717,9 +821,9 @@ class RedisStore:
     def _op_signal(self, iid: str, record: bytes, now: float) -> _Op[int]:
         inst, _, inbox = self._inst(iid)
         entry = os.urandom(16) + bytes(record)
-        args: list[bytes | str] = [entry, _num(now), "0", _b(iid)]
+        args: list[bytes | str] = [entry, _num(now), "0", _b(iid), self._news]
         res = yield _Script(
-            "signal", [inst, inbox, *self._ix], args, [entry, _num(now), "1", _b(iid)]
+            "signal", [inst, inbox, *self._ix], args, [entry, _num(now), "1", _b(iid), self._news]
         )
         if res[0] == b"unknown":
             raise _unknown(iid)
@@ -822,7 +926,9 @@ class RedisStore:
         return float(res[1])
 
     def _op_release(self, iid: str, owner: str) -> _Op[bool]:
-        res = yield _Script("release", [self._inst(iid)[0], *self._ix], [_b(owner), _b(iid)])
+        res = yield _Script(
+            "release", [self._inst(iid)[0], *self._ix], [_b(owner), _b(iid), self._news]
+        )
         if res[0] == b"unknown":
             raise _unknown(iid)
         return bool(res[0] == b"yes")
@@ -1011,6 +1117,119 @@ async def _closer(store: RedisStore, loop: asyncio.AbstractEventLoop, client: An
             await client.aclose()
         except Exception:
             _abandon(client)
+
+
+def _check_wait(timeout: object) -> float:
+    """``watch``'s ``timeout``, checked: a number of seconds, at least 0."""
+    try:
+        t = float(timeout)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidArgument(
+            f"watch: timeout must be a number of seconds, got {timeout!r}"
+        ) from None
+    if not t >= 0 or t == float("inf"):
+        raise InvalidArgument(f"watch: timeout must be a finite number >= 0, got {timeout!r}")
+    return t
+
+
+class _Sub:
+    """One event loop's subscription to the news channel (``watch``) and the ids it heard."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        #: The redis-py PubSub, or None while there is none (never opened, or lost).
+        self.pubsub: Any = None
+        #: The ids heard and not yet returned (a set: news coalesces).
+        self.news: set[bytes] = set()
+        #: One reader at a time (a PubSub connection cannot be read by two).
+        self.lock = asyncio.Lock()
+        #: Closed by ``close``/``aclose``: a waiting ``watch`` returns [] at once.
+        self.closed = False
+        #: The async generator that closes the subscription when the loop shuts down (kept
+        #: here: a generator nobody holds would be finalized, closing it, at once).
+        self.closer: Any = None
+
+    async def drain(self, wait: float) -> None:
+        """Reads what the connection holds, waiting up to ``wait`` seconds for the first."""
+        ps = self.pubsub
+        while ps is not None:
+            msg = await ps.get_message(timeout=wait)
+            if msg is None:
+                return
+            if msg.get("type") in ("message", b"message"):
+                self.news.add(bytes(msg["data"]))
+            wait = 0.0
+
+    async def drop(self) -> None:
+        """Closes the current PubSub, if any."""
+        ps, self.pubsub = self.pubsub, None
+        if ps is not None:
+            await self.close_pubsub(ps)
+
+    @staticmethod
+    async def close_pubsub(ps: Any) -> None:
+        """Closes a PubSub (its connection goes back to the pool, disconnected)."""
+        try:
+            await ps.aclose()
+        except Exception:
+            _abort_pubsub(ps)
+
+    async def aclose(self) -> None:
+        """Closes the subscription on its own running loop; a waiting ``watch`` is woken first
+        (its socket aborted) and returns [], then the PubSub is closed once no one reads it."""
+        self.closed = True
+        if self.lock.locked() and self.pubsub is not None:
+            _abort_pubsub(self.pubsub)
+        async with self.lock:
+            await self.drop()
+
+    def shut(self) -> None:
+        """Closes the subscription from anywhere: a waiting ``watch`` then returns []."""
+        self.closed = True
+        ps = self.pubsub
+        if ps is None:
+            return
+        loop = self.loop
+        if loop.is_closed():
+            self.pubsub = None
+            _abort_pubsub(ps)
+            return
+        if loop.is_running():
+            try:
+                here = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                here = False
+            if here:
+                _abort_pubsub(ps)  # wakes the reader, which then sees ``closed``
+            else:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_abort_pubsub, ps)
+            return
+        self.pubsub = None
+        try:
+            loop.run_until_complete(self.close_pubsub(ps))
+        except Exception:
+            _abort_pubsub(ps)
+
+
+def _abort_pubsub(ps: Any) -> None:
+    """Closes a PubSub's socket at once (no await: its loop may be gone or busy elsewhere)."""
+    conn = getattr(ps, "connection", None)
+    writer = getattr(conn, "_writer", None)
+    if writer is not None:
+        with contextlib.suppress(Exception):
+            writer.transport.abort()
+
+
+async def _sub_closer(store: RedisStore, loop: asyncio.AbstractEventLoop, sub: _Sub) -> Any:
+    """An async generator the loop tracks: its ``shutdown_asyncgens`` closes the subscription."""
+    try:
+        yield
+    finally:
+        with store._lock:
+            if store._subs.get(loop) is sub:
+                del store._subs[loop]
+        await sub.aclose()
 
 
 def _abandon(client: Any) -> None:

@@ -8,6 +8,11 @@ entry per version, the create's first, so the log entries after version N start 
 version, then each record with a 4-byte length prefix) and the
 inbox entries carry a 16-byte token before the signal record.
 
+News for watchers (``RedisStore.watch``): the create (of a new instance), signal and release
+scripts, and a commit that finishes the instance or leaves it suspended and due at or before its
+``updated_at``, ``PUBLISH`` the instance id on the channel passed as their last argument (a
+channel is no key: publishing from a script is allowed on Redis Cluster too).
+
 Optional arguments are passed as ``""`` for None and ``"=" .. value`` otherwise. Floats are
 written as Python's ``repr`` (exact) or, when a script computes one, with ``%.17g`` (exact too).
 
@@ -82,7 +87,7 @@ return {'ok', m[1]}
 
 _CREATE = r"""
 -- KEYS: inst, log, created, seq, pend, susp, lease, fin, counts
--- ARGV: token, st, wf, plan, cat, uat, due?, own?, until?, err?, header, log entry
+-- ARGV: token, st, wf, plan, cat, uat, due?, own?, until?, err?, header, log entry, id, channel
 local ix = {pend = KEYS[5], susp = KEYS[6], lease = KEYS[7], fin = KEYS[8]}
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local m = meta(KEYS[1])
@@ -104,12 +109,13 @@ redis.call('RPUSH', KEYS[2], ARGV[12])
 redis.call('ZADD', KEYS[3], seq, id)
 reindex(ix, id, nil, ARGV[2], own, due, ARGV[6], untl)
 count(KEYS[9], ARGV[3], ARGV[2], 1)
+redis.call('PUBLISH', ARGV[14], id)
 return {'created'}
 """
 
 _COMMIT = r"""
 -- KEYS: inst, log, inbox, pend, susp, lease, fin, counts
--- ARGV: token, expected, st, uat, due?, header?, log entry, seen, owner?, err?, clock, id
+-- ARGV: token, expected, st, uat, due?, header?, log entry, seen, owner?, err?, clock, id, channel
 local ix = {pend = KEYS[4], susp = KEYS[5], lease = KEYS[6], fin = KEYS[7]}
 local m = redis.call('HMGET', KEYS[1], 'st', 'wf', 'ver', 'own', 'until', 'tok', 'due', 'uat')
 if not m[1] then return {'unknown'} end
@@ -143,6 +149,9 @@ reindex(ix, ARGV[12], slot(ix, m[1], m[4], m[7], m[8], m[5]), st, own, due, upd,
 if st ~= m[1] then
   count(KEYS[8], m[2], m[1], -1)
   count(KEYS[8], m[2], st, 1)
+end
+if finished(st) or (st == 'suspended' and due and tonumber(due) <= tonumber(upd)) then
+  redis.call('PUBLISH', ARGV[13], ARGV[12])
 end
 return {'ok'}
 """
@@ -190,7 +199,8 @@ return n
 """
 
 _SIGNAL = r"""
--- KEYS: inst, inbox, pend, susp, lease, fin; ARGV: entry (token .. record), now, again, id
+-- KEYS: inst, inbox, pend, susp, lease, fin; ARGV: entry (token .. record), now, again, id,
+-- channel
 local ix = {pend = KEYS[3], susp = KEYS[4], lease = KEYS[5], fin = KEYS[6]}
 local m = redis.call('HMGET', KEYS[1], 'st', 'own', 'due', 'uat', 'until')
 if not m[1] then return {'unknown'} end
@@ -207,6 +217,7 @@ local due = ARGV[2]
 if m[3] and tonumber(m[3]) <= tonumber(due) then due = m[3] end
 redis.call('HSET', KEYS[1], 'due', due)
 reindex(ix, ARGV[4], slot(ix, m[1], m[2], m[3], m[4], m[5]), m[1], m[2], due, m[4], m[5])
+redis.call('PUBLISH', ARGV[5], ARGV[4])
 return {'ok', n}
 """
 
@@ -291,13 +302,14 @@ return {'ok', untl}
 """
 
 _RELEASE = r"""
--- KEYS: inst, pend, susp, lease, fin; ARGV: owner, id
+-- KEYS: inst, pend, susp, lease, fin; ARGV: owner, id, channel
 local ix = {pend = KEYS[2], susp = KEYS[3], lease = KEYS[4], fin = KEYS[5]}
 local m = redis.call('HMGET', KEYS[1], 'st', 'own', 'due', 'uat', 'until')
 if not m[1] then return {'unknown'} end
 if m[2] ~= ARGV[1] then return {'no'} end
 redis.call('HDEL', KEYS[1], 'own', 'until')
 reindex(ix, ARGV[2], slot(ix, m[1], m[2], m[3], m[4], m[5]), m[1], nil, m[3], m[4], nil)
+redis.call('PUBLISH', ARGV[3], ARGV[2])
 return {'yes'}
 """
 

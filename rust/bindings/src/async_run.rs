@@ -67,6 +67,10 @@ pub struct AsyncRun {
     store_name: String,
     id: String,
     workflow: String,
+    /// The lease holder its commits are fenced by (a worker), or None.
+    owner: Option<String>,
+    /// Whether every step may run beside others (a worker's driver), not only async ones.
+    spread: bool,
     state: Mutex<State>,
 }
 
@@ -95,7 +99,9 @@ impl AsyncRun {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn driving(&self, py: Python<'_>, st: &mut State, d: Driver) -> PyResult<()> {
+    fn driving(&self, py: Python<'_>, st: &mut State, mut d: Driver) -> PyResult<()> {
+        d.owner = self.owner.clone();
+        d.spread = self.spread;
         if !st.announced {
             self.engine.get().observer.started(py, &self.id, &self.workflow)?;
             st.announced = true;
@@ -143,7 +149,7 @@ impl AsyncRun {
             Next::Done => answer(py, DONE, py.None().into_bound(py)),
             Next::Commit => {
                 let pending = d.core.commit().expect("the policy asked for a commit");
-                let commit = commit_to_py(py, &pending.as_commit(&d.id_str, None))?;
+                let commit = commit_to_py(py, &pending.as_commit(&d.id_str, d.owner.as_deref()))?;
                 answer(py, COMMIT, commit)
             }
             Next::ReadInbox { after } => answer(py, INBOX, after.into_pyobject(py)?.into_any()),
@@ -230,6 +236,8 @@ impl AsyncRun {
         let run = AsyncRun {
             id: id.to_string(),
             workflow,
+            owner: None,
+            spread: false,
             state: Mutex::new(State { phase: Phase::Loading, inflight: HashMap::new(), next_id: 0, announced: false }),
             store_name: e.backend.describe(),
             engine: engine.clone_ref(py),
@@ -245,6 +253,77 @@ impl AsyncRun {
             }
         }
         Ok(run)
+    }
+
+    /// Drives stored instance `id` of `workflow` (as a claim returned it) for a worker whose
+    /// commits are fenced by its lease as `owner`; with `spread`, every step may run beside
+    /// others (sync ones in threads, or on other workers). On an `AsyncStore` the first answer
+    /// asks the driver to load it.
+    #[staticmethod]
+    #[pyo3(signature = (engine, id, workflow, owner, spread=true))]
+    fn claimed(
+        py: Python<'_>,
+        engine: Py<Engine>,
+        id: &str,
+        workflow: &str,
+        owner: &str,
+        spread: bool,
+    ) -> PyResult<Self> {
+        let e = engine.get();
+        let run = AsyncRun {
+            id: id.to_string(),
+            workflow: workflow.to_string(),
+            owner: Some(owner.to_string()),
+            spread,
+            state: Mutex::new(State { phase: Phase::Loading, inflight: HashMap::new(), next_id: 0, announced: false }),
+            store_name: e.backend.describe(),
+            engine: engine.clone_ref(py),
+        };
+        if !e.backend.is_async() {
+            let loaded = e.load(py, id)?;
+            let opened = e.reopen_as(py, loaded, workflow, Mode::Concurrent)?;
+            let mut st = run.lock();
+            run.opened(py, &mut st, opened)?;
+        }
+        Ok(run)
+    }
+
+    /// `(step index, key, attempt, interrupted)` of a task handed out and not settled yet.
+    fn task_info(&self, py: Python<'_>, task_id: u64) -> PyResult<(u32, String, u32, u32)> {
+        let st = self.lock();
+        let (task, _) = st
+            .inflight
+            .get(&task_id)
+            .ok_or_else(|| error(py, "TideflowError", format!("task {task_id} is not running")))?;
+        Ok((task.step, task.key.clone(), task.attempt, task.interrupted))
+    }
+
+    /// Hands back the outcome of a task that ran on another worker (see `remote.rs`); unless
+    /// `advance` is false, answers what to do next.
+    #[pyo3(signature = (task_id, outcome, advance=true))]
+    fn remote<'py>(
+        &self,
+        py: Python<'py>,
+        task_id: u64,
+        outcome: &[u8],
+        advance: bool,
+    ) -> PyResult<Option<Answer<'py>>> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let (task, epoch) = st
+            .inflight
+            .remove(&task_id)
+            .ok_or_else(|| error(py, "TideflowError", format!("task {task_id} is not running")))?;
+        if let Phase::Driving(d) = &mut st.phase {
+            if epoch == d.epoch && d.settled.is_none() {
+                let attempt = crate::remote::decode_outcome(py, d, task.step, outcome)?;
+                d.settle_attempt(py, self.engine.get(), task, attempt)?;
+            }
+        }
+        if !advance {
+            return Ok(None);
+        }
+        self.next_answer(py, st).map(Some)
     }
 
     /// What to do next, as `(kind, argument)` (see the module docs).

@@ -40,6 +40,11 @@ pub struct Driver {
     pub epoch: u64,
     /// The stored result, when another writer finished the instance meanwhile.
     pub settled: Option<Outcome>,
+    /// The lease holder this driver commits as (a worker), or None (the engine's own process).
+    pub owner: Option<String>,
+    /// Whether every step may run beside others (a worker runs sync steps in threads and hands
+    /// a fan-out's steps to other workers), not only async ones.
+    pub spread: bool,
 }
 
 /// Builds the host from the driver's fields (so that `core` stays free to borrow mutably).
@@ -79,7 +84,9 @@ impl Driver {
         let now = engine.clock.now(py)?;
         let wf = self.wf.get();
         let mut host = host!(self, py, engine);
-        let next = if concurrent {
+        let next = if concurrent && self.spread {
+            self.core.next(now, &mut host, &|_| true)
+        } else if concurrent {
             self.core.next(now, &mut host, &|s| wf.steps[s as usize].is_async)
         } else {
             self.core.next(now, &mut host, &|_| false)
@@ -107,7 +114,7 @@ impl Driver {
                 Next::Commit => {
                     let result = {
                         let pending = self.core.commit().expect("the policy asked for a commit");
-                        let commit = pending.as_commit(&self.id_str, None);
+                        let commit = pending.as_commit(&self.id_str, self.owner.as_deref());
                         engine.backend.call(py, |s| s.commit(&commit))
                     };
                     if let Some(tasks) = self.committed(py, engine, result)? {
@@ -155,7 +162,11 @@ impl Driver {
         let mode = self.core.mode();
         match crate::reopen::reopen(py, engine, loaded, mode)? {
             Err(done) => self.settled = Some(done),
-            Ok(fresh) => *self = fresh,
+            Ok(mut fresh) => {
+                fresh.owner = self.owner.take();
+                fresh.spread = self.spread;
+                *self = fresh
+            }
         }
         self.epoch = epoch;
         Ok(())
@@ -184,15 +195,49 @@ impl Driver {
     ) -> PyResult<()> {
         self.forward_cancel();
         let now = engine.clock.now(py)?;
+        let attempt = self.attempt_of(py, engine, &task, result, now)?;
+        let mut host = host!(self, py, engine);
+        self.core.settle(task, attempt, now, &mut host);
+        self.observe(py, engine)
+    }
+
+    /// Feeds an attempt's outcome, already judged (here or by the worker that ran it), back
+    /// into the policy at the engine's `now`.
+    pub fn settle_attempt(
+        &mut self,
+        py: Python<'_>,
+        engine: &Engine,
+        task: Task<Py<PyAny>>,
+        attempt: Attempt<Py<PyAny>>,
+    ) -> PyResult<()> {
+        self.forward_cancel();
+        let now = engine.clock.now(py)?;
+        let mut host = host!(self, py, engine);
+        self.core.settle(task, attempt, now, &mut host);
+        self.observe(py, engine)
+    }
+
+    /// Judges a step's result (or exception): the value encoded with the step's codec, or the
+    /// failure with the retry policy's verdict. An attempt that ran past its step's timeout
+    /// counts as a `StepTimeout`, whatever it returned (`now`: when it ended); a
+    /// `BaseException` that is not the cancellation under way is raised again.
+    pub fn attempt_of(
+        &self,
+        py: Python<'_>,
+        engine: &Engine,
+        task: &Task<Py<PyAny>>,
+        result: PyResult<Bound<'_, PyAny>>,
+        now: f64,
+    ) -> PyResult<Attempt<Py<PyAny>>> {
         let mut result = result;
         if result.is_ok() {
-            if let Some(msg) = self.core.overran(&task, now) {
+            if let Some(msg) = self.core.overran(task, now) {
                 result = Err(error(py, "StepTimeout", msg));
             }
         }
         let wf = self.wf.get();
         let entry = &wf.steps[task.step as usize];
-        let attempt = match result {
+        Ok(match result {
             Ok(out) => match encode_checked(
                 py,
                 entry.encode.as_ref(),
@@ -232,10 +277,7 @@ impl Driver {
                 let retryable = !matches(py, &e, entry.give_up_on.bind(py)) && matches(py, &e, entry.retry_on.bind(py));
                 Attempt::Raised { failure: failure(py, &e), retryable }
             }
-        };
-        let mut host = host!(self, py, engine);
-        self.core.settle(task, attempt, now, &mut host);
-        self.observe(py, engine)
+        })
     }
 
     /// Runs one task in this thread (an async step on a private event loop, within its budget).

@@ -294,7 +294,8 @@ impl Engine {
     fn due(&self, py: Python<'_>, limit: Option<usize>) -> PyResult<Vec<String>> {
         let now = self.clock.now(py)?;
         let metas = self.backend.call(py, |s| s.due(now, limit)).py_err(py)?;
-        Ok(metas.into_iter().map(|m| m.id).collect())
+        // the engine's own instances (a worker's tasks: `!task`) are for workers, not resumed
+        Ok(metas.into_iter().filter(|m| !m.workflow.starts_with('!')).map(|m| m.id).collect())
     }
 
     /// One page of the instances matching the filters, newest first, and the cursor of the next

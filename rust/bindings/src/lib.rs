@@ -22,6 +22,7 @@ mod observe;
 mod open;
 mod pystore;
 mod registry;
+mod remote;
 mod reopen;
 mod workflow;
 
@@ -47,6 +48,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::Engine>()?;
     m.add_class::<async_run::AsyncRun>()?;
     m.add_class::<native_store::NativeStore>()?;
+    m.add_class::<remote::RemoteStep>()?;
+    m.add_function(wrap_pyfunction!(remote::task_header, m)?)?;
+    m.add_function(wrap_pyfunction!(remote::task_fields, m)?)?;
+    m.add_function(wrap_pyfunction!(remote::inbox_entries, m)?)?;
+    m.add_function(wrap_pyfunction!(remote::internal_signal, m)?)?;
     m.add_function(wrap_pyfunction!(decode_json, m)?)?;
     m.add_function(wrap_pyfunction!(encode_json, m)?)?;
     m.add("FORMAT_VERSION", tideflow_core::codec::FORMAT)?;

@@ -106,6 +106,8 @@ impl Prepared {
             inbox: HashMap::new(),
             epoch: 0,
             settled: None,
+            owner: None,
+            spread: false,
         }
     }
 }

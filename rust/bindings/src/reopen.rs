@@ -147,6 +147,8 @@ pub fn resume(py: Python<'_>, engine: &Engine, loaded: Loaded, header: Header, m
         inbox: payloads,
         epoch: 0,
         settled: None,
+        owner: None,
+        spread: false,
     };
     // new signals are the outside world's input, not rebuilt state: one that does not decode
     // into its wait's type is rejected (recorded, committed by the driver) and the wait goes on;

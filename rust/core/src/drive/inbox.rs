@@ -21,6 +21,10 @@ pub struct Inbox {
     pub newest: u64,
     /// When the earliest of them was sent: sending one made the instance due then.
     pub earliest: Option<f64>,
+    /// The highest sequence number of a record for the engine itself (a reserved `!` name other
+    /// than the cancellation request, e.g. a worker's note that a step ran elsewhere): skipped,
+    /// never a signal, but seen.
+    pub internal: u64,
 }
 
 /// Decodes the inbox records of instance `id` numbered above `after`: signals, and a persisted
@@ -34,6 +38,11 @@ pub fn sort_inbox(id: &str, raw: Vec<(u64, Vec<u8>)>, after: u64) -> Result<Inbo
         out.earliest = Some(out.earliest.map_or(sig.sent_at, |e| e.min(sig.sent_at)));
         if sig.name == CANCEL_SIGNAL {
             out.cancel.get_or_insert_with(|| cancel_reason(&sig.payload));
+            continue;
+        }
+        if sig.name.starts_with('!') {
+            // for the engine, not a signal (users cannot send `!` names)
+            out.internal = out.internal.max(seq);
             continue;
         }
         out.arrivals.push((seq, sig.name));

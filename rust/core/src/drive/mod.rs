@@ -172,6 +172,8 @@ pub struct Driving<V> {
     cancel: Option<String>,
     /// The highest inbox number read.
     inbox_read: u64,
+    /// The highest inbox number of an internal record read (see [`Inbox::internal`]).
+    internal_seen: u64,
     /// Whether the inbox was read since the instance last moved.
     looked: bool,
     /// Whether the driver was woken, so the inbox is read whatever the instance waits for.
@@ -193,6 +195,7 @@ impl<V: Clone> Driving<V> {
             asked: None,
             cancel: None,
             inbox_read,
+            internal_seen: 0,
             looked: false,
             woken: false,
             events: observed.then(Vec::new),
@@ -330,7 +333,7 @@ impl<V: Clone> Driving<V> {
             due_at,
             header,
             records,
-            signals_seen: self.inst.signals_seen(),
+            signals_seen: self.inst.signals_seen().max(self.internal_seen),
             error,
         }
     }
@@ -416,8 +419,9 @@ impl<V: Clone> Driving<V> {
 
     /// [`Driving::take_inbox`] for an inbox already sorted out ([`sort_inbox`]).
     pub fn accept(&mut self, inbox: Inbox) -> Arrivals {
-        let Inbox { payloads, arrivals, cancel, newest, earliest } = inbox;
+        let Inbox { payloads, arrivals, cancel, newest, earliest, internal } = inbox;
         self.inbox_read = self.inbox_read.max(newest);
+        self.internal_seen = self.internal_seen.max(internal);
         if let Some(sent) = earliest {
             // sending made the instance due then (`Store::send_signal`): what the store holds now,
             // so that the next commit corrects it if no wait takes the signal

@@ -242,3 +242,14 @@ fn a_resume_corrects_the_due_time_a_signal_no_wait_takes_set() {
     assert_eq!(w.drive(&mut d), End::Suspended(Some(until)));
     assert_eq!(w.meta().due_at, Some(until), "due at the sleep's end again");
 }
+
+#[test]
+fn internal_notes_are_skipped_but_seen() {
+    use crate::codec::{encode_signal, Signal};
+    let note = |name: &str, seq: u64| {
+        (seq, encode_signal(&Signal { name: name.into(), payload: b"x".to_vec(), sent_at: 1.0 }))
+    };
+    let inbox = super::sort_inbox("i", vec![note("!task", 1), note("go", 2), note("!task", 3)], 0).unwrap();
+    assert_eq!(inbox.arrivals, vec![(2, "go".to_string())]);
+    assert_eq!((inbox.internal, inbox.newest), (3, 3));
+}

@@ -17,7 +17,8 @@ impl Failure {
         Failure { error_type: error_type.into(), message: message.into(), traceback: String::new() }
     }
 
-    pub(super) fn to_json(&self) -> Vec<u8> {
+    /// The failure as JSON: `{"type", "message", "traceback"}`.
+    pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({
             "type": self.error_type, "message": self.message, "traceback": self.traceback,
         }))

@@ -54,6 +54,11 @@ pub struct Task<V> {
     pub input: V,
     /// When the driver took it (set by [`Instance::pop_ready`]).
     pub started_at: f64,
+    /// How many attempts directly before this one were interrupted (started, never finished:
+    /// their process died); 0 for a first attempt or a retry after a recorded failure. A worker
+    /// that hands steps to other processes names the remote run after `attempt - interrupted`,
+    /// so a takeover finds the run its predecessor handed out.
+    pub interrupted: u32,
     cont: Cont,
 }
 
@@ -167,7 +172,26 @@ impl<V: Clone> Instance<V> {
         records: &[Record],
         host: &mut dyn Host<V>,
     ) -> Self {
-        let replay = Replay::from_records(records);
+        Self::rebuild(id, plan, input, created_at, now, records, false, host)
+    }
+
+    /// Rebuilds an instance as [`Instance::resume`] does, except that with `running` the last
+    /// started attempt of an unfinished step is taken as still running (not interrupted): it is
+    /// ready again with its own attempt number and nothing is charged. A worker that runs one
+    /// step of an instance another worker holds rebuilds it so, to find that step's input.
+    #[allow(clippy::too_many_arguments)] // resume's arguments plus the one flag
+    pub fn rebuild(
+        id: &str,
+        plan: Arc<Plan>,
+        input: V,
+        created_at: f64,
+        now: f64,
+        records: &[Record],
+        running: bool,
+        host: &mut dyn Host<V>,
+    ) -> Self {
+        let mut replay = Replay::from_records(records);
+        replay.running = running;
         let mut inst = Self::empty(id, plan, None, now);
         // consumed: `<key>@` = seq; rejected (also never offered again): `<key>@r<seq>`
         let rejected = replay.decisions.keys().filter_map(|k| k.rsplit_once("@r")?.1.parse::<u64>().ok());
@@ -269,6 +293,15 @@ impl<V: Clone> Instance<V> {
     /// Tasks handed out and not yet completed or failed.
     pub fn running(&self) -> usize {
         self.running
+    }
+
+    /// Takes the ready task at position `key`, stamping its start time, without noting a start
+    /// (see [`Instance::rebuild`]: the attempt was started, and recorded, by its holder).
+    pub fn take_ready(&mut self, key: &str, now: f64) -> Option<Task<V>> {
+        let i = self.ready.iter().position(|t| t.key == key)?;
+        let mut t = self.ready.remove(i)?;
+        t.started_at = now;
+        Some(t)
     }
 
     /// Takes the next ready task, stamping its start time and noting that this attempt starts:

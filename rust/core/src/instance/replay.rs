@@ -13,6 +13,9 @@ pub(super) struct Replay {
     pub(super) enqueued: HashMap<String, u32>,
     /// Highest failed attempt and when its retry is due.
     pub(super) failed: HashMap<String, (u32, Option<f64>)>,
+    /// Whether the last started attempt of an unfinished step is still running (see
+    /// `Instance::rebuild`), rather than interrupted.
+    pub(super) running: bool,
 }
 
 impl Replay {

@@ -362,3 +362,44 @@ fn interrupted_attempts_count_against_a_larger_retry_budget() {
     let last = Instance::resume("y", p, json!(1), 0.0, 30.0, &records, &mut TestHost);
     assert_eq!((last.status(), last.error().map(|e| (e.kind, e.attempts))), (Status::Failed, Some(("interrupted", 3))));
 }
+
+#[test]
+fn a_rebuild_with_the_attempt_running_keeps_its_number_and_its_base() {
+    // max_attempts 3: attempt 1 fails, attempt 2 starts. A worker running that step elsewhere
+    // rebuilds with `running`: attempt 2 again (not charged), base 2. A takeover after the
+    // holder died resumes at attempt 3 with one interrupted before it: the same base, 2.
+    let p = plan(step(0), 1, policy(3));
+    let mut inst = Instance::start("z", p.clone(), json!(1), 0.0, &mut TestHost);
+    let t = inst.pop_ready(0.0).unwrap();
+    assert_eq!((t.attempt, t.interrupted), (1, 0));
+    inst.fail(t, Failure::new("IOError", "flaky"), true, 0.0);
+    let mut records = inst.take_records();
+    let mut second = Instance::resume("z", p.clone(), json!(1), 0.0, 10.0, &records, &mut TestHost);
+    second.fire_timers(10.0, &mut TestHost);
+    let t = second.pop_ready(10.0).unwrap();
+    assert_eq!((t.attempt, t.interrupted), (2, 0));
+    let key = t.key.clone();
+    records.extend(second.take_records());
+    let mut copy = Instance::rebuild("z", p.clone(), json!(1), 0.0, 11.0, &records, true, &mut TestHost);
+    let t = copy.take_ready(&key, 11.0).expect("the running attempt is ready in the copy");
+    assert_eq!((t.attempt, t.interrupted, t.started_at), (2, 0, 11.0));
+    assert!(copy.take_records().is_empty(), "a copy records no start");
+    let mut takeover = Instance::resume("z", p, json!(1), 0.0, 12.0, &records, &mut TestHost);
+    let t = takeover.pop_ready(12.0).unwrap();
+    assert_eq!((t.attempt, t.interrupted, t.attempt - t.interrupted), (3, 1, 2));
+}
+
+#[test]
+fn take_ready_finds_a_position_and_nothing_else() {
+    let p = plan(NodeSpec::Parallel { children: vec![step(0), step(1)] }, 2, None);
+    let mut inst = Instance::start("w", p, json!(1), 0.0, &mut TestHost);
+    assert!(inst.take_ready("nowhere", 0.0).is_none());
+    let keys: Vec<String> =
+        (0..2).filter_map(|_| inst.take_ready(&inst_first_key(&inst)?, 0.0)).map(|t| t.key).collect();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(inst.ready_len(), 0);
+}
+
+fn inst_first_key(inst: &Instance<Value>) -> Option<String> {
+    inst.ready.front().map(|t| t.key.clone())
+}

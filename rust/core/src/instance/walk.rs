@@ -135,6 +135,7 @@ impl<V: Clone> Instance<V> {
 
     pub(super) fn enter_step(&mut self, step: u32, input: V, cont: Cont, key: String, host: &mut dyn Host<V>) {
         let mut attempt = 1;
+        let mut interrupted = 0;
         let mut due = None;
         if let Some(r) = &self.replay {
             if let Some(p) = r.completed.get(&key) {
@@ -155,19 +156,24 @@ impl<V: Clone> Instance<V> {
             }
             let enq = r.enqueued.get(&key).copied().unwrap_or(0);
             let (failed, retry_at) = r.failed.get(&key).copied().unwrap_or((0, None));
-            if enq > failed {
+            if enq > failed && r.running {
+                // started and still running elsewhere (a rebuild by a worker that runs it)
+                attempt = enq;
+                interrupted = enq - failed - 1;
+            } else if enq > failed {
                 // started, never finished: the process died during attempt `enq`
                 let budget = self.plan.retry(step).max_attempts.max(2);
                 if enq >= budget {
                     return self.fail_interrupted(step, key, enq, budget);
                 }
                 attempt = enq + 1;
+                interrupted = enq - failed;
             } else if failed > 0 {
                 attempt = failed + 1;
                 due = retry_at;
             }
         }
-        let task = Task { step, key, attempt, input, started_at: 0.0, cont };
+        let task = Task { step, key, attempt, input, started_at: 0.0, interrupted, cont };
         match due {
             Some(at) => {
                 self.push_timer(at, Due::Retry(task));
