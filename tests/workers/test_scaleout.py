@@ -34,6 +34,14 @@ def _notes(log: Path, id: str, step: str | None = None) -> list[dict[str, Any]]:
     return [n for n in records(log) if n["id"] == id and (step is None or n["step"] == step)]
 
 
+def _kind(server: str | None) -> str:
+    """The backend's name for a printed figure (not its URL, which holds a password)."""
+    if server is None:
+        return "sqlite"
+    scheme = server.split(":", 1)[0]
+    return {"postgresql": "postgres", "mongodb": "mongo"}.get(scheme, scheme)
+
+
 def _ran(log: Path, id: str, step: str) -> bool:
     """Whether ``step`` of instance ``id`` noted that it ran."""
     return bool(_notes(log, id, step))
@@ -58,7 +66,7 @@ def test_a_map_spreads_over_two_worker_processes(server: str | None, tmp_path: P
     naps = _notes(log, "fan", "nap")
     assert len(naps) == n
     per_pid = Counter(x["pid"] for x in naps)
-    print(f"\n[spread {server or 'sqlite'}] {wall:.2f}s for {n} x {nap}s; per worker {per_pid}")
+    print(f"\n[spread {_kind(server)}] {wall:.2f}s for {n} x {nap}s; per worker {per_pid}")
     assert set(per_pid) == pids, per_pid
     assert min(per_pid.values()) >= 5, per_pid
     assert wall < n * nap, f"{wall:.2f}s: no faster than one process running them in turn"
@@ -254,7 +262,7 @@ def test_an_idle_worker_picks_up_a_start(server: str | None, tmp_path: Path) -> 
             assert n["pid"] == worker.pid
             assert run.wait(timeout=60).status is Status.COMPLETED
     ms = ", ".join(f"{x * 1000:.1f}" for x in latencies)
-    print(f"\n[pickup {server or 'sqlite'}] start -> first step: {ms} ms")
+    print(f"\n[pickup {_kind(server)}] start -> first step: {ms} ms")
 
 
 @pytest.mark.parametrize("server", BACKENDS, indirect=True)
@@ -298,7 +306,7 @@ def test_a_second_sigterm_stops_at_once(server: str | None, tmp_path: Path) -> N
         time.sleep(0.2)
         p.send_signal(signal.SIGTERM)
         rc = p.wait(5)  # half the step's 10 s; TimeoutExpired fails the test
-        print(f"\n[two SIGTERMs {server or 'sqlite'}] exit {rc} after {time.monotonic() - t0:.2f}s")
+        print(f"\n[two SIGTERMs {_kind(server)}] exit {rc} after {time.monotonic() - t0:.2f}s")
         assert rc == 0
         assert [x.get("phase") for x in _notes(log, "stopped", "slow")] == ["start"]
         assert not [e for e in engine.steps("stopped") if e.step == "slow"]
