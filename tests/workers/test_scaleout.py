@@ -47,7 +47,7 @@ def _kind(server: str | None) -> str:
 def _released(engine: Engine, id: str) -> bool:
     """Whether instance ``id`` is suspended and no worker holds its lease (read from the store)."""
     got: Any = engine.store.get(id)
-    if inspect.isawaitable(got):
+    if inspect.iscoroutine(got):  # a server store: its calls are coroutines
         got = asyncio.run(got)
     return bool(got is not None and got.meta.status == "suspended" and got.meta.owner is None)
 
