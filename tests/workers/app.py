@@ -153,3 +153,33 @@ PACED = Workflow("paced").then(inc).then(pace).then(slow).then(after)
 POISON_MAP = Workflow("poison_map").then(items).map(poison_item).then(total)
 
 WORKFLOWS += [PACED, POISON_MAP]
+
+
+# -- test_scaleout.py (part 2): a second version of CHAIN, and a step that notes when it ran ----
+
+
+@step
+def double(ctx: Context, x: int) -> int:
+    """Doubles (the step of the second version of ``chain``)."""
+    note(ctx)
+    return x * 2
+
+
+#: A second version of ``chain`` with other steps: another plan hash, so the workers that
+#: register only ``WORKFLOWS`` never take its instances.
+CHAIN_V2 = Workflow("chain", version="2").then(double).then(double)
+
+
+@step
+def stamp(ctx: Context, x: Any) -> Any:
+    """Notes the time it runs (to measure the latency from ``engine.start``)."""
+    note(ctx, at=time.time())
+    return x
+
+
+STAMPED = Workflow("stamped").then(stamp)
+
+#: What a worker of the second version registers.
+WORKFLOWS_V2 = [CHAIN_V2]
+#: ``WORKFLOWS`` and the workflow with a time stamp.
+WORKFLOWS_STAMPED = [*WORKFLOWS, STAMPED]

@@ -106,3 +106,39 @@ def unpause(p: subprocess.Popen[str]) -> None:
 def noted(log: Path, **match: Any) -> list[dict[str, Any]]:
     """The notes whose fields equal all of ``match``."""
     return [n for n in records(log) if all(n.get(k) == v for k, v in match.items())]
+
+
+# -- test_scaleout.py (part 2): workers registering another list of app.py, CPU time -------------
+
+
+def start_registering(
+    workers: Workers,
+    workflows: str,
+    concurrency: int = 4,
+    lease: float = 30.0,
+    queues: list[str] | None = None,
+) -> subprocess.Popen[str]:
+    """Starts one more worker of ``workers`` (as ``Workers.start``) that registers the list
+    ``tests.workers.app.<workflows>`` instead of ``WORKFLOWS``, and waits until it runs."""
+    code = (
+        "import sys, tests.workers.app as app, tests.workers.main as m; "
+        f"m.WORKFLOWS = app.{workflows}; sys.argv[0] = 'tests.workers.main'; m.main()"
+    )
+    cmd = [sys.executable, "-c", code, workers.url]
+    cmd += ["--concurrency", str(concurrency), "--lease", str(lease)]
+    for q in queues or []:
+        cmd += ["--queue", q]
+    env = {**os.environ, "TIDEFLOW_TEST_LOG": str(workers.log), "PYTHONPATH": str(ROOT)}
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    line = p.stdout.readline()
+    assert line.startswith("ready"), f"the worker did not start: {line!r}"
+    workers.procs.append(p)
+    return p
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system, all threads) process ``pid`` has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # after the command: state is field 3, utime 14 and stime 15 (1-based, man 5 proc)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
