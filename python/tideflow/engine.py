@@ -10,7 +10,7 @@ import sys
 
 from tideflow import _core
 from tideflow._args import check_count, check_text
-from tideflow.errors import DefinitionError, InvalidArgument, TideflowError
+from tideflow.errors import DefinitionError, InvalidArgument, LeaseLost, TideflowError
 from tideflow.history import HistoryEvent, Waiting, events_from
 from tideflow.retry import to_seconds
 from tideflow.run import InvalidTransition, Run, Status, StepEvent, _error_from
@@ -258,11 +258,18 @@ class Engine:
         If this process has not registered the instance's workflow (or the version it runs on),
         the stored request is the success: the returned Run is the instance as stored (not
         cancelled yet), and whichever process drives it next (``run_due``, ``resume``,
-        ``recover``) applies the cancellation. Raises ``UnknownInstance``, ``InvalidArgument``
+        ``recover``) applies the cancellation. The same holds when a worker holds the instance
+        (it applies the request at its next look at the instance's inbox: at once on a store
+        that notifies, within a second otherwise). Raises ``UnknownInstance``, ``InvalidArgument``
         for a ``reason`` that is not text, or ``TideflowError`` for an instance that already
         completed or failed."""
         iid = _check_id(id)
-        outcome = self._core.cancel(iid, check_text(reason, "a cancel reason", empty=True))
+        try:
+            outcome = self._core.cancel(iid, check_text(reason, "a cancel reason", empty=True))
+        except LeaseLost:
+            # a worker (here or in another process) holds the instance: the stored request is
+            # the success, and that worker applies it at its next look at the inbox
+            outcome = None
         self._wake(iid)
         self._tell(iid)
         if outcome is None:  # the driver in this process finishes the cancellation

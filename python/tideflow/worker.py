@@ -598,8 +598,14 @@ class Worker:
         engine = self.engine
         core = engine._core
         poll = _POLL_MIN
+        looked = asyncio.get_running_loop().time()
         while True:
             if not results.empty():
+                break
+            if local and asyncio.get_running_loop().time() - looked >= _POLL_MAX:
+                # a step runs here: look at the inbox now and then, for a cancellation sent
+                # from a process this one hears nothing from (a store that cannot notify)
+                handle.wake()
                 break
             waits: list[Awaitable[Any]] = [*local]
             news = asyncio.ensure_future(h.news.wait())
@@ -607,6 +613,8 @@ class Worker:
             timeout = None if deadline is None else max(0.0, deadline - core.now())
             if h.remote and (timeout is None or timeout > poll):
                 timeout = poll
+            if local and (timeout is None or timeout > _POLL_MAX):
+                timeout = _POLL_MAX
             try:
                 done, _ = await asyncio.wait(
                     waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -40,6 +41,8 @@ def main() -> None:
         threading.Timer(0.05, lambda: print(f"ready {worker.id}", flush=True)).start()
         worker.run()
     print("stopped", flush=True)
+    if terms > 1:  # stopped at once: a step still running in a thread must not hold the exit
+        os._exit(0)
     sys.exit(0)
 
 
