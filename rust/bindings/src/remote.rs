@@ -28,9 +28,6 @@ use crate::errors::{error, IntoPy};
 use crate::host::{decode_value, PyHost};
 use crate::reopen::{decode_stored_input, header_of, records_of};
 
-/// The workflow name of task instances (reserved: user names cannot start with `!`).
-pub const TASK_WORKFLOW: &str = "!task";
-
 /// The outcome bytes of an attempt (see the module docs).
 pub fn encode_outcome(attempt: &Attempt<Py<PyAny>>) -> Vec<u8> {
     match attempt {
@@ -85,9 +82,10 @@ pub fn decode_outcome(py: Python<'_>, d: &Driver, step: u32, outcome: &[u8]) -> 
 }
 
 /// The header of a task: `info` is its JSON description (parent, position, attempt), `output`
-/// the outcome once it ran; `workflow` another of the engine's own instance kinds (`!lease`).
+/// the outcome once it ran; `workflow` is `!task` (reserved: user names cannot start with `!`), or
+/// another of the engine's own instance kinds (`!lease`).
 #[pyfunction]
-#[pyo3(signature = (plan_hash, info, created_at, output=None, workflow=TASK_WORKFLOW))]
+#[pyo3(signature = (plan_hash, info, created_at, output=None, workflow="!task"))]
 pub fn task_header(
     plan_hash: &str,
     info: Vec<u8>,
